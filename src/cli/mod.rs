@@ -1,0 +1,95 @@
+//! Command definitions (clap derive) and dispatch. Each subcommand lives in its own module.
+
+mod convert;
+mod inspect;
+mod progress;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use normshift::verify::VerifyError;
+
+/// Exit status when outputs differ beyond tolerance.
+pub const EXIT_MISMATCH: u8 = 1;
+/// Exit status for bad input, I/O and usage errors.
+pub const EXIT_ERROR: u8 = 2;
+/// Exit status when tract cannot load or run a model.
+pub const EXIT_TRACT: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "normshift",
+    version,
+    about = "A compiler for ONNX transformer models that understands where their norms sit",
+    long_about = "normshift loads an ONNX model into a graph IR, rewrites it with passes, writes ONNX again and \
+                  checks the numbers with tract.\n\n\
+                  Start with `normshift inspect MODEL` to see what a model is, `normshift convert IN -o OUT \
+                  --passes ...` to rewrite it, and `normshift verify A B` to compare two models' outputs.",
+    after_help = "Exit status: 0 success, 1 outputs differ beyond tolerance, 2 bad input or usage, \
+                  3 tract could not run a model."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Summarize a model: IR version, producer, opsets, op histogram, inputs, outputs, parameters.
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the model's IR in its stable text form (one line per node, constants summarized by hash).
+    Dump {
+        model: PathBuf,
+        /// Append each node's name as a comment.
+        #[arg(long)]
+        node_names: bool,
+    },
+    /// Read a model, run passes on it, and write it again (with no passes: a byte-identical copy).
+    Convert(convert::ConvertArgs),
+    /// Run models with tract and compare outputs: two models on the same inputs, or one against stored outputs.
+    Verify(verify::VerifyArgs),
+    /// List the passes `convert --passes` accepts.
+    Passes {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { model, json } => inspect::inspect(&model, json),
+        Command::Dump { model, node_names } => inspect::dump(&model, node_names),
+        Command::Convert(args) => convert::convert(args),
+        Command::Verify(args) => verify::verify(args),
+        Command::Passes { json } => inspect::passes(json),
+    }
+}
+
+/// The exit status an error maps to.
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(VerifyError::Tract(_)) = cause.downcast_ref::<VerifyError>() {
+            return EXIT_TRACT;
+        }
+        if cause.downcast_ref::<normshift::verify::TractFailure>().is_some() {
+            return EXIT_TRACT;
+        }
+    }
+    EXIT_ERROR
+}
+
+/// Prints warnings the library collected, one line each.
+pub fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("normshift: warning: {w}");
+    }
+}

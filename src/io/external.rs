@@ -1,0 +1,130 @@
+//! External tensor data: `location` / `offset` / `length` entries resolved against the model's folder.
+//!
+//! A location must stay inside that folder: absolute paths, `..` components and symlinks that resolve outside
+//! are refused. Each data file is mapped once and every tensor is a zero-copy slice of the map.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::onnx::TensorProto;
+use crate::onnx::tensor_proto::DataLocation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalDataError {
+    #[error("tensor `{tensor}`: external data location {location:?} leaves the model's folder")]
+    Escapes { tensor: String, location: String },
+    #[error("tensor `{tensor}`: external data entry has no location")]
+    NoLocation { tensor: String },
+    #[error("tensor `{tensor}`: cannot open external data {path}: {source}")]
+    Open { tensor: String, path: PathBuf, source: std::io::Error },
+    #[error("tensor `{tensor}`: external data offset {offset} + length {length} runs past the end of {path} ({size} bytes)")]
+    OutOfRange { tensor: String, path: PathBuf, offset: u64, length: u64, size: u64 },
+    #[error("tensor `{tensor}`: external data field `{key}` is not a number: {value:?}")]
+    BadNumber { tensor: String, key: String, value: String },
+}
+
+pub fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(DataLocation::External as i32)
+}
+
+/// Where one tensor's data sits.
+struct Entry {
+    location: String,
+    offset: u64,
+    length: Option<u64>,
+}
+
+fn entry(t: &TensorProto) -> Result<Entry, ExternalDataError> {
+    let tensor = t.name().to_string();
+    let mut location = None;
+    let mut offset = 0;
+    let mut length = None;
+    for kv in &t.external_data {
+        let number = |v: &str| {
+            v.parse::<u64>().map_err(|_| ExternalDataError::BadNumber {
+                tensor: tensor.clone(),
+                key: kv.key().into(),
+                value: v.into(),
+            })
+        };
+        match kv.key() {
+            "location" => location = Some(kv.value().to_string()),
+            "offset" => offset = number(kv.value())?,
+            "length" => length = Some(number(kv.value())?),
+            _ => {}
+        }
+    }
+    let location = location.ok_or(ExternalDataError::NoLocation { tensor })?;
+    Ok(Entry { location, offset, length })
+}
+
+/// Resolves `location` inside `dir`, refusing anything that leaves it, including through symlinks.
+pub fn resolve_inside(dir: &Path, location: &str, tensor: &str) -> Result<PathBuf, ExternalDataError> {
+    let escapes = || ExternalDataError::Escapes { tensor: tensor.into(), location: location.into() };
+    let rel = Path::new(location);
+    if location.is_empty()
+        || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(escapes());
+    }
+    let joined = dir.join(rel);
+    let open_err = |source| ExternalDataError::Open { tensor: tensor.into(), path: joined.clone(), source };
+    let real_dir = dir.canonicalize().map_err(open_err)?;
+    let real = joined.canonicalize().map_err(open_err)?;
+    if !real.starts_with(&real_dir) {
+        return Err(escapes());
+    }
+    Ok(real)
+}
+
+/// Maps the external data of every initializer that has some, keyed by tensor name.
+pub fn resolve_all<'a>(
+    dir: &Path,
+    tensors: impl Iterator<Item = &'a TensorProto>,
+) -> Result<HashMap<String, Bytes>, ExternalDataError> {
+    let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
+    let mut data = HashMap::new();
+    for t in tensors.filter(|t| is_external(t)) {
+        let e = entry(t)?;
+        let path = resolve_inside(dir, &e.location, t.name())?;
+        let file = match files.get(&path) {
+            Some(b) => b.clone(),
+            None => {
+                let bytes = map_file(&path).map_err(|source| ExternalDataError::Open {
+                    tensor: t.name().into(),
+                    path: path.clone(),
+                    source,
+                })?;
+                files.insert(path.clone(), bytes.clone());
+                bytes
+            }
+        };
+        let size = file.len() as u64;
+        let length = e.length.unwrap_or(size.saturating_sub(e.offset));
+        let end = e.offset.checked_add(length).filter(|&end| end <= size).ok_or_else(|| {
+            ExternalDataError::OutOfRange {
+                tensor: t.name().into(),
+                path: path.clone(),
+                offset: e.offset,
+                length,
+                size,
+            }
+        })?;
+        data.insert(t.name().to_string(), file.slice(e.offset as usize..end as usize));
+    }
+    Ok(data)
+}
+
+/// Maps a whole file read-only. An empty file maps to empty bytes (mmap refuses length 0).
+pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the map is read-only; a file truncated by another process while mapped is the one hazard
+    // mmap-based loaders (tract's, onnxruntime's) all accept.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
+}

@@ -1,0 +1,240 @@
+//! `ModelProto` → [`Model`]: builds the graph, resolves every value reference, and refuses what cannot be a
+//! valid graph (a value produced twice, a reference nobody produces, a cycle) with a typed error.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use petgraph::stable_graph::{NodeIndex, StableGraph};
+
+use super::validate::ValidationError;
+use super::{Edge, Graph, InputSlot, Model, Node, NodeKind, Op, OrderKey, Tensor, ValueId};
+use crate::onnx::{GraphProto, ModelProto, ValueInfoProto, attribute_proto};
+
+/// Subgraphs nested deeper than this are refused rather than risking the stack.
+pub const MAX_SUBGRAPH_DEPTH: usize = 64;
+
+impl Model {
+    /// Builds the IR from a decoded model. `external` holds the data of tensors stored outside the file,
+    /// keyed by initializer name (see `io::load`).
+    pub fn from_proto(
+        mut proto: ModelProto,
+        mut external: HashMap<String, bytes::Bytes>,
+    ) -> Result<Model, ValidationError> {
+        let graph_proto = proto.graph.take().ok_or(ValidationError::NoGraph)?;
+        let mut warnings = Vec::new();
+        let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings)?;
+        Ok(Model { graph, header: proto, warnings })
+    }
+}
+
+impl Graph {
+    fn from_proto(
+        mut proto: GraphProto,
+        external: &mut HashMap<String, bytes::Bytes>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Graph, ValidationError> {
+        let nodes = std::mem::take(&mut proto.node);
+        let initializers = std::mem::take(&mut proto.initializer);
+        let inputs = std::mem::take(&mut proto.input);
+        let outputs = std::mem::take(&mut proto.output);
+        let value_info = std::mem::take(&mut proto.value_info);
+
+        let mut g = Graph {
+            graph: StableGraph::with_capacity(nodes.len() + initializers.len(), nodes.len() * 2),
+            values: Vec::new(),
+            names: HashMap::new(),
+            inputs: Vec::with_capacity(inputs.len()),
+            outputs: Vec::with_capacity(outputs.len()),
+            value_info: Vec::with_capacity(value_info.len()),
+            initializers: Vec::with_capacity(initializers.len()),
+            tensors: HashMap::with_capacity(initializers.len()),
+            rest: proto,
+            next_inserted: 0,
+        };
+        let mut producers: HashMap<ValueId, (NodeIndex, usize)> = HashMap::new();
+
+        for info in inputs {
+            let id = g.declare(info, "graph input", warnings);
+            if g.inputs.contains(&id) {
+                return Err(ValidationError::DuplicateName(g.value(id).name.clone()));
+            }
+            g.inputs.push(id);
+            let node = g.graph.add_node(Node { kind: NodeKind::Source, outputs: vec![Some(id)] });
+            producers.insert(id, (node, 0));
+        }
+        for tensor in initializers {
+            let name = tensor.name().to_string();
+            let id = g.value_id(&name).unwrap_or_else(|| g.insert_value(name.clone(), None));
+            if g.tensors.contains_key(&id) {
+                return Err(ValidationError::DuplicateName(name));
+            }
+            let ext = external.remove(&name);
+            g.tensors.insert(id, Tensor { proto: tensor, external: ext });
+            g.initializers.push(id);
+            if !producers.contains_key(&id) {
+                let node = g.graph.add_node(Node { kind: NodeKind::Source, outputs: vec![Some(id)] });
+                producers.insert(id, (node, 0));
+            }
+        }
+        for info in outputs {
+            let id = g.declare(info, "graph output", warnings);
+            g.outputs.push(id);
+        }
+        for info in value_info {
+            let id = g.declare(info, "value_info", warnings);
+            g.value_info.push(id);
+        }
+
+        // Op nodes: first their outputs (so that references resolve whatever the file order), then edges.
+        let mut pending = Vec::with_capacity(nodes.len());
+        for (position, mut node) in nodes.into_iter().enumerate() {
+            let input_names = std::mem::take(&mut node.input);
+            let output_names = std::mem::take(&mut node.output);
+            let mut outs = Vec::with_capacity(output_names.len());
+            for name in output_names {
+                if name.is_empty() {
+                    outs.push(None);
+                    continue;
+                }
+                let id = g.value_id(&name).unwrap_or_else(|| g.insert_value(name.clone(), None));
+                if producers.contains_key(&id) {
+                    return Err(ValidationError::ProducedTwice(name));
+                }
+                outs.push(Some(id));
+            }
+            let captured = captured_names(&node.attribute, 1)?;
+            let order = OrderKey { position: position as u64, inserted: 0 };
+            let op = Op { input_count: input_names.len(), proto: node, order };
+            let index = g.graph.add_node(Node { kind: NodeKind::Op(op), outputs: outs.clone() });
+            for (slot, out) in outs.iter().enumerate() {
+                if let Some(id) = out {
+                    producers.insert(*id, (index, slot));
+                }
+            }
+            pending.push((index, input_names, captured));
+        }
+        let sparse: HashSet<&str> =
+            g.rest.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name()).collect();
+        let sparse: HashSet<String> = sparse.into_iter().map(str::to_string).collect();
+        for (index, input_names, captured) in pending {
+            for (slot, name) in input_names.iter().enumerate() {
+                if name.is_empty() {
+                    continue;
+                }
+                g.connect(&producers, index, name, InputSlot::Operand(slot), &sparse)?;
+            }
+            for name in &captured {
+                g.connect(&producers, index, name, InputSlot::Captured, &sparse)?;
+            }
+        }
+        for &out in &g.outputs {
+            if !producers.contains_key(&out) {
+                return Err(ValidationError::Unproduced {
+                    value: g.value(out).name.clone(),
+                    reader: "graph output".into(),
+                });
+            }
+        }
+        g.ops_in_order()?;
+        Ok(g)
+    }
+
+    /// Records a declaration (graph input/output/value_info) of a value, keeping the first one whole.
+    fn declare(&mut self, info: ValueInfoProto, list: &str, warnings: &mut Vec<String>) -> ValueId {
+        let name = info.name().to_string();
+        match self.value_id(&name) {
+            Some(id) => {
+                let value = self.value_mut(id);
+                match &value.info {
+                    Some(first) if *first != info => warnings.push(format!(
+                        "value `{name}` is declared twice with different types; its {list} entry will be \
+                         written like the first declaration"
+                    )),
+                    Some(_) => {}
+                    None => value.info = Some(info),
+                }
+                id
+            }
+            None => self.insert_value(name, Some(info)),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        producers: &HashMap<ValueId, (NodeIndex, usize)>,
+        consumer: NodeIndex,
+        name: &str,
+        to_slot: InputSlot,
+        sparse: &HashSet<String>,
+    ) -> Result<(), ValidationError> {
+        let produced = self.value_id(name).and_then(|id| producers.get(&id).map(|p| (id, *p)));
+        match produced {
+            Some((value, (from, from_slot))) => {
+                self.graph.add_edge(from, consumer, Edge { from_slot, to_slot, value });
+                Ok(())
+            }
+            // Sparse initializers stay opaque in `rest`: a read of one needs no edge.
+            None if sparse.contains(name) => Ok(()),
+            None => {
+                let reader = match &self.graph[consumer].kind {
+                    NodeKind::Op(op) => format!("node `{}` ({})", op.proto.name(), op.op_type()),
+                    NodeKind::Source => "source".into(),
+                };
+                Err(ValidationError::Unproduced { value: name.into(), reader })
+            }
+        }
+    }
+}
+
+/// Names that a node's subgraph attributes read from the enclosing scope.
+fn captured_names(
+    attributes: &[crate::onnx::AttributeProto],
+    depth: usize,
+) -> Result<BTreeSet<String>, ValidationError> {
+    let mut free = BTreeSet::new();
+    for attr in attributes {
+        let is_graph = matches!(
+            attr.r#type(),
+            attribute_proto::AttributeType::Graph | attribute_proto::AttributeType::Graphs
+        ) || attr.g.is_some()
+            || !attr.graphs.is_empty();
+        if !is_graph {
+            continue;
+        }
+        for sub in attr.g.iter().chain(attr.graphs.iter()) {
+            free.extend(subgraph_free_names(sub, depth)?);
+        }
+    }
+    Ok(free)
+}
+
+fn subgraph_free_names(g: &GraphProto, depth: usize) -> Result<BTreeSet<String>, ValidationError> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(ValidationError::TooDeep(MAX_SUBGRAPH_DEPTH));
+    }
+    let mut defined: HashSet<&str> = HashSet::new();
+    defined.extend(g.input.iter().map(|i| i.name()));
+    defined.extend(g.initializer.iter().map(|t| t.name()));
+    defined.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name()));
+    for n in &g.node {
+        defined.extend(n.output.iter().map(String::as_str));
+    }
+    let mut free = BTreeSet::new();
+    for n in &g.node {
+        for name in &n.input {
+            if !name.is_empty() && !defined.contains(name.as_str()) {
+                free.insert(name.clone());
+            }
+        }
+        for name in captured_names(&n.attribute, depth + 1)? {
+            if !defined.contains(name.as_str()) {
+                free.insert(name);
+            }
+        }
+    }
+    for o in &g.output {
+        if !defined.contains(o.name()) {
+            free.insert(o.name().to_string());
+        }
+    }
+    Ok(free)
+}

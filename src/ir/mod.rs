@@ -1,0 +1,360 @@
+//! The graph IR: an ONNX graph as a `petgraph::StableGraph`.
+//!
+//! * **Nodes** are either *sources* (a graph input, an initializer, or both: before IR version 4 weights were
+//!   listed as inputs with a default) or *ops* (the original `NodeProto`, kept whole so that fields this crate
+//!   does not interpret — attributes, subgraphs, doc strings, device configurations — survive untouched; only
+//!   its `input`/`output` lists are taken over by the graph structure).
+//! * **Edges** carry the producer's output slot, the consumer's input slot and the value. A slot is explicit
+//!   because petgraph returns incoming edges newest-first: the order of edges means nothing, the slot does.
+//!   A node with a subgraph attribute (If/Loop/Scan) that reads a value of this graph from inside the subgraph
+//!   gets a [`InputSlot::Captured`] edge for it, so that ordering and dead-code elimination see the dependency.
+//! * **Values** live in a table indexed by [`ValueId`], which (unlike a `NodeIndex`) stays valid across every
+//!   mutation: a `StableGraph` reuses freed node indices, so code that edits the graph holds value ids, and
+//!   looks producers up again after each change.
+//!
+//! The export order of nodes is the original file order wherever the graph did not change: each op node carries
+//! an [`OrderKey`] and export is a topological sort that always emits the smallest ready key.
+
+mod export;
+mod import;
+pub mod text;
+mod validate;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use petgraph::Direction;
+use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+
+use crate::onnx::{self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto};
+
+pub use validate::ValidationError;
+
+/// Index of a value in [`Graph::values`]. Stable for the life of the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub u32);
+
+/// A named tensor (or other ONNX value) flowing between nodes.
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub name: String,
+    /// The first `ValueInfoProto` that declared this value (graph input, output or value_info), kept whole.
+    pub info: Option<ValueInfoProto>,
+}
+
+impl Value {
+    pub fn ty(&self) -> Option<&TypeProto> {
+        self.info.as_ref().and_then(|i| i.r#type.as_ref())
+    }
+}
+
+/// Where export places a node among the others: the position it had in the file, then an insertion counter
+/// for nodes that a rewrite added next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    pub position: u64,
+    pub inserted: u64,
+}
+
+/// An initializer: the `TensorProto` as read, and its data when it lives in an external file (already
+/// mapped into memory; the proto keeps its `external_data` entries).
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub proto: TensorProto,
+    pub external: Option<Bytes>,
+}
+
+impl Tensor {
+    /// The raw little-endian bytes of the tensor, where the data is stored that way (inline `raw_data` or an
+    /// external file). Typed fields (`float_data`, ...) have no raw form: `None`.
+    pub fn raw_bytes(&self) -> Option<&Bytes> {
+        self.external.as_ref().or(self.proto.raw_data.as_ref())
+    }
+
+    pub fn dims(&self) -> &[i64] {
+        &self.proto.dims
+    }
+
+    pub fn elem_type(&self) -> i32 {
+        self.proto.data_type()
+    }
+
+    /// Number of elements, saturating: a malformed file may declare dims whose product overflows.
+    pub fn elem_count(&self) -> u64 {
+        self.proto.dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
+    }
+
+    /// Bytes of payload: raw or external data, or the typed fields' size.
+    pub fn byte_len(&self) -> u64 {
+        if let Some(raw) = self.raw_bytes() {
+            return raw.len() as u64;
+        }
+        let p = &self.proto;
+        (p.float_data.len() * 4
+            + p.int32_data.len() * 4
+            + p.int64_data.len() * 8
+            + p.double_data.len() * 8
+            + p.uint64_data.len() * 8
+            + p.string_data.iter().map(|s| s.len()).sum::<usize>()) as u64
+    }
+}
+
+/// What a graph node is.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// A graph input and/or an initializer; its single output is the value.
+    Source,
+    /// An operator. `proto.input` and `proto.output` are empty: the edges and [`Node::outputs`] hold them.
+    Op(Op),
+}
+
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub proto: NodeProto,
+    /// Number of input slots, including empty optional ones (`""` in the file), which have no edge.
+    pub input_count: usize,
+    pub order: OrderKey,
+}
+
+impl Op {
+    pub fn op_type(&self) -> &str {
+        self.proto.op_type()
+    }
+    /// The operator domain, with `ai.onnx` spelled as the empty string.
+    pub fn domain(&self) -> &str {
+        match self.proto.domain() {
+            "ai.onnx" => "",
+            d => d,
+        }
+    }
+    pub fn attribute(&self, name: &str) -> Option<&onnx::AttributeProto> {
+        self.proto.attribute.iter().find(|a| a.name() == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub kind: NodeKind,
+    /// Output values by slot; `None` for an optional output the file left unnamed (`""`).
+    pub outputs: Vec<Option<ValueId>>,
+}
+
+impl Node {
+    pub fn op(&self) -> Option<&Op> {
+        match &self.kind {
+            NodeKind::Op(op) => Some(op),
+            NodeKind::Source => None,
+        }
+    }
+}
+
+/// Which input of the consumer an edge feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InputSlot {
+    /// The `n`th entry of the node's input list.
+    Operand(usize),
+    /// Read by name from inside one of the node's subgraph attributes.
+    Captured,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub from_slot: usize,
+    pub to_slot: InputSlot,
+    pub value: ValueId,
+}
+
+/// One ONNX graph. Everything of the `GraphProto` the IR does not model (name, doc string, sparse initializers,
+/// quantization annotations, metadata) stays in `rest`.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub graph: StableGraph<Node, Edge>,
+    pub values: Vec<Value>,
+    names: HashMap<String, ValueId>,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    pub value_info: Vec<ValueId>,
+    /// Initializers in file order.
+    pub initializers: Vec<ValueId>,
+    pub tensors: HashMap<ValueId, Tensor>,
+    pub rest: GraphProto,
+    next_inserted: u64,
+}
+
+/// A whole model: the graph, and the `ModelProto` around it with its `graph` field taken out.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub graph: Graph,
+    pub header: ModelProto,
+    /// Things noticed on import that keep the export from being byte-identical to the input.
+    pub warnings: Vec<String>,
+}
+
+impl Model {
+    pub fn opset_version(&self, domain: &str) -> Option<i64> {
+        onnx::opset_version(&self.header.opset_import, domain)
+    }
+}
+
+impl Graph {
+    pub fn value(&self, id: ValueId) -> &Value {
+        &self.values[id.0 as usize]
+    }
+
+    pub fn value_mut(&mut self, id: ValueId) -> &mut Value {
+        &mut self.values[id.0 as usize]
+    }
+
+    pub fn value_id(&self, name: &str) -> Option<ValueId> {
+        self.names.get(name).copied()
+    }
+
+    /// Adds a value with a fresh name derived from `hint` (suffixed until unique).
+    pub fn add_value(&mut self, hint: &str, info: Option<ValueInfoProto>) -> ValueId {
+        let mut name = hint.to_string();
+        let mut n = 0;
+        while self.names.contains_key(&name) {
+            n += 1;
+            name = format!("{hint}_{n}");
+        }
+        self.insert_value(name, info)
+    }
+
+    fn insert_value(&mut self, name: String, info: Option<ValueInfoProto>) -> ValueId {
+        let id = ValueId(self.values.len() as u32);
+        self.names.insert(name.clone(), id);
+        self.values.push(Value { name, info });
+        id
+    }
+
+    /// The initializer behind a value, if it is one.
+    pub fn initializer(&self, id: ValueId) -> Option<&Tensor> {
+        self.tensors.get(&id)
+    }
+
+    /// Whether a value is a real graph input, i.e. one the caller must feed (not an initializer default).
+    pub fn is_runtime_input(&self, id: ValueId) -> bool {
+        self.inputs.contains(&id) && !self.tensors.contains_key(&id)
+    }
+
+    /// Graph inputs a caller must feed, in order.
+    pub fn runtime_inputs(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs.iter().copied().filter(|v| !self.tensors.contains_key(v))
+    }
+
+    /// The node and output slot producing `value`. Linear in the node count; callers that need many look-ups
+    /// build a [`ProducerIndex`] instead.
+    pub fn producer(&self, value: ValueId) -> Option<(NodeIndex, usize)> {
+        self.graph.node_indices().find_map(|n| {
+            self.graph[n].outputs.iter().position(|o| *o == Some(value)).map(|slot| (n, slot))
+        })
+    }
+
+    /// A map from each value to its producer, valid until the next mutation.
+    pub fn producer_index(&self) -> HashMap<ValueId, (NodeIndex, usize)> {
+        let mut map = HashMap::with_capacity(self.values.len());
+        for n in self.graph.node_indices() {
+            for (slot, out) in self.graph[n].outputs.iter().enumerate() {
+                if let Some(v) = out {
+                    map.insert(*v, (n, slot));
+                }
+            }
+        }
+        map
+    }
+
+    /// The values feeding `node`'s input slots, in slot order; `None` for an empty optional input.
+    pub fn node_inputs(&self, node: NodeIndex) -> Vec<Option<ValueId>> {
+        let count = match &self.graph[node].kind {
+            NodeKind::Op(op) => op.input_count,
+            NodeKind::Source => 0,
+        };
+        let mut inputs = vec![None; count];
+        for e in self.graph.edges_directed(node, Direction::Incoming) {
+            if let InputSlot::Operand(slot) = e.weight().to_slot
+                && let Some(entry) = inputs.get_mut(slot)
+            {
+                *entry = Some(e.weight().value);
+            }
+        }
+        inputs
+    }
+
+    /// Consumers of `value`: (node, input slot).
+    pub fn consumers(&self, value: ValueId) -> Vec<(NodeIndex, InputSlot)> {
+        let mut found: Vec<(NodeIndex, InputSlot)> = self
+            .graph
+            .edge_references()
+            .filter(|e| e.weight().value == value)
+            .map(|e| (e.target(), e.weight().to_slot))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Op nodes in export order (topological, original order where unchanged).
+    pub fn ops_in_order(&self) -> Result<Vec<NodeIndex>, ValidationError> {
+        export::topological_order(self)
+    }
+
+    /// Adds an op node after the node at `anchor` in export order, wiring its inputs and creating its outputs.
+    /// Returns the new node's index (valid until the next removal) and its output values.
+    pub fn add_op(
+        &mut self,
+        proto: NodeProto,
+        inputs: &[Option<ValueId>],
+        output_hints: &[&str],
+        anchor: OrderKey,
+    ) -> (NodeIndex, Vec<ValueId>) {
+        self.next_inserted += 1;
+        let order = OrderKey { position: anchor.position, inserted: self.next_inserted };
+        let outputs: Vec<ValueId> = output_hints.iter().map(|h| self.add_value(h, None)).collect();
+        let node = self.graph.add_node(Node {
+            kind: NodeKind::Op(Op { proto, input_count: inputs.len(), order }),
+            outputs: outputs.iter().copied().map(Some).collect(),
+        });
+        let producers = self.producer_index();
+        for (slot, input) in inputs.iter().enumerate() {
+            if let Some(v) = input
+                && let Some(&(from, from_slot)) = producers.get(v)
+            {
+                self.graph.add_edge(
+                    from,
+                    node,
+                    Edge { from_slot, to_slot: InputSlot::Operand(slot), value: *v },
+                );
+            }
+        }
+        (node, outputs)
+    }
+
+    /// Makes every reader of `old` (op inputs and graph outputs) read `new` instead.
+    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        let Some((new_node, new_slot)) = self.producer(new) else { return };
+        let edges: Vec<EdgeIndex> =
+            self.graph.edge_indices().filter(|&e| self.graph[e].value == old).collect();
+        for e in edges {
+            let Some((_, to)) = self.graph.edge_endpoints(e) else { continue };
+            let Some(weight) = self.graph.remove_edge(e) else { continue };
+            self.graph.add_edge(
+                new_node,
+                to,
+                Edge { from_slot: new_slot, to_slot: weight.to_slot, value: new },
+            );
+        }
+        for out in self.outputs.iter_mut().filter(|o| **o == old) {
+            *out = new;
+        }
+    }
+
+    /// Removes a node and its edges. Any `NodeIndex` held by the caller may now name another node.
+    pub fn remove_node(&mut self, node: NodeIndex) -> Option<Node> {
+        self.graph.remove_node(node)
+    }
+
+    /// Number of op nodes.
+    pub fn op_count(&self) -> usize {
+        self.graph.node_weights().filter(|n| n.op().is_some()).count()
+    }
+}

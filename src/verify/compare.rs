@@ -1,0 +1,85 @@
+//! Comparing two output tensors: the figures a user needs to judge a difference.
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+/// An element passes when `|a - b| <= atol + rtol * |b|`, `b` being the reference.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Tolerance {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { rtol: 1e-4, atol: 1e-5 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub cosine: f64,
+    /// Elements outside tolerance.
+    pub mismatched: usize,
+    pub ok: bool,
+    /// Set when the two cannot be compared element by element (shape or type differ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+fn as_f64(t: &Tensor) -> TractResult<Vec<f64>> {
+    Ok(t.cast_to::<f64>()?.to_plain_array_view::<f64>()?.iter().copied().collect())
+}
+
+/// Compares `actual` against `reference`.
+pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) -> Comparison {
+    let mut c = Comparison {
+        name: name.into(),
+        shape: reference.shape().to_vec(),
+        max_abs: f64::NAN,
+        max_rel: f64::NAN,
+        cosine: f64::NAN,
+        mismatched: reference.len(),
+        ok: false,
+        problem: None,
+    };
+    if actual.shape() != reference.shape() {
+        c.problem = Some(format!("shape {:?} vs reference {:?}", actual.shape(), reference.shape()));
+        return c;
+    }
+    let (a, b) = match (as_f64(actual), as_f64(reference)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            c.problem = Some(format!("cannot read values as numbers: {e}"));
+            return c;
+        }
+    };
+    let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) = (0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
+    for (&x, &y) in a.iter().zip(&b) {
+        let d = (x - y).abs();
+        // NaN in either is a mismatch unless both are NaN at the same place.
+        let same_nan = x.is_nan() && y.is_nan();
+        if !same_nan && !(d <= tol.atol + tol.rtol * y.abs()) && x != y {
+            bad += 1;
+        }
+        if !same_nan {
+            max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
+            if d > 0.0 {
+                max_rel = max_rel.max(d / y.abs().max(1e-12));
+            }
+        }
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    c.max_abs = max_abs;
+    c.max_rel = max_rel;
+    c.cosine = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na.sqrt() * nb.sqrt()).max(1e-300) };
+    c.mismatched = bad;
+    c.ok = bad == 0;
+    c
+}

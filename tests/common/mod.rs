@@ -1,0 +1,104 @@
+//! Helpers shared by the integration tests: fixture paths, running the binary, and hand-built models.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use normshift::onnx::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, tensor_shape_proto, type_proto,
+};
+use prost::Message;
+
+pub const FIXTURES: &[&str] = &[
+    "bert_post.opset14",
+    "bert_post.opset17",
+    "gpt2_pre.opset14",
+    "gpt2_pre.opset17",
+    "llama_rms.opset14",
+    "llama_rms.opset17",
+];
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)
+}
+
+pub fn fixture_model(name: &str) -> PathBuf {
+    fixture(name).join("model.onnx")
+}
+
+pub fn normshift(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_normshift")).args(args).output().expect("the binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn f32_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let shape = TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(shape),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(format!("{op}_{}", outputs.first().copied().unwrap_or(""))),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(1),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// A model `y = Relu(x + w)` over f32[2, 3], edited by `edit` before encoding.
+pub fn tiny_model(edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
+    let mut graph = GraphProto {
+        name: Some("tiny".into()),
+        node: vec![node("Add", &["x", "w"], &["s"]), node("Relu", &["s"], &["y"])],
+        initializer: vec![f32_tensor("w", &[2, 3], &[0.5, -1.0, 2.0, 0.0, 1.5, -0.5])],
+        input: vec![f32_info("x", &[2, 3])],
+        output: vec![f32_info("y", &[2, 3])],
+        ..Default::default()
+    };
+    edit(&mut graph);
+    let model = ModelProto {
+        ir_version: Some(8),
+        producer_name: Some("normshift-tests".into()),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
