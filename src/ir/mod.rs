@@ -281,6 +281,19 @@ impl Graph {
         inputs
     }
 
+    /// Values of this graph that `node` reads from inside its subgraph attributes, sorted by name.
+    pub fn captured_values(&self, node: NodeIndex) -> Vec<ValueId> {
+        let mut found: Vec<ValueId> = self
+            .graph
+            .edges_directed(node, Direction::Incoming)
+            .filter(|e| e.weight().to_slot == InputSlot::Captured)
+            .map(|e| e.weight().value)
+            .collect();
+        found.sort_by(|a, b| self.value(*a).name.cmp(&self.value(*b).name));
+        found.dedup();
+        found
+    }
+
     /// Consumers of `value`: (node, input slot).
     pub fn consumers(&self, value: ValueId) -> Vec<(NodeIndex, InputSlot)> {
         let mut found: Vec<(NodeIndex, InputSlot)> = self

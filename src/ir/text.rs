@@ -97,6 +97,11 @@ impl Graph {
             let attrs: Vec<String> = op.proto.attribute.iter().map(attribute_text).collect();
             let attrs = if attrs.is_empty() { String::new() } else { format!("[{}]", attrs.join(", ")) };
             let _ = write!(out, "{} = {op_name}{attrs}({})", outputs.join(", "), inputs.join(", "));
+            let captured = self.captured_values(n);
+            if !captured.is_empty() {
+                let names: Vec<&str> = captured.iter().map(|&v| self.value(v).name.as_str()).collect();
+                let _ = write!(out, " captures({})", names.join(", "));
+            }
             if options.node_names && !op.proto.name().is_empty() {
                 let _ = write!(out, "  # {}", op.proto.name());
             }
