@@ -70,7 +70,7 @@ fn external_data_round_trips_and_inlines_back_to_the_original_bytes() {
     let input = fixture_model("llama_rms.opset17");
     let model = load(&input).unwrap();
     let ext = dir.path().join("ext.onnx");
-    let report = save(&model, &ext, &SaveOptions { layout: DataLayout::External { location: None } }).unwrap();
+    let report = save(&model, &ext, &SaveOptions { layout: DataLayout::External { location: None }, ..Default::default() }).unwrap();
     let data = dir.path().join("ext.onnx.data");
     assert_eq!(report.data_file.as_deref(), Some(data.as_path()));
     assert!(std::fs::metadata(&data).unwrap().len() > 50_000);
@@ -84,7 +84,7 @@ fn external_data_round_trips_and_inlines_back_to_the_original_bytes() {
     assert!(report.data_file.is_some());
     // Inlined again, it is the original file.
     let inline = dir.path().join("inline.onnx");
-    save(&reloaded, &inline, &SaveOptions { layout: DataLayout::Inline }).unwrap();
+    save(&reloaded, &inline, &SaveOptions { layout: DataLayout::Inline, ..Default::default() }).unwrap();
     assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(&inline).unwrap());
 }
 
@@ -98,4 +98,19 @@ fn convert_writes_external_data_on_request() {
     assert!(dir.path().join("weights.bin").exists());
     let o = normshift(&["verify", input.to_str().unwrap(), out.to_str().unwrap()]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
+
+#[test]
+fn a_write_never_replaces_the_external_data_its_input_reads_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.onnx");
+    let o = normshift(&["convert", fixture_model("gpt2_pre.opset17").to_str().unwrap(), "-o", a.to_str().unwrap(), "--external-data", "w.bin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let data_before = std::fs::read(dir.path().join("w.bin")).unwrap();
+    let b = dir.path().join("b.onnx");
+    let o = normshift(&["convert", a.to_str().unwrap(), "-o", b.to_str().unwrap(), "--external-data", "w.bin"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds the input's own external data"), "{}", stderr(&o));
+    assert!(!b.exists());
+    assert_eq!(data_before, std::fs::read(dir.path().join("w.bin")).unwrap());
 }

@@ -75,7 +75,7 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         (None, true) => DataLayout::Inline,
         (None, false) => DataLayout::Keep,
     };
-    let options = SaveOptions { layout };
+    let options = SaveOptions { layout, replace_sources: args.force };
     let verify = !runs.is_empty() && !args.no_verify;
     let (written, report) = if verify {
         write_verified(&args, &model, &options, runs.iter().all(|r| r.class == PassClass::Exact))?

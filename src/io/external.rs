@@ -79,11 +79,17 @@ pub fn resolve_inside(dir: &Path, location: &str, tensor: &str) -> Result<PathBu
     Ok(real)
 }
 
-/// Maps the external data of every initializer that has some, keyed by tensor name.
+/// External data of every initializer that has some, keyed by tensor name, and the files it came from.
+pub struct Resolved {
+    pub data: HashMap<String, Bytes>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Maps the external data of every initializer that has some.
 pub fn resolve_all<'a>(
     dir: &Path,
     tensors: impl Iterator<Item = &'a TensorProto>,
-) -> Result<HashMap<String, Bytes>, ExternalDataError> {
+) -> Result<Resolved, ExternalDataError> {
     let mut files: HashMap<PathBuf, Bytes> = HashMap::new();
     let mut data = HashMap::new();
     for t in tensors.filter(|t| is_external(t)) {
@@ -114,7 +120,7 @@ pub fn resolve_all<'a>(
         })?;
         data.insert(t.name().to_string(), file.slice(e.offset as usize..end as usize));
     }
-    Ok(data)
+    Ok(Resolved { data, files: files.into_keys().collect() })
 }
 
 /// Maps a whole file read-only. An empty file maps to empty bytes (mmap refuses length 0).

@@ -59,11 +59,12 @@ pub fn load_bytes(bytes: Bytes, path: &Path, dir: &Path) -> Result<Model, LoadEr
     let graph = proto.graph.as_ref().map(|g| g.initializer.iter());
     let external = external::resolve_all(dir, graph.into_iter().flatten())
         .map_err(|source| LoadError::External { path: path.into(), source })?;
-    let mut model = Model::from_proto(proto, external)
+    let mut model = Model::from_proto(proto, external.data)
         .map_err(|source| LoadError::Invalid { path: path.into(), source })?;
     for tensor in model.graph.tensors.values() {
         check_length(tensor).map_err(|source| LoadError::Tensor { path: path.into(), source })?;
     }
     model.warnings.splice(0..0, warnings);
+    model.external_files = external.files;
     Ok(model)
 }

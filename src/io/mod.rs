@@ -8,7 +8,7 @@ mod stream;
 
 pub use external::ExternalDataError;
 pub use load::{LoadError, load, load_bytes};
-pub use save::{DataLayout, SaveError, SaveOptions, SaveReport, atomic_write, save};
+pub use save::{DataLayout, SaveError, SaveOptions, SaveReport, save};
 
 /// Tensors at least this large go to the external data file when one is written (the `onnx` package's default).
 pub const EXTERNAL_THRESHOLD: u64 = 1024;

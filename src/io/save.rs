@@ -24,6 +24,8 @@ pub enum SaveError {
     TooLargeInline(u64),
     #[error("external data location {0:?} must be a plain file name")]
     BadLocation(String),
+    #[error("{0} holds the input's own external data; writing it would destroy the input (use --force)")]
+    WouldReplaceSource(PathBuf),
     #[error("protobuf encoding failed: {0}")]
     Encode(#[from] prost::EncodeError),
 }
@@ -43,6 +45,8 @@ pub enum DataLayout {
 #[derive(Debug, Clone, Default)]
 pub struct SaveOptions {
     pub layout: DataLayout,
+    /// Allow the data file to replace one the model was loaded from (converting in place).
+    pub replace_sources: bool,
 }
 
 /// What was written.
@@ -79,6 +83,12 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<SaveRep
     }
     let blobs = move_out(model, &mut proto, &location);
     let data_path = dir.join(&location);
+    if !options.replace_sources
+        && let Ok(real) = data_path.canonicalize()
+        && model.external_files.contains(&real)
+    {
+        return Err(SaveError::WouldReplaceSource(data_path));
+    }
     let data_bytes = blobs.iter().map(|b| b.len() as u64).sum();
     let data_tmp = write_temp(&data_path, |w| blobs.iter().try_for_each(|b| w.write_all(b)))?;
     let model_tmp = write_temp(path, |w| encode_into(&proto, w))?;
@@ -136,11 +146,6 @@ fn write_model(proto: &ModelProto, path: &Path) -> Result<u64, SaveError> {
     let len = tmp.len;
     tmp.commit()?;
     Ok(len)
-}
-
-/// Writes `bytes` to `path` atomically.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), SaveError> {
-    write_temp(path, |w| w.write_all(bytes))?.commit()
 }
 
 /// A finished temporary file waiting to be renamed into place; removed if dropped uncommitted.

@@ -7,7 +7,7 @@ use petgraph::stable_graph::{NodeIndex, StableGraph};
 
 use super::validate::ValidationError;
 use super::{Edge, Graph, InputSlot, Model, Node, NodeKind, Op, OrderKey, Tensor, ValueId};
-use crate::onnx::{GraphProto, ModelProto, ValueInfoProto, attribute_proto};
+use crate::onnx::{GraphProto, ModelProto, ValueInfoProto};
 
 /// Subgraphs nested deeper than this are refused rather than risking the stack.
 pub const MAX_SUBGRAPH_DEPTH: usize = 64;
@@ -22,7 +22,7 @@ impl Model {
         let graph_proto = proto.graph.take().ok_or(ValidationError::NoGraph)?;
         let mut warnings = Vec::new();
         let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings)?;
-        Ok(Model { graph, header: proto, warnings })
+        Ok(Model { graph, header: proto, warnings, external_files: Vec::new() })
     }
 }
 
@@ -192,14 +192,6 @@ fn captured_names(
 ) -> Result<BTreeSet<String>, ValidationError> {
     let mut free = BTreeSet::new();
     for attr in attributes {
-        let is_graph = matches!(
-            attr.r#type(),
-            attribute_proto::AttributeType::Graph | attribute_proto::AttributeType::Graphs
-        ) || attr.g.is_some()
-            || !attr.graphs.is_empty();
-        if !is_graph {
-            continue;
-        }
         for sub in attr.g.iter().chain(attr.graphs.iter()) {
             free.extend(subgraph_free_names(sub, depth)?);
         }

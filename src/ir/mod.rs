@@ -189,6 +189,9 @@ pub struct Model {
     pub header: ModelProto,
     /// Things noticed on import that keep the export from being byte-identical to the input.
     pub warnings: Vec<String>,
+    /// External data files the initializers are mapped from (canonical paths), so that a write never replaces
+    /// the data its own input still reads without being told to.
+    pub external_files: Vec<std::path::PathBuf>,
 }
 
 impl Model {

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use petgraph::Direction;
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 
 use super::{Graph, NodeKind};
@@ -55,8 +54,7 @@ impl Graph {
                 });
             }
         }
-        // An op whose operand slot has no edge must have left that input empty on purpose: only edges that
-        // were never created are legal gaps, so nothing more to check here; the cycle check is the sort.
+        // Ordering the ops is the cycle check.
         self.ops_in_order()?;
         Ok(())
     }
@@ -73,10 +71,5 @@ impl Graph {
                 .map(|v| self.value(v).name.clone())
                 .unwrap_or_default(),
         }
-    }
-
-    /// Number of edges into a node, for tests and diagnostics.
-    pub fn in_degree(&self, n: petgraph::stable_graph::NodeIndex) -> usize {
-        self.graph.edges_directed(n, Direction::Incoming).count()
     }
 }
