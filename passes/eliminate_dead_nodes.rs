@@ -35,8 +35,19 @@ impl Pass for EliminateDeadNodes {
                 .graph
                 .node_indices()
                 .filter(|&n| g.graph[n].op().is_some())
-                .filter(|&n| g.graph.edges_directed(n, Direction::Outgoing).next().is_none())
-                .filter(|&n| !g.graph[n].outputs.iter().flatten().any(|v| outputs.contains(v)))
+                .filter(|&n| {
+                    g.graph
+                        .edges_directed(n, Direction::Outgoing)
+                        .next()
+                        .is_none()
+                })
+                .filter(|&n| {
+                    !g.graph[n]
+                        .outputs
+                        .iter()
+                        .flatten()
+                        .any(|v| outputs.contains(v))
+                })
                 .collect();
             if dead.is_empty() {
                 return Ok(removed);

@@ -24,7 +24,10 @@ pub enum PassClass {
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("pass `{pass}` left an invalid graph: {source}")]
-    Invalid { pass: &'static str, source: ValidationError },
+    Invalid {
+        pass: &'static str,
+        source: ValidationError,
+    },
     #[error("unknown pass `{0}` (`normshift passes` lists them)")]
     Unknown(String),
 }
@@ -43,7 +46,10 @@ pub fn catalogue() -> Vec<Box<dyn Pass>> {
 }
 
 pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
-    catalogue().into_iter().find(|p| p.name() == name).ok_or_else(|| PassError::Unknown(name.into()))
+    catalogue()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| PassError::Unknown(name.into()))
 }
 
 /// What one pass did.
@@ -60,8 +66,18 @@ pub fn run_pipeline(model: &mut Model, names: &[String]) -> Result<Vec<PassRun>,
     let mut runs = Vec::new();
     for pass in passes {
         let changes = pass.run(model)?;
-        model.graph.validate().map_err(|source| PassError::Invalid { pass: pass.name(), source })?;
-        runs.push(PassRun { pass: pass.name(), class: pass.class(), changes });
+        model
+            .graph
+            .validate()
+            .map_err(|source| PassError::Invalid {
+                pass: pass.name(),
+                source,
+            })?;
+        runs.push(PassRun {
+            pass: pass.name(),
+            class: pass.class(),
+            changes,
+        });
     }
     Ok(runs)
 }

@@ -78,7 +78,9 @@ impl std::fmt::Display for Dim {
 /// The element type and shape a `TypeProto` declares for a dense tensor, if it declares one.
 /// `None` for the shape means the rank itself is unknown.
 pub fn tensor_type(ty: &TypeProto) -> Option<(i32, Option<Vec<Dim>>)> {
-    let Some(type_proto::Value::TensorType(t)) = &ty.value else { return None };
+    let Some(type_proto::Value::TensorType(t)) = &ty.value else {
+        return None;
+    };
     let shape = t.shape.as_ref().map(|s| {
         s.dim
             .iter()

@@ -74,7 +74,11 @@ impl Model {
                 .opset_import
                 .iter()
                 .map(|o| Opset {
-                    domain: o.domain.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "ai.onnx".into()),
+                    domain: o
+                        .domain
+                        .clone()
+                        .filter(|d| !d.is_empty())
+                        .unwrap_or_else(|| "ai.onnx".into()),
                     version: o.version.unwrap_or(0),
                 })
                 .collect(),
@@ -85,7 +89,10 @@ impl Model {
             initializers: g.initializers.len(),
             parameters: tensors.clone().map(|t| t.elem_count()).sum(),
             parameter_bytes: tensors.clone().map(|t| t.byte_len()).sum(),
-            external_data_bytes: tensors.filter_map(|t| t.external.as_ref()).map(|b| b.len() as u64).sum(),
+            external_data_bytes: tensors
+                .filter_map(|t| t.external.as_ref())
+                .map(|b| b.len() as u64)
+                .sum(),
             functions: self.header.functions.len(),
             warnings: self.warnings.clone(),
         }

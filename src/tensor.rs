@@ -14,7 +14,21 @@ use crate::onnx::{TensorProto, elem_size, elem_type_name};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TensorError {
     #[error("tensor `{name}`: shape {dims:?} needs {expected} elements but the data holds {found}")]
-    LengthMismatch { name: String, dims: Vec<i64>, expected: u64, found: u64 },
+    LengthMismatch {
+        name: String,
+        dims: Vec<i64>,
+        expected: u64,
+        found: u64,
+    },
+    #[error(
+        "tensor `{name}`: shape {dims:?} needs {expected} bytes of raw data but {found} are stored"
+    )]
+    RawLengthMismatch {
+        name: String,
+        dims: Vec<i64>,
+        expected: u64,
+        found: u64,
+    },
     #[error("tensor `{name}`: dimension {dim} is negative or the element count overflows")]
     BadDims { name: String, dim: i64 },
     #[error("tensor `{name}`: element type {ty} cannot be read as numbers here")]
@@ -25,19 +39,21 @@ pub enum TensorError {
 pub fn declared_count(proto: &TensorProto) -> Result<u64, TensorError> {
     proto.dims.iter().try_fold(1u64, |acc, &d| {
         if d < 0 {
-            return Err(TensorError::BadDims { name: proto.name().into(), dim: d });
+            return Err(TensorError::BadDims {
+                name: proto.name().into(),
+                dim: d,
+            });
         }
-        acc.checked_mul(d as u64).ok_or(TensorError::BadDims { name: proto.name().into(), dim: d })
+        acc.checked_mul(d as u64).ok_or(TensorError::BadDims {
+            name: proto.name().into(),
+            dim: d,
+        })
     })
 }
 
-/// Elements actually stored, whichever field holds them (raw data counted in elements of the declared type).
-fn stored_count(t: &Tensor) -> Option<u64> {
+/// Elements stored in the typed fields (not raw data), by the field the element type uses.
+fn typed_count(t: &Tensor) -> Option<u64> {
     let p = &t.proto;
-    if let Some(raw) = t.raw_bytes() {
-        let size = elem_size(p.data_type())? as u64;
-        return Some(raw.len() as u64 / size).filter(|_| raw.len() as u64 % size == 0).or(Some(u64::MAX));
-    }
     let count = match DataType::try_from(p.data_type()).ok()? {
         DataType::Float => p.float_data.len(),
         DataType::Double => p.double_data.len(),
@@ -55,7 +71,22 @@ fn stored_count(t: &Tensor) -> Option<u64> {
 /// (sub-byte types in raw form) pass.
 pub fn check_length(t: &Tensor) -> Result<(), TensorError> {
     let expected = declared_count(&t.proto)?;
-    match stored_count(t) {
+    if let Some(raw) = t.raw_bytes() {
+        let Some(size) = elem_size(t.elem_type()) else {
+            return Ok(());
+        };
+        let expected_bytes = expected.saturating_mul(size as u64);
+        if raw.len() as u64 != expected_bytes {
+            return Err(TensorError::RawLengthMismatch {
+                name: t.proto.name().into(),
+                dims: t.proto.dims.clone(),
+                expected: expected_bytes,
+                found: raw.len() as u64,
+            });
+        }
+        return Ok(());
+    }
+    match typed_count(t) {
         Some(found) if found != expected => Err(TensorError::LengthMismatch {
             name: t.proto.name().into(),
             dims: t.proto.dims.clone(),
@@ -67,7 +98,10 @@ pub fn check_length(t: &Tensor) -> Result<(), TensorError> {
 }
 
 fn unsupported(t: &Tensor) -> TensorError {
-    TensorError::UnsupportedType { name: t.proto.name().into(), ty: elem_type_name(t.elem_type()) }
+    TensorError::UnsupportedType {
+        name: t.proto.name().into(),
+        ty: elem_type_name(t.elem_type()),
+    }
 }
 
 /// The tensor's values as f64 (exact for every float type up to f64 and integers up to 2^53).
@@ -78,16 +112,34 @@ pub fn to_f64(t: &Tensor) -> Result<Vec<f64>, TensorError> {
     if let Some(raw) = t.raw_bytes() {
         let raw: &[u8] = raw;
         return Ok(match ty {
-            DataType::Float => chunks::<4>(raw).map(|b| f32::from_le_bytes(b) as f64).collect(),
+            DataType::Float => chunks::<4>(raw)
+                .map(|b| f32::from_le_bytes(b) as f64)
+                .collect(),
             DataType::Double => chunks::<8>(raw).map(f64::from_le_bytes).collect(),
-            DataType::Float16 => chunks::<2>(raw).map(|b| half::f16::from_le_bytes(b).to_f64()).collect(),
-            DataType::Bfloat16 => chunks::<2>(raw).map(|b| half::bf16::from_le_bytes(b).to_f64()).collect(),
-            DataType::Int64 => chunks::<8>(raw).map(|b| i64::from_le_bytes(b) as f64).collect(),
-            DataType::Uint64 => chunks::<8>(raw).map(|b| u64::from_le_bytes(b) as f64).collect(),
-            DataType::Int32 => chunks::<4>(raw).map(|b| i32::from_le_bytes(b) as f64).collect(),
-            DataType::Uint32 => chunks::<4>(raw).map(|b| u32::from_le_bytes(b) as f64).collect(),
-            DataType::Int16 => chunks::<2>(raw).map(|b| i16::from_le_bytes(b) as f64).collect(),
-            DataType::Uint16 => chunks::<2>(raw).map(|b| u16::from_le_bytes(b) as f64).collect(),
+            DataType::Float16 => chunks::<2>(raw)
+                .map(|b| half::f16::from_le_bytes(b).to_f64())
+                .collect(),
+            DataType::Bfloat16 => chunks::<2>(raw)
+                .map(|b| half::bf16::from_le_bytes(b).to_f64())
+                .collect(),
+            DataType::Int64 => chunks::<8>(raw)
+                .map(|b| i64::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Uint64 => chunks::<8>(raw)
+                .map(|b| u64::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Int32 => chunks::<4>(raw)
+                .map(|b| i32::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Uint32 => chunks::<4>(raw)
+                .map(|b| u32::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Int16 => chunks::<2>(raw)
+                .map(|b| i16::from_le_bytes(b) as f64)
+                .collect(),
+            DataType::Uint16 => chunks::<2>(raw)
+                .map(|b| u16::from_le_bytes(b) as f64)
+                .collect(),
             DataType::Int8 => raw.iter().map(|&b| b as i8 as f64).collect(),
             DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| b as f64).collect(),
             _ => return Err(unsupported(t)),
@@ -98,13 +150,21 @@ pub fn to_f64(t: &Tensor) -> Result<Vec<f64>, TensorError> {
         DataType::Double => p.double_data.clone(),
         DataType::Int64 => p.int64_data.iter().map(|&v| v as f64).collect(),
         DataType::Uint64 | DataType::Uint32 => p.uint64_data.iter().map(|&v| v as f64).collect(),
-        DataType::Float16 => {
-            p.int32_data.iter().map(|&v| half::f16::from_bits(v as u16).to_f64()).collect()
-        }
-        DataType::Bfloat16 => {
-            p.int32_data.iter().map(|&v| half::bf16::from_bits(v as u16).to_f64()).collect()
-        }
-        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8
+        DataType::Float16 => p
+            .int32_data
+            .iter()
+            .map(|&v| half::f16::from_bits(v as u16).to_f64())
+            .collect(),
+        DataType::Bfloat16 => p
+            .int32_data
+            .iter()
+            .map(|&v| half::bf16::from_bits(v as u16).to_f64())
+            .collect(),
+        DataType::Int32
+        | DataType::Int16
+        | DataType::Int8
+        | DataType::Uint16
+        | DataType::Uint8
         | DataType::Bool => p.int32_data.iter().map(|&v| v as f64).collect(),
         _ => return Err(unsupported(t)),
     })
@@ -137,7 +197,11 @@ pub fn content_hash(t: &Tensor) -> String {
             p.string_data.iter().for_each(|v| h.update(v));
         }
     }
-    h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `f32[64, 64] #1a2b3c4d5e6f`, or for at most `inline` elements the values themselves: `f32[] 1e-5`.
@@ -163,5 +227,9 @@ pub fn format_number(v: f64) -> String {
         return format!("{}", v as i64);
     }
     let as_f32 = v as f32;
-    if as_f32 as f64 == v { format!("{as_f32:?}") } else { format!("{v:?}") }
+    if as_f32 as f64 == v {
+        format!("{as_f32:?}")
+    } else {
+        format!("{v:?}")
+    }
 }

@@ -18,14 +18,23 @@ fn refused_in(dir: &Path, bytes: &[u8], expect: &str) {
     let input = dir.join("bad.onnx");
     std::fs::write(&input, bytes).unwrap();
     let out = dir.join("out.onnx");
-    let o = normshift(&["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = normshift(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(expect), "expected `{expect}` in: {err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "no output may be written");
-    let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("normshift")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("normshift"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -58,7 +67,11 @@ fn random_bytes() {
 #[test]
 fn a_cycle() {
     let bytes = tiny_model(|g| {
-        g.node = vec![node("Add", &["x", "t"], &["s"]), node("Relu", &["s"], &["t"]), node("Identity", &["t"], &["y"])];
+        g.node = vec![
+            node("Add", &["x", "t"], &["s"]),
+            node("Relu", &["s"], &["t"]),
+            node("Identity", &["t"], &["y"]),
+        ];
     });
     refused(&bytes, "cycle");
 }
@@ -66,7 +79,10 @@ fn a_cycle() {
 #[test]
 fn a_node_reading_a_value_nobody_makes() {
     let bytes = tiny_model(|g| g.node[1].input[0] = "nowhere".into());
-    refused(&bytes, "`nowhere`, which no node, input or initializer produces");
+    refused(
+        &bytes,
+        "`nowhere`, which no node, input or initializer produces",
+    );
 }
 
 #[test]
@@ -78,7 +94,7 @@ fn duplicate_output_names() {
 #[test]
 fn a_tensor_whose_dims_disagree_with_its_data() {
     let bytes = tiny_model(|g| g.initializer[0].dims = vec![4, 3]);
-    refused(&bytes, "needs 12 elements but the data holds 6");
+    refused(&bytes, "needs 48 bytes of raw data but 24 are stored");
 }
 
 #[test]
@@ -92,14 +108,24 @@ fn external(location: &str, offset: u64, length: u64) -> Vec<u8> {
         let t = &mut g.initializer[0];
         t.raw_data = None;
         t.data_location = Some(DataLocation::External as i32);
-        let kv = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
-        t.external_data = vec![kv("location", location.into()), kv("offset", offset.to_string()), kv("length", length.to_string())];
+        let kv = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
+        t.external_data = vec![
+            kv("location", location.into()),
+            kv("offset", offset.to_string()),
+            kv("length", length.to_string()),
+        ];
     })
 }
 
 #[test]
 fn external_data_path_with_dotdot_is_refused() {
-    refused(&external("../secret.bin", 0, 24), "leaves the model's folder");
+    refused(
+        &external("../secret.bin", 0, 24),
+        "leaves the model's folder",
+    );
 }
 
 #[test]
@@ -113,7 +139,11 @@ fn external_data_symlink_pointing_outside_is_refused() {
     std::fs::write(outside.path().join("w.bin"), [0u8; 24]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path().join("w.bin"), dir.path().join("w.bin")).unwrap();
-    refused_in(dir.path(), &external("w.bin", 0, 24), "leaves the model's folder");
+    refused_in(
+        dir.path(),
+        &external("w.bin", 0, 24),
+        "leaves the model's folder",
+    );
 }
 
 #[test]
@@ -126,13 +156,25 @@ fn external_data_running_past_the_file_is_refused() {
 #[test]
 fn external_data_inside_the_folder_is_read() {
     let dir = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = [0.5f32, -1.0, 2.0, 0.0, 1.5, -0.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let data: Vec<u8> = [0.5f32, -1.0, 2.0, 0.0, 1.5, -0.5]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.path().join("w.bin"), &data).unwrap();
     let input = dir.path().join("m.onnx");
     std::fs::write(&input, external("w.bin", 0, 24)).unwrap();
     let model = normshift::io::load(&input).unwrap();
     let w = model.graph.value_id("w").unwrap();
-    assert_eq!(model.graph.initializer(w).unwrap().raw_bytes().unwrap().as_ref(), data.as_slice());
+    assert_eq!(
+        model
+            .graph
+            .initializer(w)
+            .unwrap()
+            .raw_bytes()
+            .unwrap()
+            .as_ref(),
+        data.as_slice()
+    );
 }
 
 #[test]

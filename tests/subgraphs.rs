@@ -17,19 +17,32 @@ fn branch(name: &str, reads: &str) -> GraphProto {
 }
 
 fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Graph as i32), g: Some(g), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
 }
 
 /// `y = If(c, then: Identity(n), else: Identity(x))` with `n = Neg(x)` read only inside the then-branch.
 fn if_model() -> Vec<u8> {
     tiny_model(|g| {
-        let mut cond = ValueInfoProto { name: Some("c".into()), ..f32_info("c", &[]) };
-        if let Some(normshift::onnx::type_proto::Value::TensorType(t)) = cond.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+        let mut cond = ValueInfoProto {
+            name: Some("c".into()),
+            ..f32_info("c", &[])
+        };
+        if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
+            cond.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
             t.elem_type = Some(9);
         }
         g.input.push(cond);
         let mut iff = node("If", &["c"], &["y"]);
-        iff.attribute = vec![graph_attr("then_branch", branch("then", "n")), graph_attr("else_branch", branch("else", "x"))];
+        iff.attribute = vec![
+            graph_attr("then_branch", branch("then", "n")),
+            graph_attr("else_branch", branch("else", "x")),
+        ];
         g.node = vec![node("Neg", &["x"], &["n"]), iff];
     })
 }
@@ -37,7 +50,8 @@ fn if_model() -> Vec<u8> {
 #[test]
 fn a_value_read_only_inside_a_subgraph_survives_dead_node_elimination() {
     let bytes = if_model();
-    let mut model = normshift::io::load_bytes(bytes.clone().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
+    let mut model =
+        normshift::io::load_bytes(bytes.clone().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
     let runs = passes::run_pipeline(&mut model, &["eliminate-dead-nodes".into()]).unwrap();
     assert_eq!(runs[0].changes, 0);
     assert_eq!(model.graph.op_count(), 2);
@@ -48,7 +62,8 @@ fn a_value_read_only_inside_a_subgraph_survives_dead_node_elimination() {
 
 #[test]
 fn the_text_form_names_subgraphs() {
-    let model = normshift::io::load_bytes(if_model().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
+    let model =
+        normshift::io::load_bytes(if_model().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
     let text = model.to_text(Default::default());
     assert!(
         text.contains("y: f32[2, 3] = If[then_branch=<graph \"then\": 1 nodes>, else_branch=<graph \"else\": 1 nodes>](c) captures(n, x)"),
@@ -60,7 +75,10 @@ fn the_text_form_names_subgraphs() {
 fn a_subgraph_reading_a_value_nobody_makes_is_refused() {
     let bytes = tiny_model(|g| {
         let mut iff = node("If", &["x"], &["y"]);
-        iff.attribute = vec![graph_attr("then_branch", branch("then", "ghost")), graph_attr("else_branch", branch("else", "x"))];
+        iff.attribute = vec![
+            graph_attr("then_branch", branch("then", "ghost")),
+            graph_attr("else_branch", branch("else", "x")),
+        ];
         g.node = vec![iff];
     });
     let err = normshift::io::load_bytes(bytes.into(), "m.onnx".as_ref(), ".".as_ref()).unwrap_err();
@@ -73,7 +91,10 @@ fn deeply_nested_subgraphs_are_refused_not_overflowing_the_stack() {
     // 40 levels of If are 120 levels of protobuf messages: past prost's decoding limit of 100.
     for depth in 0..40 {
         let mut wrap = node("If", &["x"], &[&format!("o{depth}")]);
-        wrap.attribute = vec![graph_attr("then_branch", inner), graph_attr("else_branch", branch("else", "x"))];
+        wrap.attribute = vec![
+            graph_attr("then_branch", inner),
+            graph_attr("else_branch", branch("else", "x")),
+        ];
         inner = GraphProto {
             name: Some(format!("level{depth}")),
             node: vec![wrap],
@@ -83,10 +104,16 @@ fn deeply_nested_subgraphs_are_refused_not_overflowing_the_stack() {
     }
     let bytes = tiny_model(|g| {
         let mut top = node("If", &["x"], &["y"]);
-        top.attribute = vec![graph_attr("then_branch", inner.clone()), graph_attr("else_branch", branch("else", "x"))];
+        top.attribute = vec![
+            graph_attr("then_branch", inner.clone()),
+            graph_attr("else_branch", branch("else", "x")),
+        ];
         g.node = vec![top];
     });
     let err = normshift::io::load_bytes(bytes.into(), "m.onnx".as_ref(), ".".as_ref()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("not an ONNX model") && msg.contains("recursion limit"), "{msg}");
+    assert!(
+        msg.contains("not an ONNX model") && msg.contains("recursion limit"),
+        "{msg}"
+    );
 }

@@ -5,14 +5,25 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use normshift::io::{SaveOptions, load, save};
-use normshift::verify::{DimSizes, InputSource, Tolerance, generate_inputs, verify_pair, verify_reference};
+use normshift::verify::{
+    DimSizes, InputSource, Tolerance, generate_inputs, verify_pair, verify_reference,
+};
 
 #[test]
 fn every_fixture_matches_its_reference_outputs_in_tract() {
     for name in FIXTURES {
         let path = fixture_model(name);
         let model = load(&path).unwrap();
-        let report = verify_reference(&path, &model, &fixture(name), Tolerance { rtol: 0.0, atol: 1e-4 }).unwrap();
+        let report = verify_reference(
+            &path,
+            &model,
+            &fixture(name),
+            Tolerance {
+                rtol: 0.0,
+                atol: 1e-4,
+            },
+        )
+        .unwrap();
         assert!(report.ok, "{name}: {:?}", report.worst());
         assert!(report.worst().unwrap().cosine > 0.999_999, "{name}");
     }
@@ -22,7 +33,10 @@ fn every_fixture_matches_its_reference_outputs_in_tract() {
 fn a_model_matches_itself_on_several_seeds() {
     let path = fixture_model("bert_post.opset14");
     let model = load(&path).unwrap();
-    let source = InputSource::Seeds { seeds: vec![0, 1, 2], dims: DimSizes::default() };
+    let source = InputSource::Seeds {
+        seeds: vec![0, 1, 2],
+        dims: DimSizes::default(),
+    };
     let report = verify_pair(&path, &model, &path, &model, &source, Tolerance::default()).unwrap();
     assert_eq!(report.runs.len(), 3);
     assert!(report.ok);
@@ -35,9 +49,20 @@ fn a_changed_weight_is_reported_as_a_difference_with_exit_status_1() {
     let path = fixture_model("gpt2_pre.opset17");
     let mut model = load(&path).unwrap();
     // Scale the final norm's weight: every output element moves.
-    let id = model.graph.initializers.iter().copied().find(|&v| model.graph.value(v).name == "final_norm.weight").unwrap();
+    let id = model
+        .graph
+        .initializers
+        .iter()
+        .copied()
+        .find(|&v| model.graph.value(v).name == "final_norm.weight")
+        .unwrap();
     let t = model.graph.tensors.get_mut(&id).unwrap();
-    let scaled: Vec<u8> = t.raw_bytes().unwrap().chunks_exact(4).flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 1.01).to_le_bytes()).collect();
+    let scaled: Vec<u8> = t
+        .raw_bytes()
+        .unwrap()
+        .chunks_exact(4)
+        .flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * 1.01).to_le_bytes())
+        .collect();
     t.proto.raw_data = Some(Bytes::from(scaled));
     let changed = dir.path().join("changed.onnx");
     save(&model, &changed, &SaveOptions::default()).unwrap();
@@ -53,18 +78,40 @@ fn token_ids_stay_below_the_embedding_rows_and_masks_are_ones() {
     let model = load(&fixture_model("bert_post.opset14")).unwrap();
     let inputs = generate_inputs(&model, 7, &mut DimSizes::default()).unwrap();
     let ids = inputs.iter().find(|i| i.name == "input_ids").unwrap();
-    let ids: Vec<i64> = ids.tensor.to_plain_array_view::<i64>().unwrap().iter().copied().collect();
+    let ids: Vec<i64> = ids
+        .tensor
+        .to_plain_array_view::<i64>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
     assert!(ids.iter().all(|&i| (0..64).contains(&i)), "{ids:?}");
     assert!(ids.iter().any(|&i| i != ids[0]), "ids vary");
-    assert_eq!(inputs[0].tensor.shape(), &[2, 7], "batch 2, sequence 7 by default");
+    assert_eq!(
+        inputs[0].tensor.shape(),
+        &[2, 7],
+        "batch 2, sequence 7 by default"
+    );
     let mask = inputs.iter().find(|i| i.name == "attention_mask").unwrap();
-    assert!(mask.tensor.to_plain_array_view::<i64>().unwrap().iter().all(|&m| m == 1));
+    assert!(
+        mask.tensor
+            .to_plain_array_view::<i64>()
+            .unwrap()
+            .iter()
+            .all(|&m| m == 1)
+    );
 }
 
 #[test]
 fn verify_json_reports_every_figure() {
     let path = fixture_model("llama_rms.opset14");
-    let o = normshift(&["verify", path.to_str().unwrap(), "--reference", fixture("llama_rms.opset14").to_str().unwrap(), "--json"]);
+    let o = normshift(&[
+        "verify",
+        path.to_str().unwrap(),
+        "--reference",
+        fixture("llama_rms.opset14").to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true);
@@ -77,10 +124,23 @@ fn verify_json_reports_every_figure() {
 #[test]
 fn user_inputs_from_a_test_data_folder_are_used() {
     let path = fixture_model("gpt2_pre.opset14");
-    let o = normshift(&["verify", path.to_str().unwrap(), path.to_str().unwrap(), "--inputs", fixture("gpt2_pre.opset14").join("test_data_set_0").to_str().unwrap(), "--json"]);
+    let o = normshift(&[
+        "verify",
+        path.to_str().unwrap(),
+        path.to_str().unwrap(),
+        "--inputs",
+        fixture("gpt2_pre.opset14")
+            .join("test_data_set_0")
+            .to_str()
+            .unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["runs"][0]["input_shapes"][0][1], serde_json::json!([1, 5]));
+    assert_eq!(
+        v["runs"][0]["input_shapes"][0][1],
+        serde_json::json!([1, 5])
+    );
 }
 
 #[test]

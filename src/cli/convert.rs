@@ -15,11 +15,13 @@ use super::verify::print_report;
 use super::{EXIT_MISMATCH, print_warnings};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  normshift convert model.onnx -o copy.onnx            # byte-identical copy\n  \
+#[command(
+    after_help = "Examples:\n  normshift convert model.onnx -o copy.onnx            # byte-identical copy\n  \
     normshift convert model.onnx -o out.onnx --passes eliminate-dead-nodes\n  \
     normshift convert big.onnx -o out.onnx --external-data  # weights in out.onnx.data\n\n\
     After passes, OUT is verified against IN with tract before it is written: if an exact pass changed the \
-    outputs beyond tolerance, nothing is written and the exit status is 1.")]
+    outputs beyond tolerance, nothing is written and the exit status is 1."
+)]
 pub struct ConvertArgs {
     pub input: PathBuf,
     /// Where to write the result (atomically: nothing is left behind on failure).
@@ -60,9 +62,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     if same_file(&args.input, &args.output) && !args.force {
-        bail!("{} is the input file; pass --force to overwrite it", args.output.display());
+        bail!(
+            "{} is the input file; pass --force to overwrite it",
+            args.output.display()
+        );
     }
-    let names: Vec<String> = args.passes.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
+    let names: Vec<String> = args
+        .passes
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
     for name in &names {
         passes::by_name(name)?;
     }
@@ -71,14 +81,24 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let runs = passes::run_pipeline(&mut model, &names)?;
     let layout = match (&args.external_data, args.inline_data) {
         (Some(l), _) if l.is_empty() => DataLayout::External { location: None },
-        (Some(l), _) => DataLayout::External { location: Some(l.clone()) },
+        (Some(l), _) => DataLayout::External {
+            location: Some(l.clone()),
+        },
         (None, true) => DataLayout::Inline,
         (None, false) => DataLayout::Keep,
     };
-    let options = SaveOptions { layout, replace_sources: args.force };
+    let options = SaveOptions {
+        layout,
+        replace_sources: args.force,
+    };
     let verify = !runs.is_empty() && !args.no_verify;
     let (written, report) = if verify {
-        write_verified(&args, &model, &options, runs.iter().all(|r| r.class == PassClass::Exact))?
+        write_verified(
+            &args,
+            &model,
+            &options,
+            runs.iter().all(|r| r.class == PassClass::Exact),
+        )?
     } else {
         let _step = Step::start(&format!("writing {}", args.output.display()));
         (save(&model, &args.output, &options)?, None)
@@ -98,16 +118,28 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             print_report(report);
         }
         if ok {
-            eprintln!("wrote {} ({} bytes{})", args.output.display(), written.model_bytes, match &written.data_file {
-                Some(p) => format!(", data in {} ({} bytes)", p.display(), written.data_bytes),
-                None => String::new(),
-            });
+            eprintln!(
+                "wrote {} ({} bytes{})",
+                args.output.display(),
+                written.model_bytes,
+                match &written.data_file {
+                    Some(p) => format!(", data in {} ({} bytes)", p.display(), written.data_bytes),
+                    None => String::new(),
+                }
+            );
         } else {
             let failing = runs.iter().map(|r| r.pass).collect::<Vec<_>>().join(",");
-            eprintln!("normshift: passes [{failing}] changed the outputs beyond tolerance; {} was not written (rerun one pass at a time to find the one at fault)", args.output.display());
+            eprintln!(
+                "normshift: passes [{failing}] changed the outputs beyond tolerance; {} was not written (rerun one pass at a time to find the one at fault)",
+                args.output.display()
+            );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISMATCH)
+    })
 }
 
 /// Writes into a private folder beside OUT, verifies that copy against the input, and only then moves it into
@@ -117,32 +149,58 @@ fn write_verified(
     model: &normshift::Model,
     options: &SaveOptions,
     exact: bool,
-) -> anyhow::Result<(normshift::io::SaveReport, Option<normshift::verify::VerifyReport>)> {
-    let out_dir = args.output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+) -> anyhow::Result<(
+    normshift::io::SaveReport,
+    Option<normshift::verify::VerifyReport>,
+)> {
+    let out_dir = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let staging = out_dir.join(format!(".normshift-staging-{}", std::process::id()));
     std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let result = (|| {
-        let file_name = args.output.file_name().context("the output path has no file name")?;
+        let file_name = args
+            .output
+            .file_name()
+            .context("the output path has no file name")?;
         let staged = staging.join(file_name);
         let written = {
             let _step = Step::start(&format!("writing {}", args.output.display()));
             save(model, &staged, options)?
         };
         let original = load(&args.input)?;
-        let source = InputSource::Seeds { seeds: vec![0, 1], dims: DimSizes::default() };
+        let source = InputSource::Seeds {
+            seeds: vec![0, 1],
+            dims: DimSizes::default(),
+        };
         let report = {
             let _step = Step::start("verifying with tract");
-            verify_pair(&args.input, &original, &staged, model, &source, Tolerance { rtol: args.rtol, atol: args.atol })?
+            verify_pair(
+                &args.input,
+                &original,
+                &staged,
+                model,
+                &source,
+                Tolerance {
+                    rtol: args.rtol,
+                    atol: args.atol,
+                },
+            )?
         };
         if report.ok || !exact {
             if let Some(data) = &written.data_file {
                 let name = data.file_name().context("data file without a name")?;
-                std::fs::rename(data, out_dir.join(name)).context("moving the data file into place")?;
+                std::fs::rename(data, out_dir.join(name))
+                    .context("moving the data file into place")?;
             }
             std::fs::rename(&staged, &args.output).context("moving the output into place")?;
         }
         let mut written = written;
-        written.data_file = written.data_file.map(|d| out_dir.join(d.file_name().unwrap_or_default()));
+        written.data_file = written
+            .data_file
+            .map(|d| out_dir.join(d.file_name().unwrap_or_default()));
         Ok((written, Some(report)))
     })();
     let _ = std::fs::remove_dir_all(&staging);

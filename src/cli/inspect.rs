@@ -28,7 +28,11 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!("{}", path.display());
     println!("  ir_version  {}", s.ir_version);
     println!("  producer    {} {}", s.producer_name, s.producer_version);
-    let opsets: Vec<String> = s.opsets.iter().map(|o| format!("{}:{}", o.domain, o.version)).collect();
+    let opsets: Vec<String> = s
+        .opsets
+        .iter()
+        .map(|o| format!("{}:{}", o.domain, o.version))
+        .collect();
     println!("  opsets      {}", opsets.join(", "));
     println!("  nodes       {}", s.nodes);
     println!(
@@ -36,7 +40,11 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         s.parameters,
         s.initializers,
         s.parameter_bytes,
-        if s.external_data_bytes > 0 { format!(" ({} external)", s.external_data_bytes) } else { String::new() }
+        if s.external_data_bytes > 0 {
+            format!(" ({} external)", s.external_data_bytes)
+        } else {
+            String::new()
+        }
     );
     if s.functions > 0 {
         println!("  functions   {}", s.functions);
@@ -70,7 +78,10 @@ pub fn passes(json: bool) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|p| serde_json::json!({"name": p.name(), "class": p.class(), "description": p.description()}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list).context("serializing the pass list")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).context("serializing the pass list")?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for p in &all {

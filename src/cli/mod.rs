@@ -80,7 +80,10 @@ pub fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(VerifyError::Tract(_)) = cause.downcast_ref::<VerifyError>() {
             return EXIT_TRACT;
         }
-        if cause.downcast_ref::<normshift::verify::TractFailure>().is_some() {
+        if cause
+            .downcast_ref::<normshift::verify::TractFailure>()
+            .is_some()
+        {
             return EXIT_TRACT;
         }
     }

@@ -5,17 +5,21 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use normshift::verify::{DimSizes, InputSource, Tolerance, VerifyReport, verify_pair, verify_reference};
+use normshift::verify::{
+    DimSizes, InputSource, Tolerance, VerifyReport, verify_pair, verify_reference,
+};
 
 use super::inspect::load;
 use super::progress::Step;
 use super::{EXIT_MISMATCH, print_warnings};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  normshift verify model.onnx rewritten.onnx --seeds 3\n  \
+#[command(
+    after_help = "Examples:\n  normshift verify model.onnx rewritten.onnx --seeds 3\n  \
     normshift verify model.onnx --reference model_dir/test_data_set_0\n\n\
     An element passes when |a - b| <= atol + rtol * |reference|. Exit status: 0 all outputs match, \
-    1 some differ, 2 bad input, 3 tract could not run a model (the message names the node).")]
+    1 some differ, 2 bad input, 3 tract could not run a model (the message names the node)."
+)]
 pub struct VerifyArgs {
     /// The model to run (the reference side when a second model is given).
     pub model: PathBuf,
@@ -47,7 +51,9 @@ pub struct VerifyArgs {
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
     let (name, size) = s.split_once('=').ok_or("expected NAME=SIZE")?;
-    let size = size.parse::<usize>().map_err(|e| format!("size `{size}`: {e}"))?;
+    let size = size
+        .parse::<usize>()
+        .map_err(|e| format!("size `{size}`: {e}"))?;
     if name.is_empty() || size == 0 {
         return Err("expected a name and a positive size".into());
     }
@@ -55,7 +61,10 @@ fn parse_dim(s: &str) -> Result<(String, usize), String> {
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let tol = Tolerance { rtol: args.rtol, atol: args.atol };
+    let tol = Tolerance {
+        rtol: args.rtol,
+        atol: args.atol,
+    };
     let a = load(&args.model)?;
     print_warnings(&a.warnings);
     let report = match (&args.other, &args.reference) {
@@ -66,7 +75,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 Some(dir) => InputSource::Dir(dir.clone()),
                 None => InputSource::Seeds {
                     seeds: (0..args.seeds).collect(),
-                    dims: DimSizes { by_name: args.dims.iter().cloned().collect() },
+                    dims: DimSizes {
+                        by_name: args.dims.iter().cloned().collect(),
+                    },
                 },
             };
             let _step = Step::start("running both models with tract");
@@ -83,7 +94,11 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         print_report(&report);
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_MISMATCH) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_MISMATCH)
+    })
 }
 
 pub fn print_report(report: &VerifyReport) {
@@ -95,7 +110,11 @@ pub fn print_report(report: &VerifyReport) {
         report.tolerance.atol
     );
     for run in &report.runs {
-        let shapes: Vec<String> = run.input_shapes.iter().map(|(n, s)| format!("{n} {s:?}")).collect();
+        let shapes: Vec<String> = run
+            .input_shapes
+            .iter()
+            .map(|(n, s)| format!("{n} {s:?}"))
+            .collect();
         println!("  {}: {}", run.inputs, shapes.join(", "));
         for o in &run.outputs {
             let verdict = if o.ok { "ok  " } else { "DIFF" };
@@ -108,7 +127,11 @@ pub fn print_report(report: &VerifyReport) {
                     o.max_abs,
                     o.max_rel,
                     o.cosine,
-                    if o.ok { String::new() } else { format!("  ({} elements outside tolerance)", o.mismatched) }
+                    if o.ok {
+                        String::new()
+                    } else {
+                        format!("  ({} elements outside tolerance)", o.mismatched)
+                    }
                 ),
             }
         }

@@ -18,11 +18,27 @@ pub enum ExternalDataError {
     #[error("tensor `{tensor}`: external data entry has no location")]
     NoLocation { tensor: String },
     #[error("tensor `{tensor}`: cannot open external data {path}: {source}")]
-    Open { tensor: String, path: PathBuf, source: std::io::Error },
-    #[error("tensor `{tensor}`: external data offset {offset} + length {length} runs past the end of {path} ({size} bytes)")]
-    OutOfRange { tensor: String, path: PathBuf, offset: u64, length: u64, size: u64 },
+    Open {
+        tensor: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "tensor `{tensor}`: external data offset {offset} + length {length} runs past the end of {path} ({size} bytes)"
+    )]
+    OutOfRange {
+        tensor: String,
+        path: PathBuf,
+        offset: u64,
+        length: u64,
+        size: u64,
+    },
     #[error("tensor `{tensor}`: external data field `{key}` is not a number: {value:?}")]
-    BadNumber { tensor: String, key: String, value: String },
+    BadNumber {
+        tensor: String,
+        key: String,
+        value: String,
+    },
 }
 
 pub fn is_external(t: &TensorProto) -> bool {
@@ -57,20 +73,37 @@ fn entry(t: &TensorProto) -> Result<Entry, ExternalDataError> {
         }
     }
     let location = location.ok_or(ExternalDataError::NoLocation { tensor })?;
-    Ok(Entry { location, offset, length })
+    Ok(Entry {
+        location,
+        offset,
+        length,
+    })
 }
 
 /// Resolves `location` inside `dir`, refusing anything that leaves it, including through symlinks.
-pub fn resolve_inside(dir: &Path, location: &str, tensor: &str) -> Result<PathBuf, ExternalDataError> {
-    let escapes = || ExternalDataError::Escapes { tensor: tensor.into(), location: location.into() };
+pub fn resolve_inside(
+    dir: &Path,
+    location: &str,
+    tensor: &str,
+) -> Result<PathBuf, ExternalDataError> {
+    let escapes = || ExternalDataError::Escapes {
+        tensor: tensor.into(),
+        location: location.into(),
+    };
     let rel = Path::new(location);
     if location.is_empty()
-        || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
         return Err(escapes());
     }
     let joined = dir.join(rel);
-    let open_err = |source| ExternalDataError::Open { tensor: tensor.into(), path: joined.clone(), source };
+    let open_err = |source| ExternalDataError::Open {
+        tensor: tensor.into(),
+        path: joined.clone(),
+        source,
+    };
     let real_dir = dir.canonicalize().map_err(open_err)?;
     let real = joined.canonicalize().map_err(open_err)?;
     if !real.starts_with(&real_dir) {
@@ -109,18 +142,26 @@ pub fn resolve_all<'a>(
         };
         let size = file.len() as u64;
         let length = e.length.unwrap_or(size.saturating_sub(e.offset));
-        let end = e.offset.checked_add(length).filter(|&end| end <= size).ok_or_else(|| {
-            ExternalDataError::OutOfRange {
+        let end = e
+            .offset
+            .checked_add(length)
+            .filter(|&end| end <= size)
+            .ok_or_else(|| ExternalDataError::OutOfRange {
                 tensor: t.name().into(),
                 path: path.clone(),
                 offset: e.offset,
                 length,
                 size,
-            }
-        })?;
-        data.insert(t.name().to_string(), file.slice(e.offset as usize..end as usize));
+            })?;
+        data.insert(
+            t.name().to_string(),
+            file.slice(e.offset as usize..end as usize),
+        );
     }
-    Ok(Resolved { data, files: files.into_keys().collect() })
+    Ok(Resolved {
+        data,
+        files: files.into_keys().collect(),
+    })
 }
 
 /// Maps a whole file read-only. An empty file maps to empty bytes (mmap refuses length 0).

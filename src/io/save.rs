@@ -17,14 +17,21 @@ use crate::onnx::{ModelProto, StringStringEntryProto};
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the graph cannot be written: {0}")]
     Invalid(#[from] ValidationError),
-    #[error("the model is {0} bytes, over protobuf's 2 GiB limit: it must be written with external data")]
+    #[error(
+        "the model is {0} bytes, over protobuf's 2 GiB limit: it must be written with external data"
+    )]
     TooLargeInline(u64),
     #[error("external data location {0:?} must be a plain file name")]
     BadLocation(String),
-    #[error("{0} holds the input's own external data; writing it would destroy the input (use --force)")]
+    #[error(
+        "{0} holds the input's own external data; writing it would destroy the input (use --force)"
+    )]
     WouldReplaceSource(PathBuf),
     #[error("protobuf encoding failed: {0}")]
     Encode(#[from] prost::EncodeError),
@@ -59,26 +66,49 @@ pub struct SaveReport {
 
 pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<SaveReport, SaveError> {
     let mut proto = model.to_proto()?;
-    let external_bytes: u64 = model.graph.tensors.values().filter_map(|t| t.external.as_ref()).map(|b| b.len() as u64).sum();
+    let external_bytes: u64 = model
+        .graph
+        .tensors
+        .values()
+        .filter_map(|t| t.external.as_ref())
+        .map(|b| b.len() as u64)
+        .sum();
     let inline_size = proto.encoded_len() as u64 + external_bytes;
     let any_external = external_bytes > 0;
     let go_external = match &options.layout {
-        DataLayout::Inline if inline_size > PROTOBUF_LIMIT => return Err(SaveError::TooLargeInline(inline_size)),
+        DataLayout::Inline if inline_size > PROTOBUF_LIMIT => {
+            return Err(SaveError::TooLargeInline(inline_size));
+        }
         DataLayout::Inline => false,
         DataLayout::External { .. } => true,
         DataLayout::Keep => any_external || inline_size > PROTOBUF_LIMIT,
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !go_external {
         inline_all(model, &mut proto);
         let model_bytes = write_model(&proto, path)?;
-        return Ok(SaveReport { model_bytes, data_file: None, data_bytes: 0 });
+        return Ok(SaveReport {
+            model_bytes,
+            data_file: None,
+            data_bytes: 0,
+        });
     }
     let location = match &options.layout {
         DataLayout::External { location: Some(l) } => l.clone(),
-        _ => format!("{}.data", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into())),
+        _ => format!(
+            "{}.data",
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model.onnx".into())
+        ),
     };
-    if Path::new(&location).components().count() != 1 || location.contains(['/', '\\']) || location == ".." {
+    if Path::new(&location).components().count() != 1
+        || location.contains(['/', '\\'])
+        || location == ".."
+    {
         return Err(SaveError::BadLocation(location));
     }
     let blobs = move_out(model, &mut proto, &location);
@@ -90,17 +120,25 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<SaveRep
         return Err(SaveError::WouldReplaceSource(data_path));
     }
     let data_bytes = blobs.iter().map(|b| b.len() as u64).sum();
-    let data_tmp = write_temp(&data_path, |w| blobs.iter().try_for_each(|b| w.write_all(b)))?;
+    let data_tmp = write_temp(&data_path, |w| {
+        blobs.iter().try_for_each(|b| w.write_all(b))
+    })?;
     let model_tmp = write_temp(path, |w| encode_into(&proto, w))?;
     data_tmp.commit()?;
     let model_bytes = model_tmp.len;
     model_tmp.commit()?;
-    Ok(SaveReport { model_bytes, data_file: Some(data_path), data_bytes })
+    Ok(SaveReport {
+        model_bytes,
+        data_file: Some(data_path),
+        data_bytes,
+    })
 }
 
 /// Puts every externally stored tensor's data back into `raw_data`.
 fn inline_all(model: &Model, proto: &mut ModelProto) {
-    let Some(graph) = proto.graph.as_mut() else { return };
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
     for (t, id) in graph.initializer.iter_mut().zip(&model.graph.initializers) {
         if let Some(data) = &model.graph.tensors[id].external {
             t.raw_data = Some(data.clone());
@@ -114,14 +152,21 @@ fn inline_all(model: &Model, proto: &mut ModelProto) {
 fn move_out(model: &Model, proto: &mut ModelProto, location: &str) -> Vec<Bytes> {
     let mut blobs = Vec::new();
     let mut offset = 0u64;
-    let Some(graph) = proto.graph.as_mut() else { return blobs };
+    let Some(graph) = proto.graph.as_mut() else {
+        return blobs;
+    };
     for (t, id) in graph.initializer.iter_mut().zip(&model.graph.initializers) {
         let tensor = &model.graph.tensors[id];
-        let Some(data) = tensor.raw_bytes() else { continue };
+        let Some(data) = tensor.raw_bytes() else {
+            continue;
+        };
         if tensor.external.is_none() && (data.len() as u64) < EXTERNAL_THRESHOLD {
             continue;
         }
-        let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+        let entry = |k: &str, v: String| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v),
+        };
         t.raw_data = None;
         t.data_location = Some(DataLocation::External as i32);
         t.external_data = vec![
@@ -158,8 +203,10 @@ struct TempFile {
 
 impl TempFile {
     fn commit(mut self) -> Result<(), SaveError> {
-        std::fs::rename(&self.tmp, &self.target)
-            .map_err(|source| SaveError::Io { path: self.target.clone(), source })?;
+        std::fs::rename(&self.tmp, &self.target).map_err(|source| SaveError::Io {
+            path: self.target.clone(),
+            source,
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -177,12 +224,26 @@ fn write_temp(
     target: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<TempFile, SaveError> {
-    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.normshift-tmp", std::process::id()));
-    let io = |source| SaveError::Io { path: target.into(), source };
+    let io = |source| SaveError::Io {
+        path: target.into(),
+        source,
+    };
     let file = File::create(&tmp).map_err(io)?;
-    let mut guard = TempFile { tmp, target: target.into(), len: 0, committed: false };
+    let mut guard = TempFile {
+        tmp,
+        target: target.into(),
+        len: 0,
+        committed: false,
+    };
     let mut w = BufWriter::with_capacity(1 << 16, file);
     fill(&mut w).map_err(io)?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;

@@ -17,7 +17,12 @@ pub struct StreamBuf<W: Write> {
 
 impl<W: Write> StreamBuf<W> {
     pub fn new(out: W) -> Self {
-        StreamBuf { out, buf: Vec::with_capacity(CHUNK), error: None, written: 0 }
+        StreamBuf {
+            out,
+            buf: Vec::with_capacity(CHUNK),
+            error: None,
+            written: 0,
+        }
     }
 
     fn write_through(&mut self, data: &[u8]) {

@@ -27,17 +27,34 @@ impl Graph {
         let mut proto = self.rest.clone();
         let order = self.ops_in_order()?;
         proto.node = order.into_iter().map(|n| self.node_proto(n)).collect();
-        proto.initializer =
-            self.initializers.iter().map(|id| self.tensors[id].proto.clone()).collect();
-        proto.input = self.inputs.iter().map(|&v| self.value_info_proto(v)).collect();
-        proto.output = self.outputs.iter().map(|&v| self.value_info_proto(v)).collect();
-        proto.value_info = self.value_info.iter().map(|&v| self.value_info_proto(v)).collect();
+        proto.initializer = self
+            .initializers
+            .iter()
+            .map(|id| self.tensors[id].proto.clone())
+            .collect();
+        proto.input = self
+            .inputs
+            .iter()
+            .map(|&v| self.value_info_proto(v))
+            .collect();
+        proto.output = self
+            .outputs
+            .iter()
+            .map(|&v| self.value_info_proto(v))
+            .collect();
+        proto.value_info = self
+            .value_info
+            .iter()
+            .map(|&v| self.value_info_proto(v))
+            .collect();
         Ok(proto)
     }
 
     fn node_proto(&self, n: NodeIndex) -> NodeProto {
         let node = &self.graph[n];
-        let NodeKind::Op(op) = &node.kind else { unreachable!("only op nodes are ordered") };
+        let NodeKind::Op(op) = &node.kind else {
+            unreachable!("only op nodes are ordered")
+        };
         let mut proto = op.proto.clone();
         proto.input = self
             .node_inputs(n)
@@ -54,10 +71,10 @@ impl Graph {
 
     fn value_info_proto(&self, v: ValueId) -> ValueInfoProto {
         let value = self.value(v);
-        value
-            .info
-            .clone()
-            .unwrap_or_else(|| ValueInfoProto { name: Some(value.name.clone()), ..Default::default() })
+        value.info.clone().unwrap_or_else(|| ValueInfoProto {
+            name: Some(value.name.clone()),
+            ..Default::default()
+        })
     }
 }
 
@@ -67,7 +84,9 @@ pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationE
     let mut pending: HashMap<NodeIndex, usize> = HashMap::new();
     let mut ready = BinaryHeap::new();
     for n in g.graph.node_indices() {
-        let NodeKind::Op(op) = &g.graph[n].kind else { continue };
+        let NodeKind::Op(op) = &g.graph[n].kind else {
+            continue;
+        };
         let deps = g
             .graph
             .edges_directed(n, Direction::Incoming)
@@ -95,8 +114,16 @@ pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationE
             }
         }
     }
-    match pending.keys().min_by_key(|n| g.graph[**n].op().map(|op| op.order)) {
-        Some(&stuck) => Err(ValidationError::Cycle(g.graph[stuck].op().map(|op| op.proto.name().to_string()).unwrap_or_default())),
+    match pending
+        .keys()
+        .min_by_key(|n| g.graph[**n].op().map(|op| op.order))
+    {
+        Some(&stuck) => Err(ValidationError::Cycle(
+            g.graph[stuck]
+                .op()
+                .map(|op| op.proto.name().to_string())
+                .unwrap_or_default(),
+        )),
         None => Ok(order),
     }
 }

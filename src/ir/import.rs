@@ -22,7 +22,12 @@ impl Model {
         let graph_proto = proto.graph.take().ok_or(ValidationError::NoGraph)?;
         let mut warnings = Vec::new();
         let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings)?;
-        Ok(Model { graph, header: proto, warnings, external_files: Vec::new() })
+        Ok(Model {
+            graph,
+            header: proto,
+            warnings,
+            external_files: Vec::new(),
+        })
     }
 }
 
@@ -58,21 +63,36 @@ impl Graph {
                 return Err(ValidationError::DuplicateName(g.value(id).name.clone()));
             }
             g.inputs.push(id);
-            let node = g.graph.add_node(Node { kind: NodeKind::Source, outputs: vec![Some(id)] });
+            let node = g.graph.add_node(Node {
+                kind: NodeKind::Source,
+                outputs: vec![Some(id)],
+            });
             producers.insert(id, (node, 0));
         }
         for tensor in initializers {
             let name = tensor.name().to_string();
-            let id = g.value_id(&name).unwrap_or_else(|| g.insert_value(name.clone(), None));
+            let id = g
+                .value_id(&name)
+                .unwrap_or_else(|| g.insert_value(name.clone(), None));
             if g.tensors.contains_key(&id) {
                 return Err(ValidationError::DuplicateName(name));
             }
             let ext = external.remove(&name);
-            g.tensors.insert(id, Tensor { proto: tensor, external: ext });
+            g.tensors.insert(
+                id,
+                Tensor {
+                    proto: tensor,
+                    external: ext,
+                },
+            );
             g.initializers.push(id);
-            if !producers.contains_key(&id) {
-                let node = g.graph.add_node(Node { kind: NodeKind::Source, outputs: vec![Some(id)] });
-                producers.insert(id, (node, 0));
+            // An initializer that is also a graph input (IR < 4 style) already has its source node.
+            if let std::collections::hash_map::Entry::Vacant(slot) = producers.entry(id) {
+                let node = g.graph.add_node(Node {
+                    kind: NodeKind::Source,
+                    outputs: vec![Some(id)],
+                });
+                slot.insert((node, 0));
             }
         }
         for info in outputs {
@@ -95,16 +115,28 @@ impl Graph {
                     outs.push(None);
                     continue;
                 }
-                let id = g.value_id(&name).unwrap_or_else(|| g.insert_value(name.clone(), None));
+                let id = g
+                    .value_id(&name)
+                    .unwrap_or_else(|| g.insert_value(name.clone(), None));
                 if producers.contains_key(&id) {
                     return Err(ValidationError::ProducedTwice(name));
                 }
                 outs.push(Some(id));
             }
             let captured = captured_names(&node.attribute, 1)?;
-            let order = OrderKey { position: position as u64, inserted: 0 };
-            let op = Op { input_count: input_names.len(), proto: node, order };
-            let index = g.graph.add_node(Node { kind: NodeKind::Op(op), outputs: outs.clone() });
+            let order = OrderKey {
+                position: position as u64,
+                inserted: 0,
+            };
+            let op = Op {
+                wired: input_names.iter().map(|n| !n.is_empty()).collect(),
+                proto: node,
+                order,
+            };
+            let index = g.graph.add_node(Node {
+                kind: NodeKind::Op(op),
+                outputs: outs.clone(),
+            });
             for (slot, out) in outs.iter().enumerate() {
                 if let Some(id) = out {
                     producers.insert(*id, (index, slot));
@@ -112,8 +144,13 @@ impl Graph {
             }
             pending.push((index, input_names, captured));
         }
-        let sparse: HashSet<&str> =
-            g.rest.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name()).collect();
+        let sparse: HashSet<&str> = g
+            .rest
+            .sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|t| t.name())
+            .collect();
         let sparse: HashSet<String> = sparse.into_iter().map(str::to_string).collect();
         for (index, input_names, captured) in pending {
             for (slot, name) in input_names.iter().enumerate() {
@@ -166,10 +203,20 @@ impl Graph {
         to_slot: InputSlot,
         sparse: &HashSet<String>,
     ) -> Result<(), ValidationError> {
-        let produced = self.value_id(name).and_then(|id| producers.get(&id).map(|p| (id, *p)));
+        let produced = self
+            .value_id(name)
+            .and_then(|id| producers.get(&id).map(|p| (id, *p)));
         match produced {
             Some((value, (from, from_slot))) => {
-                self.graph.add_edge(from, consumer, Edge { from_slot, to_slot, value });
+                self.graph.add_edge(
+                    from,
+                    consumer,
+                    Edge {
+                        from_slot,
+                        to_slot,
+                        value,
+                    },
+                );
                 Ok(())
             }
             // Sparse initializers stay opaque in `rest`: a read of one needs no edge.
@@ -179,7 +226,10 @@ impl Graph {
                     NodeKind::Op(op) => format!("node `{}` ({})", op.proto.name(), op.op_type()),
                     NodeKind::Source => "source".into(),
                 };
-                Err(ValidationError::Unproduced { value: name.into(), reader })
+                Err(ValidationError::Unproduced {
+                    value: name.into(),
+                    reader,
+                })
             }
         }
     }
@@ -206,7 +256,12 @@ fn subgraph_free_names(g: &GraphProto, depth: usize) -> Result<BTreeSet<String>,
     let mut defined: HashSet<&str> = HashSet::new();
     defined.extend(g.input.iter().map(|i| i.name()));
     defined.extend(g.initializer.iter().map(|t| t.name()));
-    defined.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name()));
+    defined.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|t| t.name()),
+    );
     for n in &g.node {
         defined.extend(n.output.iter().map(String::as_str));
     }

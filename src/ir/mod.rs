@@ -27,7 +27,9 @@ use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 
-use crate::onnx::{self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto};
+use crate::onnx::{
+    self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
+};
 
 pub use validate::ValidationError;
 
@@ -82,7 +84,10 @@ impl Tensor {
 
     /// Number of elements, saturating: a malformed file may declare dims whose product overflows.
     pub fn elem_count(&self) -> u64 {
-        self.proto.dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
+        self.proto
+            .dims
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
     }
 
     /// Bytes of payload: raw or external data, or the typed fields' size.
@@ -101,6 +106,9 @@ impl Tensor {
 }
 
 /// What a graph node is.
+// Sources are a minority of nodes (one per input and initializer), so the size gap costs little; boxing `Op`
+// would add an indirection to every pattern match on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     /// A graph input and/or an initializer; its single output is the value.
@@ -112,8 +120,10 @@ pub enum NodeKind {
 #[derive(Debug, Clone)]
 pub struct Op {
     pub proto: NodeProto,
-    /// Number of input slots, including empty optional ones (`""` in the file), which have no edge.
-    pub input_count: usize,
+    /// One entry per input slot: whether it reads a value (`false`: an empty optional input, `""` in the file,
+    /// which has no edge). Validation checks that every slot marked `true` has its edge, so a rewrite that
+    /// deletes a producer without rewiring its readers is caught rather than exported as an empty input.
+    pub wired: Vec<bool>,
     pub order: OrderKey,
 }
 
@@ -243,14 +253,21 @@ impl Graph {
 
     /// Graph inputs a caller must feed, in order.
     pub fn runtime_inputs(&self) -> impl Iterator<Item = ValueId> + '_ {
-        self.inputs.iter().copied().filter(|v| !self.tensors.contains_key(v))
+        self.inputs
+            .iter()
+            .copied()
+            .filter(|v| !self.tensors.contains_key(v))
     }
 
     /// The node and output slot producing `value`. Linear in the node count; callers that need many look-ups
     /// build a [`ProducerIndex`] instead.
     pub fn producer(&self, value: ValueId) -> Option<(NodeIndex, usize)> {
         self.graph.node_indices().find_map(|n| {
-            self.graph[n].outputs.iter().position(|o| *o == Some(value)).map(|slot| (n, slot))
+            self.graph[n]
+                .outputs
+                .iter()
+                .position(|o| *o == Some(value))
+                .map(|slot| (n, slot))
         })
     }
 
@@ -270,7 +287,7 @@ impl Graph {
     /// The values feeding `node`'s input slots, in slot order; `None` for an empty optional input.
     pub fn node_inputs(&self, node: NodeIndex) -> Vec<Option<ValueId>> {
         let count = match &self.graph[node].kind {
-            NodeKind::Op(op) => op.input_count,
+            NodeKind::Op(op) => op.wired.len(),
             NodeKind::Source => 0,
         };
         let mut inputs = vec![None; count];
@@ -324,10 +341,20 @@ impl Graph {
         anchor: OrderKey,
     ) -> (NodeIndex, Vec<ValueId>) {
         self.next_inserted += 1;
-        let order = OrderKey { position: anchor.position, inserted: self.next_inserted };
-        let outputs: Vec<ValueId> = output_hints.iter().map(|h| self.add_value(h, None)).collect();
+        let order = OrderKey {
+            position: anchor.position,
+            inserted: self.next_inserted,
+        };
+        let outputs: Vec<ValueId> = output_hints
+            .iter()
+            .map(|h| self.add_value(h, None))
+            .collect();
         let node = self.graph.add_node(Node {
-            kind: NodeKind::Op(Op { proto, input_count: inputs.len(), order }),
+            kind: NodeKind::Op(Op {
+                proto,
+                wired: inputs.iter().map(Option::is_some).collect(),
+                order,
+            }),
             outputs: outputs.iter().copied().map(Some).collect(),
         });
         let producers = self.producer_index();
@@ -338,25 +365,48 @@ impl Graph {
                 self.graph.add_edge(
                     from,
                     node,
-                    Edge { from_slot, to_slot: InputSlot::Operand(slot), value: *v },
+                    Edge {
+                        from_slot,
+                        to_slot: InputSlot::Operand(slot),
+                        value: *v,
+                    },
                 );
             }
         }
         (node, outputs)
     }
 
-    /// Makes every reader of `old` (op inputs and graph outputs) read `new` instead.
+    /// Makes every reader of `old` (op inputs, subgraph captures and graph outputs) read `new` instead, except
+    /// `new`'s own producer: a node computing `new` from `old` keeps reading `old` (anything else is a cycle).
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
-        let Some((new_node, new_slot)) = self.producer(new) else { return };
-        let edges: Vec<EdgeIndex> =
-            self.graph.edge_indices().filter(|&e| self.graph[e].value == old).collect();
+        let Some((new_node, new_slot)) = self.producer(new) else {
+            return;
+        };
+        let edges: Vec<EdgeIndex> = self
+            .graph
+            .edge_indices()
+            .filter(|&e| self.graph[e].value == old)
+            .filter(|&e| {
+                self.graph
+                    .edge_endpoints(e)
+                    .is_some_and(|(_, to)| to != new_node)
+            })
+            .collect();
         for e in edges {
-            let Some((_, to)) = self.graph.edge_endpoints(e) else { continue };
-            let Some(weight) = self.graph.remove_edge(e) else { continue };
+            let Some((_, to)) = self.graph.edge_endpoints(e) else {
+                continue;
+            };
+            let Some(weight) = self.graph.remove_edge(e) else {
+                continue;
+            };
             self.graph.add_edge(
                 new_node,
                 to,
-                Edge { from_slot: new_slot, to_slot: weight.to_slot, value: new },
+                Edge {
+                    from_slot: new_slot,
+                    to_slot: weight.to_slot,
+                    value: new,
+                },
             );
         }
         for out in self.outputs.iter_mut().filter(|o| **o == old) {
@@ -371,6 +421,9 @@ impl Graph {
 
     /// Number of op nodes.
     pub fn op_count(&self) -> usize {
-        self.graph.node_weights().filter(|n| n.op().is_some()).count()
+        self.graph
+            .node_weights()
+            .filter(|n| n.op().is_some())
+            .count()
     }
 }

@@ -36,7 +36,11 @@ impl Model {
             .opset_import
             .iter()
             .map(|o| {
-                let d = o.domain.as_deref().filter(|d| !d.is_empty()).unwrap_or("ai.onnx");
+                let d = o
+                    .domain
+                    .as_deref()
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or("ai.onnx");
                 format!("{d}:{}", o.version.unwrap_or(0))
             })
             .collect();
@@ -49,8 +53,11 @@ impl Model {
             opsets.join(", ")
         );
         if !h.functions.is_empty() {
-            let names: Vec<String> =
-                h.functions.iter().map(|f| format!("{}.{}", f.domain(), f.name())).collect();
+            let names: Vec<String> = h
+                .functions
+                .iter()
+                .map(|f| format!("{}.{}", f.domain(), f.name()))
+                .collect();
             let _ = writeln!(out, "functions [{}]", names.join(", "));
         }
         self.graph.write_text(&mut out, options);
@@ -61,14 +68,23 @@ impl Model {
 impl Graph {
     fn write_text(&self, out: &mut String, options: TextOptions) {
         for &v in &self.inputs {
-            let default = if self.tensors.contains_key(&v) { " (has initializer)" } else { "" };
+            let default = if self.tensors.contains_key(&v) {
+                " (has initializer)"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "input  {}{default}", self.typed_name(v));
         }
         for &v in &self.initializers {
             if self.inputs.contains(&v) {
                 continue;
             }
-            let _ = writeln!(out, "const  {}: {}", self.value(v).name, tensor::summary(&self.tensors[&v], INLINE_ELEMENTS));
+            let _ = writeln!(
+                out,
+                "const  {}: {}",
+                self.value(v).name,
+                tensor::summary(&self.tensors[&v], INLINE_ELEMENTS)
+            );
         }
         let order = match self.ops_in_order() {
             Ok(order) => order,
@@ -79,7 +95,9 @@ impl Graph {
         };
         for n in order {
             let node = &self.graph[n];
-            let NodeKind::Op(op) = &node.kind else { continue };
+            let NodeKind::Op(op) = &node.kind else {
+                continue;
+            };
             let outputs: Vec<String> = node
                 .outputs
                 .iter()
@@ -88,18 +106,33 @@ impl Graph {
             let inputs: Vec<String> = self
                 .node_inputs(n)
                 .into_iter()
-                .map(|i| i.map(|v| self.value(v).name.clone()).unwrap_or_else(|| "_".into()))
+                .map(|i| {
+                    i.map(|v| self.value(v).name.clone())
+                        .unwrap_or_else(|| "_".into())
+                })
                 .collect();
             let op_name = match op.domain() {
                 "" => op.op_type().to_string(),
                 d => format!("{d}.{}", op.op_type()),
             };
             let attrs: Vec<String> = op.proto.attribute.iter().map(attribute_text).collect();
-            let attrs = if attrs.is_empty() { String::new() } else { format!("[{}]", attrs.join(", ")) };
-            let _ = write!(out, "{} = {op_name}{attrs}({})", outputs.join(", "), inputs.join(", "));
+            let attrs = if attrs.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", attrs.join(", "))
+            };
+            let _ = write!(
+                out,
+                "{} = {op_name}{attrs}({})",
+                outputs.join(", "),
+                inputs.join(", ")
+            );
             let captured = self.captured_values(n);
             if !captured.is_empty() {
-                let names: Vec<&str> = captured.iter().map(|&v| self.value(v).name.as_str()).collect();
+                let names: Vec<&str> = captured
+                    .iter()
+                    .map(|&v| self.value(v).name.as_str())
+                    .collect();
                 let _ = write!(out, " captures({})", names.join(", "));
             }
             if options.node_names && !op.proto.name().is_empty() {
@@ -128,10 +161,17 @@ fn attribute_text(a: &AttributeProto) -> String {
         AttributeType::String => format!("{:?}", String::from_utf8_lossy(a.s())),
         AttributeType::Floats => list(a.floats.iter().map(|v| format_number(*v as f64))),
         AttributeType::Ints => list(a.ints.iter().map(ToString::to_string)),
-        AttributeType::Strings => list(a.strings.iter().map(|s| format!("{:?}", String::from_utf8_lossy(s)))),
+        AttributeType::Strings => list(
+            a.strings
+                .iter()
+                .map(|s| format!("{:?}", String::from_utf8_lossy(s))),
+        ),
         AttributeType::Tensor => match &a.t {
             Some(t) => {
-                let t = crate::ir::Tensor { proto: t.clone(), external: None };
+                let t = crate::ir::Tensor {
+                    proto: t.clone(),
+                    external: None,
+                };
                 tensor::summary(&t, INLINE_ELEMENTS)
             }
             None => "<tensor>".into(),

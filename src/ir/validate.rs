@@ -20,8 +20,18 @@ pub enum ValidationError {
     Cycle(String),
     #[error("subgraphs are nested deeper than {0} levels")]
     TooDeep(usize),
-    #[error("edge into slot {slot} of node `{node}` carries `{value}`, but its producer's slot holds another value")]
-    EdgeMismatch { node: String, slot: String, value: String },
+    #[error(
+        "input {slot} of node `{node}` lost its value (its producer was removed without rewiring)"
+    )]
+    Unwired { node: String, slot: usize },
+    #[error(
+        "edge into slot {slot} of node `{node}` carries `{value}`, but its producer's slot holds another value"
+    )]
+    EdgeMismatch {
+        node: String,
+        slot: String,
+        value: String,
+    },
 }
 
 impl Graph {
@@ -37,7 +47,11 @@ impl Graph {
             }
         }
         for e in self.graph.edge_references() {
-            let held = self.graph[e.source()].outputs.get(e.weight().from_slot).copied().flatten();
+            let held = self.graph[e.source()]
+                .outputs
+                .get(e.weight().from_slot)
+                .copied()
+                .flatten();
             if held != Some(e.weight().value) {
                 return Err(ValidationError::EdgeMismatch {
                     node: self.node_label(e.target()),
@@ -51,6 +65,23 @@ impl Graph {
                 return Err(ValidationError::Unproduced {
                     value: self.value(out).name.clone(),
                     reader: "graph output".into(),
+                });
+            }
+        }
+        for n in self.graph.node_indices() {
+            let Some(op) = self.graph[n].op() else {
+                continue;
+            };
+            let inputs = self.node_inputs(n);
+            if let Some(slot) = op
+                .wired
+                .iter()
+                .zip(&inputs)
+                .position(|(&w, i)| w && i.is_none())
+            {
+                return Err(ValidationError::Unwired {
+                    node: self.node_label(n),
+                    slot,
                 });
             }
         }

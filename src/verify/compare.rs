@@ -12,7 +12,10 @@ pub struct Tolerance {
 
 impl Default for Tolerance {
     fn default() -> Self {
-        Tolerance { rtol: 1e-4, atol: 1e-5 }
+        Tolerance {
+            rtol: 1e-4,
+            atol: 1e-5,
+        }
     }
 }
 
@@ -32,7 +35,11 @@ pub struct Comparison {
 }
 
 fn as_f64(t: &Tensor) -> TractResult<Vec<f64>> {
-    Ok(t.cast_to::<f64>()?.to_plain_array_view::<f64>()?.iter().copied().collect())
+    Ok(t.cast_to::<f64>()?
+        .to_plain_array_view::<f64>()?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// Compares `actual` against `reference`.
@@ -48,7 +55,11 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
         problem: None,
     };
     if actual.shape() != reference.shape() {
-        c.problem = Some(format!("shape {:?} vs reference {:?}", actual.shape(), reference.shape()));
+        c.problem = Some(format!(
+            "shape {:?} vs reference {:?}",
+            actual.shape(),
+            reference.shape()
+        ));
         return c;
     }
     let (a, b) = match (as_f64(actual), as_f64(reference)) {
@@ -58,12 +69,15 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
             return c;
         }
     };
-    let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) = (0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
+    let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) =
+        (0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
     for (&x, &y) in a.iter().zip(&b) {
         let d = (x - y).abs();
         // NaN in either is a mismatch unless both are NaN at the same place.
         let same_nan = x.is_nan() && y.is_nan();
-        if !same_nan && !(d <= tol.atol + tol.rtol * y.abs()) && x != y {
+        // Written so that a NaN difference counts as outside tolerance.
+        let within = d <= tol.atol + tol.rtol * y.abs();
+        if !same_nan && !within && x != y {
             bad += 1;
         }
         if !same_nan {
@@ -78,7 +92,11 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
     }
     c.max_abs = max_abs;
     c.max_rel = max_rel;
-    c.cosine = if na == 0.0 && nb == 0.0 { 1.0 } else { dot / (na.sqrt() * nb.sqrt()).max(1e-300) };
+    c.cosine = if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt()).max(1e-300)
+    };
     c.mismatched = bad;
     c.ok = bad == 0;
     c

@@ -24,7 +24,11 @@ impl DimSizes {
     pub const OTHER: usize = 7;
 
     fn size(&mut self, dim: &Dim, axis: usize) -> usize {
-        let default = if axis == 0 { Self::LEADING } else { Self::OTHER };
+        let default = if axis == 0 {
+            Self::LEADING
+        } else {
+            Self::OTHER
+        };
         match dim {
             Dim::Fixed(n) if *n >= 0 => *n as usize,
             // One size per symbol, so inputs that share `sequence` agree.
@@ -35,7 +39,15 @@ impl DimSizes {
 }
 
 /// Ops that move or reshape integer indices without changing their values.
-const INDEX_PRESERVING: &[&str] = &["Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand"];
+const INDEX_PRESERVING: &[&str] = &[
+    "Cast",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Flatten",
+    "Identity",
+    "Expand",
+];
 
 /// The smallest row count among the constant tables that `input` indexes through `Gather` (following
 /// value-preserving ops), if it indexes any.
@@ -48,11 +60,15 @@ pub fn gather_bound(g: &Graph, input: ValueId) -> Option<i64> {
             continue;
         }
         for (node, slot) in g.consumers(v) {
-            let Some(op) = g.graph[node].op() else { continue };
+            let Some(op) = g.graph[node].op() else {
+                continue;
+            };
             match (op.op_type(), slot) {
                 ("Gather", InputSlot::Operand(1)) => {
                     let table = g.node_inputs(node).first().copied().flatten();
-                    let Some(t) = table.and_then(|t| g.initializer(t)) else { continue };
+                    let Some(t) = table.and_then(|t| g.initializer(t)) else {
+                        continue;
+                    };
                     let rank = t.dims().len() as i64;
                     let axis = op.attribute("axis").map(|a| a.i()).unwrap_or(0);
                     let axis = if axis < 0 { axis + rank } else { axis };
@@ -71,18 +87,30 @@ pub fn gather_bound(g: &Graph, input: ValueId) -> Option<i64> {
 }
 
 /// One input set for `model`, reproducible from `seed`.
-pub fn generate_inputs(model: &Model, seed: u64, dims: &mut DimSizes) -> Result<Vec<Named>, VerifyError> {
+pub fn generate_inputs(
+    model: &Model,
+    seed: u64,
+    dims: &mut DimSizes,
+) -> Result<Vec<Named>, VerifyError> {
     let g = &model.graph;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
     for id in g.runtime_inputs() {
         let value = g.value(id);
-        let no_type = || VerifyError::Inputs(format!("input `{}` declares no tensor type", value.name));
+        let no_type =
+            || VerifyError::Inputs(format!("input `{}` declares no tensor type", value.name));
         let (elem, shape) = value.ty().and_then(tensor_type).ok_or_else(no_type)?;
         let shape = shape.ok_or_else(|| {
-            VerifyError::Inputs(format!("input `{}` has no declared rank; give --inputs", value.name))
+            VerifyError::Inputs(format!(
+                "input `{}` has no declared rank; give --inputs",
+                value.name
+            ))
         })?;
-        let shape: Vec<usize> = shape.iter().enumerate().map(|(axis, d)| dims.size(d, axis)).collect();
+        let shape: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(axis, d)| dims.size(d, axis))
+            .collect();
         let len: usize = shape.iter().product();
         let tensor = match DataType::try_from(elem) {
             Ok(DataType::Float) => {
@@ -116,7 +144,10 @@ pub fn generate_inputs(model: &Model, seed: u64, dims: &mut DimSizes) -> Result<
             }
         }
         .map_err(|e| VerifyError::Inputs(format!("input `{}`: {e}", value.name)))?;
-        out.push(Named { name: value.name.clone(), tensor });
+        out.push(Named {
+            name: value.name.clone(),
+            tensor,
+        });
     }
     Ok(out)
 }

@@ -30,7 +30,9 @@ impl Runner {
             stage,
             message: format!("{e:#}").replace('\n', " "),
         };
-        let mut model = tract_onnx::onnx().model_for_path(path).map_err(|e| fail("load", e))?;
+        let mut model = tract_onnx::onnx()
+            .model_for_path(path)
+            .map_err(|e| fail("load", e))?;
         let declared = model.input_outlets().map_err(|e| fail("load", e))?.len();
         if declared != inputs.len() {
             return Err(TractFailure {
@@ -41,19 +43,31 @@ impl Runner {
         }
         for (ix, input) in inputs.iter().enumerate() {
             let fact = InferenceFact::dt_shape(input.tensor.datum_type(), input.tensor.shape());
-            model.set_input_fact(ix, fact).map_err(|e| fail("pin the input shapes of", e))?;
+            model
+                .set_input_fact(ix, fact)
+                .map_err(|e| fail("pin the input shapes of", e))?;
         }
         let plan = model
             .into_optimized()
             .map_err(|e| fail("optimize", e))?
             .into_runnable()
             .map_err(|e| fail("prepare", e))?;
-        Ok(Runner { path: path.into(), plan })
+        Ok(Runner {
+            path: path.into(),
+            plan,
+        })
     }
 
     /// Runs the model; outputs come back named after `output_names` (the graph's outputs, in order).
-    pub fn run(&self, inputs: &[Named], output_names: &[String]) -> Result<Vec<Named>, TractFailure> {
-        let values: TVec<TValue> = inputs.iter().map(|i| i.tensor.clone().into_tvalue()).collect();
+    pub fn run(
+        &self,
+        inputs: &[Named],
+        output_names: &[String],
+    ) -> Result<Vec<Named>, TractFailure> {
+        let values: TVec<TValue> = inputs
+            .iter()
+            .map(|i| i.tensor.clone().into_tvalue())
+            .collect();
         let outputs = self.plan.run(values).map_err(|e| TractFailure {
             path: self.path.clone(),
             stage: "run",
@@ -63,7 +77,10 @@ impl Runner {
             .into_iter()
             .enumerate()
             .map(|(i, t)| Named {
-                name: output_names.get(i).cloned().unwrap_or_else(|| format!("output_{i}")),
+                name: output_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("output_{i}")),
                 tensor: t.into_tensor(),
             })
             .collect())

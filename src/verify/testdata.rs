@@ -21,9 +21,15 @@ pub struct TestData {
 /// Reads `input_K.pb` and `output_K.pb` from `dir` (K = 0, 1, ... without gaps).
 pub fn load_test_data(dir: &Path) -> Result<TestData, VerifyError> {
     if !dir.is_dir() {
-        return Err(VerifyError::TestData { path: dir.into(), reason: "not a folder".into() });
+        return Err(VerifyError::TestData {
+            path: dir.into(),
+            reason: "not a folder".into(),
+        });
     }
-    Ok(TestData { inputs: numbered(dir, "input")?, outputs: numbered(dir, "output")? })
+    Ok(TestData {
+        inputs: numbered(dir, "input")?,
+        outputs: numbered(dir, "output")?,
+    })
 }
 
 fn numbered(dir: &Path, stem: &str) -> Result<Vec<Named>, VerifyError> {
@@ -40,9 +46,13 @@ fn numbered(dir: &Path, stem: &str) -> Result<Vec<Named>, VerifyError> {
 
 /// Reads one serialized `TensorProto` into a tract tensor.
 pub fn read_tensor_file(path: &Path) -> Result<Named, VerifyError> {
-    let err = |reason: String| VerifyError::TestData { path: path.into(), reason };
+    let err = |reason: String| VerifyError::TestData {
+        path: path.into(),
+        reason,
+    };
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let proto = TensorProto::decode(bytes.as_slice()).map_err(|e| err(format!("not a TensorProto ({e})")))?;
+    let proto = TensorProto::decode(bytes.as_slice())
+        .map_err(|e| err(format!("not a TensorProto ({e})")))?;
     let name = proto.name().to_string();
     let tensor = tensor_from_proto(proto).map_err(err)?;
     Ok(Named { name, tensor })
@@ -50,22 +60,54 @@ pub fn read_tensor_file(path: &Path) -> Result<Named, VerifyError> {
 
 /// Converts a `TensorProto` with inline data into a tract tensor of the same element type.
 pub fn tensor_from_proto(proto: TensorProto) -> Result<Tensor, String> {
-    let shape: Vec<usize> = proto.dims.iter().map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}"))).collect::<Result<_, _>>()?;
+    let shape: Vec<usize> = proto
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .collect::<Result<_, _>>()?;
     declared_count(&proto).map_err(|e| e.to_string())?;
-    let ty = DataType::try_from(proto.data_type()).map_err(|_| format!("unknown element type {}", proto.data_type()))?;
-    let t = ir::Tensor { proto, external: None };
+    let ty = DataType::try_from(proto.data_type())
+        .map_err(|_| format!("unknown element type {}", proto.data_type()))?;
+    let t = ir::Tensor {
+        proto,
+        external: None,
+    };
     check_length(&t).map_err(|e| e.to_string())?;
     let values = to_f64(&t).map_err(|e| e.to_string())?;
     let made = match ty {
-        DataType::Float => Tensor::from_shape(&shape, &values.iter().map(|&v| v as f32).collect::<Vec<_>>()),
+        DataType::Float => Tensor::from_shape(
+            &shape,
+            &values.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        ),
         DataType::Double => Tensor::from_shape(&shape, &values),
-        DataType::Float16 => Tensor::from_shape(&shape, &values.iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>()),
-        DataType::Int64 => Tensor::from_shape(&shape, &values.iter().map(|&v| v as i64).collect::<Vec<_>>()),
-        DataType::Int32 => Tensor::from_shape(&shape, &values.iter().map(|&v| v as i32).collect::<Vec<_>>()),
-        DataType::Int8 => Tensor::from_shape(&shape, &values.iter().map(|&v| v as i8).collect::<Vec<_>>()),
-        DataType::Uint8 => Tensor::from_shape(&shape, &values.iter().map(|&v| v as u8).collect::<Vec<_>>()),
-        DataType::Bool => Tensor::from_shape(&shape, &values.iter().map(|&v| v != 0.0).collect::<Vec<_>>()),
-        other => return Err(format!("element type {} is not supported in test data", other.as_str_name())),
+        DataType::Float16 => Tensor::from_shape(
+            &shape,
+            &values.iter().map(|&v| f16::from_f64(v)).collect::<Vec<_>>(),
+        ),
+        DataType::Int64 => Tensor::from_shape(
+            &shape,
+            &values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
+        ),
+        DataType::Int32 => Tensor::from_shape(
+            &shape,
+            &values.iter().map(|&v| v as i32).collect::<Vec<_>>(),
+        ),
+        DataType::Int8 => {
+            Tensor::from_shape(&shape, &values.iter().map(|&v| v as i8).collect::<Vec<_>>())
+        }
+        DataType::Uint8 => {
+            Tensor::from_shape(&shape, &values.iter().map(|&v| v as u8).collect::<Vec<_>>())
+        }
+        DataType::Bool => Tensor::from_shape(
+            &shape,
+            &values.iter().map(|&v| v != 0.0).collect::<Vec<_>>(),
+        ),
+        other => {
+            return Err(format!(
+                "element type {} is not supported in test data",
+                other.as_str_name()
+            ));
+        }
     };
     made.map_err(|e| e.to_string())
 }
@@ -80,7 +122,11 @@ pub fn test_data_sets(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     sets.sort();
     sets

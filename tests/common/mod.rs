@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use normshift::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, tensor_shape_proto, type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
 };
 use prost::Message;
 
@@ -20,7 +20,9 @@ pub const FIXTURES: &[&str] = &[
 ];
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name)
 }
 
 pub fn fixture_model(name: &str) -> PathBuf {
@@ -28,7 +30,10 @@ pub fn fixture_model(name: &str) -> PathBuf {
 }
 
 pub fn normshift(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_normshift")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_normshift"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -77,7 +82,13 @@ pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(1),
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        raw_data: Some(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ),
         ..Default::default()
     }
 }
@@ -86,7 +97,10 @@ pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 pub fn tiny_model(edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
     let mut graph = GraphProto {
         name: Some("tiny".into()),
-        node: vec![node("Add", &["x", "w"], &["s"]), node("Relu", &["s"], &["y"])],
+        node: vec![
+            node("Add", &["x", "w"], &["s"]),
+            node("Relu", &["s"], &["y"]),
+        ],
         initializer: vec![f32_tensor("w", &[2, 3], &[0.5, -1.0, 2.0, 0.0, 1.5, -0.5])],
         input: vec![f32_info("x", &[2, 3])],
         output: vec![f32_info("y", &[2, 3])],
@@ -96,7 +110,10 @@ pub fn tiny_model(edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
     let model = ModelProto {
         ir_version: Some(8),
         producer_name: Some("normshift-tests".into()),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
         graph: Some(graph),
         ..Default::default()
     };
