@@ -11,6 +11,7 @@
 //!
 //! A model read and written with no pass in between comes back byte-identical.
 
+pub mod analysis;
 pub mod error;
 pub mod io;
 pub mod ir;

@@ -38,6 +38,8 @@ pub struct Summary {
     pub parameter_bytes: u64,
     pub external_data_bytes: u64,
     pub functions: usize,
+    /// Normalization layers found, by `kind form` (e.g. `layernorm decomposed`).
+    pub norms: BTreeMap<String, usize>,
     pub warnings: Vec<String>,
 }
 
@@ -94,7 +96,19 @@ impl Model {
                 .map(|b| b.len() as u64)
                 .sum(),
             functions: self.header.functions.len(),
+            norms: norm_counts(g),
             warnings: self.warnings.clone(),
         }
     }
+}
+
+fn norm_counts(g: &crate::ir::Graph) -> BTreeMap<String, usize> {
+    let index = crate::ir::index::GraphIndex::new(g);
+    let mut counts = BTreeMap::new();
+    for norm in crate::analysis::find_norms(&index) {
+        let key = serde_json::json!([norm.kind, norm.form]);
+        let key = format!("{} {}", key[0].as_str().unwrap_or("?"), key[1].as_str().unwrap_or("?"));
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
 }

@@ -1,5 +1,6 @@
 //! Command definitions (clap derive) and dispatch. Each subcommand lives in its own module.
 
+mod analyze;
 mod convert;
 mod inspect;
 mod progress;
@@ -52,6 +53,8 @@ pub enum Command {
         #[arg(long)]
         node_names: bool,
     },
+    /// Find the norms and residual units and say where each norm sits (post, pre, peri, branch-output).
+    Analyze(analyze::AnalyzeArgs),
     /// Read a model, run passes on it, and write it again (with no passes: a byte-identical copy).
     Convert(convert::ConvertArgs),
     /// Run models with tract and compare outputs: two models on the same inputs, or one against stored outputs.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect { model, json } => inspect::inspect(&model, json),
         Command::Dump { model, node_names } => inspect::dump(&model, node_names),
+        Command::Analyze(args) => analyze::run(args),
         Command::Convert(args) => convert::convert(args),
         Command::Verify(args) => verify::verify(args),
         Command::Passes { json } => inspect::passes(json),

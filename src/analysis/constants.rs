@@ -1,0 +1,52 @@
+//! Reading constant values out of the graph: initializers and `Constant` nodes alike.
+
+use crate::ir::index::GraphIndex;
+use crate::ir::{Tensor, ValueId};
+use crate::onnx::{TensorProto, attribute_proto::AttributeType};
+use crate::tensor::to_f64;
+
+/// The tensor behind `v` if it is constant: an initializer (that is not also a graph input, whose value the
+/// caller may override) or the output of a `Constant` node.
+pub fn constant(ix: &GraphIndex, v: ValueId) -> Option<Tensor> {
+    let g = ix.graph;
+    if let Some(t) = g.initializer(v) {
+        return (!g.inputs.contains(&v)).then(|| t.clone());
+    }
+    let (_, op) = ix.producer_op(v)?;
+    if op.op_type() != "Constant" || !op.domain().is_empty() {
+        return None;
+    }
+    let attr = op.proto.attribute.first()?;
+    let proto = match (attr.name(), attr.r#type()) {
+        ("value", AttributeType::Tensor) => attr.t.clone()?,
+        ("value_float", _) => f32_proto(&[attr.f()], vec![]),
+        ("value_floats", _) => f32_proto(&attr.floats, vec![attr.floats.len() as i64]),
+        ("value_int", _) => i64_proto(&[attr.i()], vec![]),
+        ("value_ints", _) => i64_proto(&attr.ints, vec![attr.ints.len() as i64]),
+        _ => return None,
+    };
+    Some(Tensor { proto, external: None })
+}
+
+fn f32_proto(values: &[f32], dims: Vec<i64>) -> TensorProto {
+    TensorProto { dims, data_type: Some(1), float_data: values.to_vec(), ..Default::default() }
+}
+
+fn i64_proto(values: &[i64], dims: Vec<i64>) -> TensorProto {
+    TensorProto { dims, data_type: Some(7), int64_data: values.to_vec(), ..Default::default() }
+}
+
+/// The single number a constant holds (any rank, one element), e.g. an ε or the exponent of `Pow(x, 2)`.
+pub fn scalar(ix: &GraphIndex, v: ValueId) -> Option<f64> {
+    let t = constant(ix, v)?;
+    if t.elem_count() != 1 {
+        return None;
+    }
+    to_f64(&t).ok()?.first().copied()
+}
+
+/// The integers of a constant (e.g. the `axes` input of `ReduceMean` at opset 18).
+pub fn integers(ix: &GraphIndex, v: ValueId) -> Option<Vec<i64>> {
+    let t = constant(ix, v)?;
+    Some(to_f64(&t).ok()?.into_iter().map(|x| x as i64).collect())
+}

@@ -1,0 +1,404 @@
+//! Finding normalization layers, fused or decomposed.
+//!
+//! **Fused**: `LayerNormalization` (opset 17), `RMSNormalization` (opset 23), and onnxruntime's `com.microsoft`
+//! `SimplifiedLayerNormalization`, `SkipLayerNormalization` and `SkipSimplifiedLayerNormalization`.
+//!
+//! **Decomposed**, in the forms the ordinary exporters write:
+//!
+//! ```text
+//! LayerNorm  m = ReduceMean(x)   d = Sub(x, m)   v = ReduceMean(d²)   n = d / Sqrt(v + ε)   y = n·γ + β
+//! RMSNorm                                        v = ReduceMean(x²)   n = x / Sqrt(v + ε)   y = n·γ
+//! ```
+//!
+//! where `d²` is `Pow(d, 2)` or `Mul(d, d)`; the division is `Div(d, s)`, `Mul(d, Reciprocal(s))` or
+//! `Mul(d, Div(1, s))`; `Cast`s around the statistics (fp16 models compute them in float32) are part of the
+//! norm; `γ` and `β` are optional, and Gemma's `γ = 1 + w` computed in the graph is recognised as a scale.
+//!
+//! Strict, because a wrong match is worse than none: the reduction must run over trailing contiguous axes with
+//! `keepdims = 1`, both reductions of a LayerNorm over the same axes, ε a one-element constant, `γ`/`β`
+//! constants that broadcast only over the normalized axes, and every value inside the pattern read only by
+//! the pattern. Anything else is not a norm.
+
+use std::collections::HashSet;
+
+use petgraph::stable_graph::NodeIndex;
+use serde::Serialize;
+
+use super::constants::{constant, integers, scalar};
+use crate::ir::index::GraphIndex;
+use crate::ir::{InputSlot, Op, ValueId};
+use crate::onnx::tensor_type;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum NormKind {
+    #[serde(rename = "layernorm")]
+    LayerNorm,
+    #[serde(rename = "rmsnorm")]
+    RmsNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormForm {
+    Fused,
+    Decomposed,
+}
+
+/// A scale or shift parameter: a constant value, plus one for Gemma's `(1 + w)` computed in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Param {
+    #[serde(skip)]
+    pub value: ValueId,
+    pub plus_one: bool,
+}
+
+/// One normalization layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Norm {
+    pub kind: NormKind,
+    pub form: NormForm,
+    /// The tensor normalized (before any Cast to float32). For the Skip* ops, the first summand.
+    #[serde(skip)]
+    pub input: ValueId,
+    /// The second summand of a `Skip*Normalization`, which normalizes `input + skip`.
+    #[serde(skip)]
+    pub skip: Option<ValueId>,
+    /// The norm's result, after scale, shift and any Cast back.
+    #[serde(skip)]
+    pub output: ValueId,
+    /// First normalized axis, counted from the end when the rank is known or the file wrote it so (-1: last).
+    pub axis: i64,
+    pub epsilon: f64,
+    #[serde(skip)]
+    pub scale: Option<Param>,
+    #[serde(skip)]
+    pub shift: Option<Param>,
+    /// The nodes the norm covers (indices valid while the graph is unchanged).
+    #[serde(skip)]
+    pub nodes: Vec<NodeIndex>,
+}
+
+/// Every norm in the graph, in the order of the node that produces its output.
+pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
+    let g = ix.graph;
+    let Ok(order) = g.ops_in_order() else { return Vec::new() };
+    let mut claimed: HashSet<NodeIndex> = HashSet::new();
+    let mut norms = Vec::new();
+    // LayerNorms first: the variance half of a LayerNorm is itself shaped like an RMSNorm of `x - mean`.
+    for &n in &order {
+        if let Some(norm) = fused(ix, n).or_else(|| decomposed_layernorm(ix, n)) {
+            claimed.extend(norm.nodes.iter().copied());
+            norms.push(norm);
+        }
+    }
+    for &n in &order {
+        if claimed.contains(&n) {
+            continue;
+        }
+        if let Some(norm) = decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed.contains(x))) {
+            claimed.extend(norm.nodes.iter().copied());
+            norms.push(norm);
+        }
+    }
+    let position: std::collections::HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    norms.sort_by_key(|m| ix.producer(m.output).and_then(|(n, _)| position.get(&n).copied()));
+    norms
+}
+
+fn op_is(op: &Op, ty: &str) -> bool {
+    op.op_type() == ty && op.domain().is_empty()
+}
+
+fn attr_i(op: &Op, name: &str, default: i64) -> i64 {
+    op.attribute(name).map(|a| a.i()).unwrap_or(default)
+}
+
+fn attr_f(op: &Op, name: &str, default: f32) -> f64 {
+    op.attribute(name).map(|a| a.f()).unwrap_or(default) as f64
+}
+
+/// The rank the graph declares for a value, if any (looking through a `Cast`, which keeps the shape).
+fn rank(ix: &GraphIndex, v: ValueId) -> Option<usize> {
+    let g = ix.graph;
+    if let Some(t) = g.initializer(v) {
+        return Some(t.dims().len());
+    }
+    let declared = g.value(v).ty().and_then(tensor_type).and_then(|(_, s)| s).map(|s| s.len());
+    declared.or_else(|| {
+        let (cast, _) = ix.produced_by(v, "Cast")?;
+        rank(ix, ix.inputs(cast).first().copied().flatten()?)
+    })
+}
+
+fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
+    let op = ix.graph.graph[n].op()?;
+    let inputs = ix.inputs(n);
+    let at = |i: usize| inputs.get(i).copied().flatten();
+    let (kind, skip, scale_slot, shift_slot) = match (op.domain(), op.op_type()) {
+        ("", "LayerNormalization") => (NormKind::LayerNorm, None, 1, Some(2)),
+        ("", "RMSNormalization") => (NormKind::RmsNorm, None, 1, None),
+        ("com.microsoft", "SimplifiedLayerNormalization") => (NormKind::RmsNorm, None, 1, None),
+        ("com.microsoft", "SkipLayerNormalization") => (NormKind::LayerNorm, at(1), 2, Some(3)),
+        ("com.microsoft", "SkipSimplifiedLayerNormalization") => (NormKind::RmsNorm, at(1), 2, None),
+        _ => return None,
+    };
+    let input = at(0)?;
+    let axis = attr_i(op, "axis", -1);
+    let axis = match rank(ix, input) {
+        Some(r) if axis >= 0 => axis - r as i64,
+        _ => axis,
+    };
+    let param = |slot: usize| at(slot).map(|value| Param { value, plus_one: false });
+    Some(Norm {
+        kind,
+        form: NormForm::Fused,
+        input,
+        skip,
+        output: ix.output(n)?,
+        axis,
+        epsilon: attr_f(op, "epsilon", 1e-5),
+        scale: param(scale_slot),
+        shift: shift_slot.and_then(param),
+        nodes: vec![n],
+    })
+}
+
+/// A pattern being matched: the nodes so far, and the values whose every reader must be inside it.
+struct Match<'a, 'g> {
+    ix: &'a GraphIndex<'g>,
+    nodes: Vec<NodeIndex>,
+    internal: Vec<ValueId>,
+}
+
+impl<'a, 'g> Match<'a, 'g> {
+    fn new(ix: &'a GraphIndex<'g>) -> Self {
+        Match { ix, nodes: Vec::new(), internal: Vec::new() }
+    }
+
+    fn take(&mut self, n: NodeIndex) -> Option<ValueId> {
+        self.nodes.push(n);
+        let out = self.ix.output(n)?;
+        Some(out)
+    }
+
+    /// The other operand of a binary op, given one of them.
+    fn other(&self, n: NodeIndex, known: ValueId) -> Option<ValueId> {
+        match self.ix.inputs(n).as_slice() {
+            [Some(a), Some(b)] if *a == known => Some(*b),
+            [Some(a), Some(b)] if *b == known => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// The one op of type `ty` reading `v`, with `v` then counted as internal to the pattern.
+    fn next(&mut self, v: ValueId, ty: &str) -> Option<NodeIndex> {
+        let (n, op) = self.ix.sole_consumer(v)?;
+        if !op_is(op, ty) {
+            return None;
+        }
+        self.internal.push(v);
+        Some(n)
+    }
+
+    /// Reducing axes of a `ReduceMean` as the first normalized axis (negative), if they are trailing and
+    /// contiguous with `keepdims = 1`.
+    fn mean_axis(&self, n: NodeIndex, x: ValueId) -> Option<i64> {
+        let op = self.ix.graph.graph[n].op()?;
+        if attr_i(op, "keepdims", 1) != 1 {
+            return None;
+        }
+        let mut axes = match op.attribute("axes") {
+            Some(a) => a.ints.clone(),
+            None => integers(self.ix, self.ix.inputs(n).get(1).copied().flatten()?)?,
+        };
+        if axes.is_empty() {
+            return None;
+        }
+        if axes.iter().any(|&a| a >= 0) {
+            let r = rank(self.ix, x)? as i64;
+            axes.iter_mut().filter(|a| **a >= 0).for_each(|a| *a -= r);
+        }
+        axes.sort_unstable();
+        axes.dedup();
+        let k = axes.len() as i64;
+        (axes == (-k..0).collect::<Vec<_>>()).then_some(-k)
+    }
+
+    /// `ε` added to the variance: `Add(v, ε)` with a one-element constant ε.
+    fn epsilon(&mut self, v: ValueId) -> Option<(f64, ValueId)> {
+        let add = self.next(v, "Add")?;
+        let eps = scalar(self.ix, self.other(add, v)?)?;
+        Some((eps, self.take(add)?))
+    }
+
+    /// `Sqrt(v + ε)` then the division of `num` by it, in any of its three forms. Returns the quotient.
+    fn divide_by_root(&mut self, ve: ValueId, num: ValueId) -> Option<ValueId> {
+        let sqrt = self.next(ve, "Sqrt")?;
+        let s = self.take(sqrt)?;
+        let (n, op) = self.ix.sole_consumer(s)?;
+        self.internal.push(s);
+        match op.op_type() {
+            "Div" if self.ix.inputs(n) == [Some(num), Some(s)] => self.take(n),
+            "Reciprocal" => {
+                let inv = self.take(n)?;
+                self.times(inv, num)
+            }
+            "Div" if self.ix.inputs(n).first().copied().flatten().and_then(|c| scalar(self.ix, c)) == Some(1.0) => {
+                let inv = self.take(n)?;
+                self.times(inv, num)
+            }
+            _ => None,
+        }
+    }
+
+    /// `Mul(num, inv)` in either order.
+    fn times(&mut self, inv: ValueId, num: ValueId) -> Option<ValueId> {
+        let mul = self.next(inv, "Mul")?;
+        (self.other(mul, inv)? == num).then_some(())?;
+        self.take(mul)
+    }
+
+    /// An optional `Cast` right after `v`, read by nothing else.
+    fn cast_after(&mut self, v: ValueId) -> ValueId {
+        match self.ix.sole_consumer(v) {
+            Some((n, op)) if op_is(op, "Cast") => {
+                self.internal.push(v);
+                self.take(n).unwrap_or(v)
+            }
+            _ => v,
+        }
+    }
+
+    /// A constant parameter that broadcasts only over the `k` trailing axes, or Gemma's `Add(w, 1)` of one.
+    fn param(&mut self, v: ValueId, k: usize) -> Option<Param> {
+        let fits = |ix: &GraphIndex, v: ValueId| {
+            constant(ix, v).filter(|t| {
+                let dims = t.dims();
+                dims.iter().take(dims.len().saturating_sub(k)).all(|&d| d == 1)
+            })
+        };
+        if fits(self.ix, v).is_some() {
+            return Some(Param { value: v, plus_one: false });
+        }
+        let (add, _) = self.ix.produced_by(v, "Add")?;
+        let [Some(a), Some(b)] = self.ix.inputs(add)[..] else { return None };
+        let (w, one) = if scalar(self.ix, b) == Some(1.0) { (a, b) } else { (b, a) };
+        if scalar(self.ix, one) != Some(1.0) || fits(self.ix, w).is_none() || self.ix.use_count(v) != 1 {
+            return None;
+        }
+        self.nodes.push(add);
+        Some(Param { value: w, plus_one: true })
+    }
+
+    /// Optional `Mul` by a scale, then (LayerNorm) optional `Add` of a shift, each possibly followed by a Cast.
+    fn affine(&mut self, n: ValueId, k: usize, with_shift: bool) -> (ValueId, Option<Param>, Option<Param>) {
+        let mut out = self.cast_after(n);
+        let mut scale = None;
+        let mut shift = None;
+        if let Some((mul, op)) = self.ix.sole_consumer(out)
+            && op_is(op, "Mul")
+            && let Some(p) = self.other(mul, out).and_then(|w| self.param(w, k))
+        {
+            self.internal.push(out);
+            self.nodes.push(mul);
+            out = self.ix.output(mul).unwrap_or(out);
+            scale = Some(p);
+            out = self.cast_after(out);
+        }
+        if with_shift
+            && let Some((add, op)) = self.ix.sole_consumer(out)
+            && op_is(op, "Add")
+            && let Some(p) = self.other(add, out).and_then(|b| self.param(b, k))
+        {
+            self.internal.push(out);
+            self.nodes.push(add);
+            out = self.ix.output(add).unwrap_or(out);
+            shift = Some(p);
+            out = self.cast_after(out);
+        }
+        (out, scale, shift)
+    }
+
+    /// Every internal value is read only by nodes of the pattern.
+    fn closed(&self) -> bool {
+        let inside: HashSet<NodeIndex> = self.nodes.iter().copied().collect();
+        self.internal.iter().all(|&v| {
+            !self.ix.is_graph_output(v)
+                && self.ix.consumers(v).iter().all(|(n, slot)| inside.contains(n) && *slot != InputSlot::Captured)
+        })
+    }
+
+    /// The tensor the norm reads: `x`, or what a Cast to float32 read when that Cast only feeds the norm.
+    fn source(&mut self, x: ValueId) -> ValueId {
+        if let Some((cast, op)) = self.ix.produced_by(x, "Cast") {
+            let inside: HashSet<NodeIndex> = self.nodes.iter().copied().collect();
+            let only_norm = self.ix.consumers(x).iter().all(|(n, _)| inside.contains(n)) && !self.ix.is_graph_output(x);
+            if only_norm && op.attribute("to").map(|a| a.i()) == Some(1) {
+                self.nodes.push(cast);
+                self.internal.push(x);
+                if let Some(src) = self.ix.inputs(cast).first().copied().flatten() {
+                    return src;
+                }
+            }
+        }
+        x
+    }
+}
+
+/// `x²` as `Pow(x, 2)` or `Mul(x, x)` read from node `n`: returns `x`.
+fn square_of(ix: &GraphIndex, n: NodeIndex) -> Option<ValueId> {
+    let op = ix.graph.graph[n].op()?;
+    match (op.op_type(), ix.inputs(n).as_slice()) {
+        ("Pow", [Some(x), Some(e)]) if op.domain().is_empty() && scalar(ix, *e) == Some(2.0) => Some(*x),
+        ("Mul", [Some(a), Some(b)]) if op.domain().is_empty() && a == b => Some(*a),
+        _ => None,
+    }
+}
+
+/// Starting at the first `ReduceMean` (the mean) of a decomposed LayerNorm.
+fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
+    let op = ix.graph.graph[mean_node].op()?;
+    if !op_is(op, "ReduceMean") {
+        return None;
+    }
+    let x = ix.inputs(mean_node).first().copied().flatten()?;
+    let mut m = Match::new(ix);
+    let axis = m.mean_axis(mean_node, x)?;
+    let mean = m.take(mean_node)?;
+    let sub = m.next(mean, "Sub")?;
+    if ix.inputs(sub) != [Some(x), Some(mean)] {
+        return None;
+    }
+    let d = m.take(sub)?;
+    // d is read by the square and by the division: two readers, both checked by `closed`.
+    m.internal.push(d);
+    let sq_node = ix.consumers(d).iter().map(|&(n, _)| n).find(|&n| square_of(ix, n) == Some(d))?;
+    let sq = m.take(sq_node)?;
+    let var_node = m.next(sq, "ReduceMean")?;
+    if m.mean_axis(var_node, x)? != axis {
+        return None;
+    }
+    let var = m.take(var_node)?;
+    let (epsilon, ve) = m.epsilon(var)?;
+    let normalized = m.divide_by_root(ve, d)?;
+    let (output, scale, shift) = m.affine(normalized, (-axis) as usize, true);
+    let input = m.source(x);
+    m.closed().then_some(())?;
+    Some(Norm { kind: NormKind::LayerNorm, form: NormForm::Decomposed, input, skip: None, output, axis, epsilon, scale, shift, nodes: m.nodes })
+}
+
+/// Starting at the square (`Pow(x, 2)` or `Mul(x, x)`) of a decomposed RMSNorm.
+fn decomposed_rmsnorm(ix: &GraphIndex, sq_node: NodeIndex) -> Option<Norm> {
+    let x = square_of(ix, sq_node)?;
+    let mut m = Match::new(ix);
+    let sq = m.take(sq_node)?;
+    let mean_node = m.next(sq, "ReduceMean")?;
+    let axis = m.mean_axis(mean_node, x)?;
+    let ms = m.take(mean_node)?;
+    let (epsilon, ve) = m.epsilon(ms)?;
+    let normalized = m.divide_by_root(ve, x)?;
+    let (output, scale, shift) = m.affine(normalized, (-axis) as usize, false);
+    let input = m.source(x);
+    m.closed().then_some(())?;
+    Some(Norm { kind: NormKind::RmsNorm, form: NormForm::Decomposed, input, skip: None, output, axis, epsilon, scale, shift, nodes: m.nodes })
+}

@@ -1,0 +1,434 @@
+//! Residual units and where their norms sit.
+//!
+//! A residual unit is an `Add` whose one operand, the stream `x`, is an ancestor of the other, the branch
+//! `F(x)`, through at least one linear layer (`MatMul`/`Gemm`/`Conv`): that rules out the `x + c·x³` inside a
+//! tanh-GELU and every Add of a bias, a mask or a position table. A skip scaled by a constant (`α·x`, DeepNorm)
+//! still counts. When the branch side is itself a sum of terms that each read `x` (GPT-J, GPT-NeoX), each term
+//! is a branch of one *parallel* unit. A branch with a `Softmax` is attention; one with an elementwise
+//! activation is an MLP.
+//!
+//! Dependencies through `Shape`/`Size` are not data flow and are ignored. Searches are limited to the nodes
+//! between the two operands in topological order, so the whole analysis is linear in the model's depth.
+//!
+//! Norm roles, per unit: **pre** (reads `x`, feeds only the branch), **branch-output** (its output is the
+//! branch's), **post** (reads the sum, and its output is the next unit's stream). A norm on the last unit's sum
+//! is that unit's post norm when the other units are post, else the model's **final** norm; a norm whose output
+//! is the first unit's stream is the **embedding** norm; every other norm is **internal** (QK-norm and the like).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use petgraph::Direction;
+use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+
+use super::constants::{constant, scalar};
+use super::norms::{Norm, find_norms};
+use crate::ir::ValueId;
+use crate::ir::index::GraphIndex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    Post,
+    Pre,
+    Peri,
+    BranchOutput,
+    None,
+    Mixed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BranchKind {
+    Attention,
+    Mlp,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Pre,
+    Post,
+    Peri,
+    BranchOutput,
+    Embedding,
+    Final,
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Branch {
+    pub kind: BranchKind,
+    #[serde(skip)]
+    pub output: ValueId,
+    /// Indices into [`Analysis::norms`].
+    pub pre_norms: Vec<usize>,
+    pub output_norm: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResidualUnit {
+    pub placement: Placement,
+    pub branches: Vec<Branch>,
+    pub post_norm: Option<usize>,
+    /// `α` of a scaled skip `α·x + F(x)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_scale: Option<f64>,
+    /// The stream entering the unit.
+    #[serde(skip)]
+    pub stream_in: ValueId,
+    /// The residual sum.
+    #[serde(skip)]
+    pub sum: ValueId,
+    #[serde(skip)]
+    pub add: NodeIndex,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NormInfo {
+    #[serde(flatten)]
+    pub norm: Norm,
+    pub role: Role,
+    /// The unit the norm belongs to (index into `residual_units`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<usize>,
+    /// Gemma's `(1 + w)` scale, when the graph computes it.
+    pub scale_plus_one: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub placement: Placement,
+    /// `layernorm`, `rmsnorm`, `mixed` or `none`.
+    pub norm: String,
+    pub parallel: bool,
+    pub embedding_norm: bool,
+    pub final_norm: bool,
+    pub unit_count: usize,
+    pub norm_count: usize,
+    pub residual_units: Vec<ResidualUnit>,
+    pub norms: Vec<NormInfo>,
+}
+
+const LINEAR: &[&str] = &["MatMul", "Gemm", "Conv", "MatMulInteger", "QLinearMatMul", "ConvTranspose"];
+const ACTIVATIONS: &[&str] = &[
+    "Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "Elu", "Selu", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus",
+    "Mish", "FastGelu", "BiasGelu", "QuickGelu",
+];
+
+/// Positions of op nodes in export order; sources come before everything.
+struct Order {
+    position: HashMap<NodeIndex, usize>,
+}
+
+impl Order {
+    fn of_value(&self, ix: &GraphIndex, v: ValueId) -> usize {
+        ix.producer(v).and_then(|(n, _)| self.position.get(&n).map(|p| p + 1)).unwrap_or(0)
+    }
+    fn of_node(&self, n: NodeIndex) -> usize {
+        self.position.get(&n).map(|p| p + 1).unwrap_or(0)
+    }
+}
+
+/// Nodes on data paths from value `a` to value `b` (excluding `a`'s producer, including `b`'s), or `None` if
+/// `b` does not depend on `a`. Only nodes between the two in topological order are visited.
+fn between(ix: &GraphIndex, order: &Order, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>> {
+    let (lo, hi) = (order.of_value(ix, a), order.of_value(ix, b));
+    if lo >= hi {
+        return None;
+    }
+    let (b_node, _) = ix.producer(b)?;
+    let g = &ix.graph.graph;
+    let mut forward = HashSet::new();
+    let mut queue: VecDeque<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
+    while let Some(n) = queue.pop_front() {
+        let p = order.of_node(n);
+        if p > hi || p <= lo || !forward.insert(n) {
+            continue;
+        }
+        if g[n].op().is_some_and(|op| matches!(op.op_type(), "Shape" | "Size")) {
+            continue;
+        }
+        queue.extend(g.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
+    }
+    if !forward.contains(&b_node) {
+        return None;
+    }
+    let mut on_path = HashSet::new();
+    let mut queue = VecDeque::from([b_node]);
+    while let Some(n) = queue.pop_front() {
+        if !forward.contains(&n) || !on_path.insert(n) {
+            continue;
+        }
+        queue.extend(g.edges_directed(n, Direction::Incoming).map(|e| e.source()));
+    }
+    Some(on_path)
+}
+
+fn has_op(ix: &GraphIndex, nodes: &HashSet<NodeIndex>, types: &[&str]) -> bool {
+    nodes.iter().any(|&n| ix.graph.graph[n].op().is_some_and(|op| types.contains(&op.op_type())))
+}
+
+/// The stream behind a skip operand: `x` itself, or `x` of a constant-scaled `Mul(x, α)`.
+fn unscaled(ix: &GraphIndex, v: ValueId) -> (ValueId, Option<f64>) {
+    if let Some((mul, _)) = ix.produced_by(v, "Mul")
+        && let [Some(a), Some(b)] = ix.inputs(mul)[..]
+    {
+        if let Some(alpha) = scalar(ix, b) {
+            return (a, Some(alpha));
+        }
+        if let Some(alpha) = scalar(ix, a) {
+            return (b, Some(alpha));
+        }
+    }
+    (v, None)
+}
+
+/// The terms of a branch operand: split `Add(p, q)` while both terms read the stream through a linear layer.
+fn terms(ix: &GraphIndex, order: &Order, x: ValueId, v: ValueId, out: &mut Vec<(ValueId, HashSet<NodeIndex>)>) {
+    if let Some((add, _)) = ix.produced_by(v, "Add")
+        && let [Some(p), Some(q)] = ix.inputs(add)[..]
+    {
+        let wp = between(ix, order, x, p).filter(|w| has_op(ix, w, LINEAR));
+        let wq = between(ix, order, x, q).filter(|w| has_op(ix, w, LINEAR));
+        if let (Some(_), Some(_)) = (&wp, &wq) {
+            terms(ix, order, x, p, out);
+            terms(ix, order, x, q, out);
+            return;
+        }
+    }
+    if let Some(w) = between(ix, order, x, v) {
+        out.push((v, w));
+    }
+}
+
+struct Candidate {
+    add: NodeIndex,
+    x: ValueId,
+    skip_scale: Option<f64>,
+    sum: ValueId,
+    branches: Vec<(ValueId, HashSet<NodeIndex>)>,
+}
+
+fn candidate(ix: &GraphIndex, order: &Order, add: NodeIndex) -> Option<Candidate> {
+    let op = ix.graph.graph[add].op()?;
+    if op.op_type() != "Add" || !op.domain().is_empty() {
+        return None;
+    }
+    let [Some(p), Some(q)] = ix.inputs(add)[..] else { return None };
+    let (early, late) = if order.of_value(ix, p) <= order.of_value(ix, q) { (p, q) } else { (q, p) };
+    // The skip is `early` itself, or (DeepNorm) the `x` of a scaled `α·x` when the branch reads `x` instead.
+    let with_linear = |x: ValueId| between(ix, order, x, late).filter(|w| has_op(ix, w, LINEAR));
+    // A constant (an ε shared by every norm, say) reaches much of the graph, but it is no stream.
+    let is_stream = |x: ValueId| constant(ix, x).is_none();
+    let (x, skip_scale) = match (is_stream(early).then(|| with_linear(early)).flatten(), unscaled(ix, early)) {
+        (Some(_), _) => (early, None),
+        (None, (x, Some(alpha))) if is_stream(x) && with_linear(x).is_some() => (x, Some(alpha)),
+        _ => return None,
+    };
+    let mut branches = Vec::new();
+    terms(ix, order, x, late, &mut branches);
+    Some(Candidate { add, x, skip_scale, sum: ix.output(add)?, branches })
+}
+
+/// The residual stream: the chain of units walked back from the last candidate along the skip side (through
+/// norms and shape-keeping ops between units). Candidates off that chain, such as an attention mask that every
+/// layer adds and that therefore depends on earlier layers, are dropped.
+fn spine(ix: &GraphIndex, norms: &[Norm], candidates: Vec<Candidate>) -> Vec<Candidate> {
+    let by_sum: HashMap<ValueId, usize> = candidates.iter().enumerate().map(|(i, c)| (c.sum, i)).collect();
+    let norm_by_output: HashMap<ValueId, &Norm> = norms.iter().map(|n| (n.output, n)).collect();
+    let mut chain = Vec::new();
+    let mut current = candidates.len().checked_sub(1);
+    while let Some(i) = current {
+        chain.push(i);
+        let mut v = candidates[i].x;
+        current = loop {
+            if let Some(&j) = by_sum.get(&v) {
+                break (j < i).then_some(j);
+            }
+            if let Some(norm) = norm_by_output.get(&v) {
+                v = norm.input;
+                continue;
+            }
+            match shape_only_input(ix, v) {
+                Some(input) => v = input,
+                None => break None,
+            }
+        };
+    }
+    let keep: HashSet<usize> = chain.into_iter().collect();
+    candidates.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, c)| c).collect()
+}
+
+/// Ops that carry the stream's values unchanged (up to shape or type) from their first input.
+const SHAPE_ONLY: &[&str] = &["Identity", "Cast", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten"];
+
+fn shape_only_input(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
+    let (n, op) = ix.producer_op(v)?;
+    if !SHAPE_ONLY.contains(&op.op_type()) || !op.domain().is_empty() {
+        return None;
+    }
+    ix.inputs(n).first().copied().flatten()
+}
+
+/// The value `v` carries, before any shape-only ops (OPT flattens the stream to 2-D between sublayers).
+fn origin(ix: &GraphIndex, mut v: ValueId) -> ValueId {
+    while let Some(input) = shape_only_input(ix, v) {
+        v = input;
+    }
+    v
+}
+
+fn branch_kind(ix: &GraphIndex, window: &HashSet<NodeIndex>) -> BranchKind {
+    if has_op(ix, window, &["Softmax"]) {
+        BranchKind::Attention
+    } else if has_op(ix, window, ACTIVATIONS) {
+        BranchKind::Mlp
+    } else {
+        BranchKind::Other
+    }
+}
+
+fn placement_of(pre: bool, out: bool, post: bool) -> Placement {
+    match (pre, out, post) {
+        (false, false, true) => Placement::Post,
+        (true, false, false) => Placement::Pre,
+        (true, true, false) => Placement::Peri,
+        (false, true, false) => Placement::BranchOutput,
+        (false, false, false) => Placement::None,
+        _ => Placement::Mixed,
+    }
+}
+
+/// Finds the norms, the residual units and the role of every norm.
+pub fn analyze(ix: &GraphIndex) -> Analysis {
+    let norms = find_norms(ix);
+    let order = Order {
+        position: ix.graph.ops_in_order().unwrap_or_default().into_iter().enumerate().map(|(i, n)| (n, i)).collect(),
+    };
+    let mut ops: Vec<NodeIndex> = order.position.keys().copied().collect();
+    ops.sort_by_key(|n| order.of_node(*n));
+    let candidates = spine(ix, &norms, ops.iter().filter_map(|&n| candidate(ix, &order, n)).collect());
+
+    let norm_by_output: HashMap<ValueId, usize> = norms.iter().enumerate().map(|(i, m)| (m.output, i)).collect();
+    let norm_nodes: HashMap<NodeIndex, usize> =
+        norms.iter().enumerate().flat_map(|(i, m)| m.nodes.iter().map(move |&n| (n, i))).collect();
+    let mut roles: Vec<Option<(Role, Option<usize>)>> = vec![None; norms.len()];
+    let streams: HashSet<ValueId> = candidates.iter().map(|c| origin(ix, c.x)).collect();
+
+    let mut units = Vec::new();
+    for (u, c) in candidates.iter().enumerate() {
+        let mut branches = Vec::new();
+        for (output, window) in &c.branches {
+            // Pre norms: read the stream, feed this branch.
+            let mut pre: Vec<usize> = window
+                .iter()
+                .filter_map(|n| norm_nodes.get(n).copied())
+                .filter(|&i| origin(ix, norms[i].input) == origin(ix, c.x))
+                .collect();
+            pre.sort_unstable();
+            pre.dedup();
+            let output_norm = norm_by_output.get(output).copied().filter(|&i| origin(ix, norms[i].input) != origin(ix, c.x));
+            for &i in &pre {
+                roles[i] = Some((Role::Pre, Some(u)));
+            }
+            if let Some(i) = output_norm {
+                roles[i] = Some((Role::BranchOutput, Some(u)));
+            }
+            branches.push(Branch { kind: branch_kind(ix, window), output: *output, pre_norms: pre, output_norm });
+        }
+        units.push(ResidualUnit {
+            placement: Placement::None,
+            branches,
+            post_norm: None,
+            skip_scale: c.skip_scale,
+            stream_in: c.x,
+            sum: c.sum,
+            add: c.add,
+        });
+    }
+    // Post norms: read a sum and become the next stream.
+    for (u, unit) in units.iter_mut().enumerate() {
+        let post = norms
+            .iter()
+            .enumerate()
+            .find(|(i, m)| origin(ix, m.input) == unit.sum && roles[*i].is_none() && streams.contains(&m.output));
+        if let Some((i, _)) = post {
+            unit.post_norm = Some(i);
+            roles[i] = Some((Role::Post, Some(u)));
+        }
+    }
+    // The last unit's sum norm: post in a post model, final otherwise.
+    if let Some(last) = units.len().checked_sub(1) {
+        let sum = units[last].sum;
+        let others_post = units[..last].iter().filter(|u| u.post_norm.is_some()).count();
+        let others_not = last - others_post;
+        let own_other_norms = units[last].branches.iter().any(|b| !b.pre_norms.is_empty() || b.output_norm.is_some());
+        if let Some(i) = (0..norms.len()).find(|&i| origin(ix, norms[i].input) == sum && roles[i].is_none()) {
+            if others_post > others_not || (last == 0 && !own_other_norms) {
+                units[last].post_norm = Some(i);
+                roles[i] = Some((Role::Post, Some(last)));
+            } else {
+                roles[i] = Some((Role::Final, None));
+            }
+        }
+    }
+    // Embedding norm: its output is the first unit's stream.
+    if let Some(first) = units.first()
+        && let Some(&i) = norm_by_output.get(&origin(ix, first.stream_in))
+        && roles[i].is_none()
+    {
+        roles[i] = Some((Role::Embedding, None));
+    }
+    for unit in &mut units {
+        let pre = unit.branches.iter().any(|b| !b.pre_norms.is_empty());
+        let out = unit.branches.iter().any(|b| b.output_norm.is_some());
+        unit.placement = placement_of(pre, out, unit.post_norm.is_some());
+        if unit.placement == Placement::Peri {
+            for b in &unit.branches {
+                for &i in b.pre_norms.iter().chain(b.output_norm.iter()) {
+                    if let Some((role, _)) = roles[i].as_mut() {
+                        *role = Role::Peri;
+                    }
+                }
+            }
+        }
+    }
+    summarize(norms, roles, units)
+}
+
+fn summarize(norms: Vec<Norm>, roles: Vec<Option<(Role, Option<usize>)>>, units: Vec<ResidualUnit>) -> Analysis {
+    let placement = match units.first() {
+        None => Placement::None,
+        Some(first) if units.iter().all(|u| u.placement == first.placement) => first.placement,
+        Some(_) => Placement::Mixed,
+    };
+    let kinds: HashSet<_> = norms.iter().map(|n| n.kind).collect();
+    let norm = match kinds.len() {
+        0 => "none".to_string(),
+        1 => serde_json::to_value(norms[0].kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        _ => "mixed".to_string(),
+    };
+    let infos: Vec<NormInfo> = norms
+        .into_iter()
+        .zip(roles)
+        .map(|(norm, role)| {
+            let (role, unit) = role.unwrap_or((Role::Internal, None));
+            let scale_plus_one = norm.scale.is_some_and(|s| s.plus_one);
+            NormInfo { norm, role, unit, scale_plus_one }
+        })
+        .collect();
+    Analysis {
+        placement,
+        norm,
+        parallel: units.iter().any(|u| u.branches.len() > 1),
+        embedding_norm: infos.iter().any(|n| n.role == Role::Embedding),
+        final_norm: infos.iter().any(|n| n.role == Role::Final),
+        unit_count: units.len(),
+        norm_count: infos.len(),
+        residual_units: units,
+        norms: infos,
+    }
+}

@@ -1,0 +1,80 @@
+//! `normshift analyze`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use normshift::analysis::{Analysis, analyze};
+use normshift::ir::index::GraphIndex;
+
+use super::inspect::load;
+use super::print_warnings;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Placement of the norms around each residual unit y = x + F(x):\n  \
+    post           N(x + F(x))            original Transformer, BERT\n  \
+    pre            x + F(N(x))            GPT-2, LLaMA (with a final norm)\n  \
+    peri           x + N2(F(N1(x)))       Gemma 2 (\"sandwich\")\n  \
+    branch-output  x + N(F(x))            OLMo 2\n\
+    A parallel unit adds an attention and an MLP branch of the same x (GPT-J, GPT-NeoX).")]
+pub struct AnalyzeArgs {
+    pub model: PathBuf,
+    /// Print the analysis as JSON (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let model = load(&args.model)?;
+    print_warnings(&model.warnings);
+    let index = GraphIndex::new(&model.graph);
+    let analysis = analyze(&index);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        print!("{}", table(&analysis));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn name<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The readable form: one row per unit, then the summary.
+pub fn table(a: &Analysis) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let norm_label = |i: usize| {
+        let n = &a.norms[i].norm;
+        format!("#{i} {} ε={}", name(n.kind), n.epsilon as f32)
+    };
+    let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", "unit", "placement", "branches", "norms");
+    for (u, unit) in a.residual_units.iter().enumerate() {
+        let branches: Vec<String> = unit.branches.iter().map(|b| name(b.kind)).collect();
+        let mut norms = Vec::new();
+        for b in &unit.branches {
+            norms.extend(b.pre_norms.iter().map(|&i| format!("pre {}", norm_label(i))));
+            norms.extend(b.output_norm.iter().map(|&i| format!("branch-output {}", norm_label(i))));
+        }
+        norms.extend(unit.post_norm.iter().map(|&i| format!("post {}", norm_label(i))));
+        norms.dedup();
+        let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", u, name(unit.placement), branches.join("+"), norms.join(", "));
+    }
+    for (i, n) in a.norms.iter().enumerate().filter(|(_, n)| n.unit.is_none()) {
+        let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", "-", name(n.role), "", norm_label(i));
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let _ = writeln!(
+        out,
+        "\nplacement {} · norm {} · {} residual units · parallel {} · embedding norm {} · final norm {} · {} norms",
+        name(a.placement),
+        a.norm,
+        a.unit_count,
+        yes(a.parallel),
+        yes(a.embedding_norm),
+        yes(a.final_norm),
+        a.norm_count
+    );
+    out
+}
