@@ -169,12 +169,55 @@ def llama_rms(b):
     return [ids], b.rmsnorm(x, "final_norm")
 
 
+def gemma2_peri(b):
+    """Peri-norm (sandwich) units: x + N2(F(N1(x))), final norm."""
+    ids = "input_ids"
+    x = b.embed(ids)
+    for i in range(LAYERS):
+        x = b.op("Add", [x, b.rmsnorm(b.attention(b.rmsnorm(x, f"layer{i}.n1"), f"layer{i}.attn", bias=False), f"layer{i}.n2")])
+        x = b.op("Add", [x, b.rmsnorm(b.gated_mlp(b.rmsnorm(x, f"layer{i}.n3"), f"layer{i}.mlp"), f"layer{i}.n4")])
+    return [ids], b.rmsnorm(x, "final_norm")
+
+
+def olmo2_out(b):
+    """Branch-output units: x + N(F(x)), final norm."""
+    ids = "input_ids"
+    x = b.embed(ids)
+    for i in range(LAYERS):
+        x = b.op("Add", [x, b.rmsnorm(b.attention(x, f"layer{i}.attn", bias=False), f"layer{i}.attn_norm")])
+        x = b.op("Add", [x, b.rmsnorm(b.gated_mlp(x, f"layer{i}.mlp"), f"layer{i}.mlp_norm")])
+    return [ids], b.rmsnorm(x, "final_norm")
+
+
+def neox_parallel(b):
+    """Parallel units (GPT-NeoX): x + attn(N1(x)) + mlp(N2(x)), one Add tree per layer, final norm."""
+    ids = "input_ids"
+    x = b.embed(ids)
+    for i in range(LAYERS):
+        branches = b.op("Add", [b.mlp(b.layernorm(x, f"layer{i}.ln_mlp"), f"layer{i}.mlp"), b.attention(b.layernorm(x, f"layer{i}.ln_attn"), f"layer{i}.attn")])
+        x = b.op("Add", [branches, x])
+    return [ids], b.layernorm(x, "final_norm")
+
+
+def deepnorm_post(b):
+    """Post-LN with DeepNorm's scaled skip: N(alpha*x + F(x)), embedding norm."""
+    ids = "input_ids"
+    alpha = b.const("deepnorm.alpha", np.array(1.7, np.float32))
+    x = b.layernorm(b.embed(ids), "embed.norm")
+    for i in range(LAYERS):
+        x = b.layernorm(b.op("Add", [b.op("Mul", [x, alpha]), b.attention(x, f"layer{i}.attn")]), f"layer{i}.attn_norm")
+        x = b.layernorm(b.op("Add", [b.op("Mul", [x, alpha]), b.mlp(x, f"layer{i}.mlp")]), f"layer{i}.mlp_norm")
+    return [ids], x
+
+
 FAMILIES = {"bert_post": bert_post, "gpt2_pre": gpt2_pre, "llama_rms": llama_rms}
+# Placements beyond the three main families, at opset 17 only.
+EXTRA_FAMILIES = {"gemma2_peri": gemma2_peri, "olmo2_out": olmo2_out, "neox_parallel": neox_parallel, "deepnorm_post": deepnorm_post}
 
 
 def build(family, opset, seed=0):
     b = Builder(opset, seed)
-    inputs, out = FAMILIES[family](b)
+    inputs, out = {**FAMILIES, **EXTRA_FAMILIES}[family](b)
     b.nodes.append(helper.make_node("Identity", [out], ["last_hidden_state"], name="/output/Identity"))
     graph = helper.make_graph(
         b.nodes,
@@ -228,14 +271,14 @@ def main():
     a = p.parse_args()
     if a.bert_base:
         return bert_base(a.out)
-    for family in FAMILIES:
-        for opset in (14, 17):
-            folder = os.path.join(a.out, f"{family}.opset{opset}")
-            os.makedirs(folder, exist_ok=True)
-            path = os.path.join(folder, "model.onnx")
-            onnx.save(build(family, opset), path)
-            write_test_data(None, path, os.path.join(folder, "test_data_set_0"))
-            print(path, os.path.getsize(path), "bytes")
+    plan = [(f, o) for f in FAMILIES for o in (14, 17)] + [(f, 17) for f in EXTRA_FAMILIES]
+    for family, opset in plan:
+        folder = os.path.join(a.out, f"{family}.opset{opset}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "model.onnx")
+        onnx.save(build(family, opset), path)
+        write_test_data(None, path, os.path.join(folder, "test_data_set_0"))
+        print(path, os.path.getsize(path), "bytes")
 
 
 if __name__ == "__main__":

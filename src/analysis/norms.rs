@@ -105,6 +105,13 @@ pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
     norms
 }
 
+/// ε as the file meant it: an f32 `1e-6` reads back as 9.99999997e-7 in f64; report the shortest decimal that
+/// rounds to the same f32.
+fn tidy_epsilon(eps: f64) -> f64 {
+    let single = eps as f32;
+    if single as f64 == eps { single.to_string().parse().unwrap_or(eps) } else { eps }
+}
+
 fn op_is(op: &Op, ty: &str) -> bool {
     op.op_type() == ty && op.domain().is_empty()
 }
@@ -156,7 +163,7 @@ fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
         skip,
         output: ix.output(n)?,
         axis,
-        epsilon: attr_f(op, "epsilon", 1e-5),
+        epsilon: tidy_epsilon(attr_f(op, "epsilon", 1e-5)),
         scale: param(scale_slot),
         shift: shift_slot.and_then(param),
         nodes: vec![n],
@@ -227,7 +234,7 @@ impl<'a, 'g> Match<'a, 'g> {
     /// `ε` added to the variance: `Add(v, ε)` with a one-element constant ε.
     fn epsilon(&mut self, v: ValueId) -> Option<(f64, ValueId)> {
         let add = self.next(v, "Add")?;
-        let eps = scalar(self.ix, self.other(add, v)?)?;
+        let eps = tidy_epsilon(scalar(self.ix, self.other(add, v)?)?);
         Some((eps, self.take(add)?))
     }
 

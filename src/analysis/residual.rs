@@ -58,31 +58,26 @@ pub enum Role {
     Internal,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Branch {
     pub kind: BranchKind,
-    #[serde(skip)]
     pub output: ValueId,
     /// Indices into [`Analysis::norms`].
     pub pre_norms: Vec<usize>,
     pub output_norm: Option<usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ResidualUnit {
     pub placement: Placement,
     pub branches: Vec<Branch>,
     pub post_norm: Option<usize>,
     /// `α` of a scaled skip `α·x + F(x)`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_scale: Option<f64>,
     /// The stream entering the unit.
-    #[serde(skip)]
     pub stream_in: ValueId,
     /// The residual sum.
-    #[serde(skip)]
     pub sum: ValueId,
-    #[serde(skip)]
     pub add: NodeIndex,
 }
 
@@ -108,8 +103,44 @@ pub struct Analysis {
     pub final_norm: bool,
     pub unit_count: usize,
     pub norm_count: usize,
+    #[serde(serialize_with = "units_json")]
     pub residual_units: Vec<ResidualUnit>,
     pub norms: Vec<NormInfo>,
+}
+
+/// A unit as the JSON report shows it: its placement, its branch kinds, and its norms by index and role.
+#[derive(Serialize)]
+struct UnitJson {
+    placement: Placement,
+    branches: Vec<BranchKind>,
+    norms: Vec<UnitNormJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skip_scale: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct UnitNormJson {
+    index: usize,
+    role: &'static str,
+}
+
+fn units_json<S: serde::Serializer>(units: &[ResidualUnit], s: S) -> Result<S::Ok, S::Error> {
+    let peri = |u: &ResidualUnit, role| if u.placement == Placement::Peri { "peri" } else { role };
+    let list: Vec<UnitJson> = units
+        .iter()
+        .map(|u| {
+            let mut norms = Vec::new();
+            for b in &u.branches {
+                norms.extend(b.pre_norms.iter().map(|&index| UnitNormJson { index, role: peri(u, "pre") }));
+                norms.extend(b.output_norm.iter().map(|&index| UnitNormJson { index, role: peri(u, "branch-output") }));
+            }
+            norms.extend(u.post_norm.iter().map(|&index| UnitNormJson { index, role: "post" }));
+            norms.sort_by_key(|n| n.index);
+            norms.dedup_by_key(|n| n.index);
+            UnitJson { placement: u.placement, branches: u.branches.iter().map(|b| b.kind).collect(), norms, skip_scale: u.skip_scale }
+        })
+        .collect();
+    serde::Serialize::serialize(&list, s)
 }
 
 const LINEAR: &[&str] = &["MatMul", "Gemm", "Conv", "MatMulInteger", "QLinearMatMul", "ConvTranspose"];

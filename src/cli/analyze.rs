@@ -47,7 +47,7 @@ pub fn table(a: &Analysis) -> String {
     let mut out = String::new();
     let norm_label = |i: usize| {
         let n = &a.norms[i].norm;
-        format!("#{i} {} ε={}", name(n.kind), n.epsilon as f32)
+        format!("#{i} {} ε={}", name(n.kind), normshift::tensor::format_number(n.epsilon))
     };
     let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", "unit", "placement", "branches", "norms");
     for (u, unit) in a.residual_units.iter().enumerate() {

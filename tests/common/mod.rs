@@ -17,6 +17,10 @@ pub const FIXTURES: &[&str] = &[
     "gpt2_pre.opset17",
     "llama_rms.opset14",
     "llama_rms.opset17",
+    "gemma2_peri.opset17",
+    "olmo2_out.opset17",
+    "neox_parallel.opset17",
+    "deepnorm_post.opset17",
 ];
 
 pub fn fixture(name: &str) -> PathBuf {
