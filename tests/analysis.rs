@@ -82,3 +82,32 @@ fn analyze_table_gemma2_peri() {
     let o = normshift(&["analyze", fixture_model("gemma2_peri.opset17").to_str().unwrap()]);
     insta::assert_snapshot!(stdout(&o));
 }
+
+#[test]
+fn dot_draws_one_box_per_unit_with_norms_coloured_by_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let dot = dir.path().join("a.dot");
+    let o = normshift(&["analyze", fixture_model("bert_post.opset14").to_str().unwrap(), "--dot", dot.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&dot).unwrap();
+    assert!(text.starts_with("digraph"));
+    assert_eq!(text.matches("subgraph cluster_unit").count(), 4);
+    assert_eq!(text.matches("(post)").count(), 4);
+    assert_eq!(text.matches("(embedding)").count(), 1);
+}
+
+#[test]
+fn svg_is_rendered_with_graphviz_or_refused_in_one_line_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("a.svg");
+    let o = normshift(&["analyze", fixture_model("gpt2_pre.opset17").to_str().unwrap(), "--svg", svg.to_str().unwrap()]);
+    let has_dot = std::process::Command::new("dot").arg("-V").output().is_ok();
+    if has_dot {
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    } else {
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("Graphviz"), "{}", stderr(&o));
+        assert!(!svg.exists());
+    }
+}

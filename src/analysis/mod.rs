@@ -5,6 +5,7 @@
 //! * [`residual`] finds the residual units, their branches, and the role of every norm around them.
 
 pub mod constants;
+mod dot;
 pub mod norms;
 pub mod residual;
 

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
 use clap::Args;
 use normshift::analysis::{Analysis, analyze};
 use normshift::ir::index::GraphIndex;
@@ -22,6 +23,12 @@ pub struct AnalyzeArgs {
     /// Print the analysis as JSON (schema in the README).
     #[arg(long)]
     pub json: bool,
+    /// Write the architecture picture as Graphviz DOT to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub dot: Option<PathBuf>,
+    /// Render the picture to an SVG FILE (needs Graphviz's `dot` on the PATH).
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +36,13 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     print_warnings(&model.warnings);
     let index = GraphIndex::new(&model.graph);
     let analysis = analyze(&index);
+    let title = args.model.display().to_string();
+    if let Some(path) = &args.dot {
+        write_file(path, analysis.to_dot(&title).as_bytes())?;
+    }
+    if let Some(path) = &args.svg {
+        write_file(path, &render_svg(&analysis.to_dot(&title))?)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {
@@ -77,4 +91,29 @@ pub fn table(a: &Analysis) -> String {
         a.norm_count
     );
     out
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("normshift-tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs Graphviz `dot -Tsvg` on the DOT text.
+fn render_svg(dot: &str) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = match Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("--svg needs Graphviz's `dot` on the PATH (e.g. apt-get install graphviz); --dot FILE writes the DOT text without it")
+        }
+        Err(e) => return Err(e).context("cannot start Graphviz `dot`"),
+    };
+    child.stdin.take().context("no stdin for dot")?.write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("Graphviz `dot` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
 }
