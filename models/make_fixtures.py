@@ -253,13 +253,13 @@ def write_test_data(model, path, folder, seed=0):
         onnx.save_tensor(numpy_helper.from_array(v, o.name), os.path.join(folder, f"output_{k}.pb"))
 
 
-def bert_base(out_dir):
-    """A BERT-base-size Post-LN export (hidden 768, 12 layers, 12 heads, MLP 3072, vocabulary 30522): ~435 MB."""
+def bert_base(out_dir, layers=12):
+    """A BERT-base-size Post-LN export (hidden 768, 12 heads, MLP 3072, vocabulary 30522): ~435 MB at 12 layers."""
     global HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS
-    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = 768, 12, 12, 30522, 3072, 512
+    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = 768, 12, layers, 30522, 3072, 512
     model = build("bert_post", 14)
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "bert_base.onnx")
+    path = os.path.join(out_dir, "bert_base.onnx" if layers == 12 else f"bert_base_{layers}l.onnx")
     onnx.save(model, path)
     print(path, os.path.getsize(path), "bytes")
 
@@ -268,9 +268,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder")
     p.add_argument("--bert-base", action="store_true", help="write only the BERT-base-size benchmark model")
+    p.add_argument("--layers", type=int, default=12, help="with --bert-base: number of layers (24 and 48 for the depth benchmark)")
     a = p.parse_args()
     if a.bert_base:
-        return bert_base(a.out)
+        return bert_base(a.out, a.layers)
     plan = [(f, o) for f in FAMILIES for o in (14, 17)] + [(f, 17) for f in EXTRA_FAMILIES]
     for family, opset in plan:
         folder = os.path.join(a.out, f"{family}.opset{opset}")
