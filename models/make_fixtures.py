@@ -16,7 +16,12 @@ Families (hidden 32, 2 heads, 2 layers, vocabulary 64, MLP 64):
   bert_post  Post-LN encoder (BERT): embedding LayerNorm, N(x + F(x)) after attention and MLP, GELU (Erf)
   gpt2_pre   Pre-LN decoder (GPT-2): x + F(N(x)), final LayerNorm, GELU
   llama_rms  Pre-RMSNorm decoder (LLaMA): x + F(RMSNorm(x)), final RMSNorm, SiLU-gated MLP
-each at opset 14 and opset 17, with `test_data_set_0`.
+each at opset 14 and opset 17, and at opset 17 only:
+  gemma2_peri    peri (sandwich) units x + N2(F(N1(x)))
+  olmo2_out      branch-output units x + N(F(x))
+  neox_parallel  parallel units x + attn(N1(x)) + mlp(N2(x))
+  deepnorm_post  Post-LN with a scaled skip N(1.7 x + F(x))
+all with `test_data_set_0`.
 """
 import argparse
 import os

@@ -3,7 +3,7 @@
 //!     python3 models/make_fixtures.py models/big --bert-base [--layers 24|48]
 //!     cargo test --release --test bench_analyze -- --ignored --nocapture
 //!
-//! Reads every `models/big/*.onnx`; prints the best of 5 runs of each stage. It asserts nothing about time.
+//! Reads every `models/big/*.onnx`; prints the best of 20 runs of each stage. It asserts nothing about time.
 
 use std::time::{Duration, Instant};
 
@@ -26,13 +26,34 @@ fn best<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 #[ignore = "benchmark: run with --ignored --nocapture on models made by models/make_fixtures.py --bert-base"]
 fn analyze_cost_against_load() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/big");
-    let mut models: Vec<_> = std::fs::read_dir(&dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect();
+    let mut models: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
     models.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
     println!("| model | nodes | load | analyze | analyze / load | units |");
     println!("|---|---|---|---|---|---|");
     for path in models {
-        let (load, model) = best(5, || normshift::io::load(&path).expect("benchmark model loads"));
-        let (time, analysis) = best(5, || analyze(&GraphIndex::new(&model.graph)));
+        let (load, model) = best(20, || {
+            normshift::io::load(&path).expect("benchmark model loads")
+        });
+        let (time, analysis) = best(20, || analyze(&GraphIndex::new(&model.graph)));
+        let (index_time, _) = best(20, || {
+            GraphIndex::new(&model.graph).use_count(model.graph.outputs[0])
+        });
+        let (order_time, _) = best(20, || model.graph.ops_in_order().map(|o| o.len()));
+        let (norms_time, _) = best(20, || {
+            normshift::analysis::find_norms(&GraphIndex::new(&model.graph)).len()
+        });
+        eprintln!(
+            "  index {:.2} ms, topological order {:.2} ms, index + norms {:.2} ms",
+            index_time.as_secs_f64() * 1e3,
+            order_time.as_secs_f64() * 1e3,
+            norms_time.as_secs_f64() * 1e3
+        );
         println!(
             "| {} | {} | {:.1} ms | {:.1} ms | {:.1}% | {} |",
             path.file_name().unwrap_or_default().to_string_lossy(),

@@ -6,7 +6,9 @@ mod common;
 use common::*;
 use normshift::analysis::{NormForm, NormKind, find_norms};
 use normshift::ir::index::GraphIndex;
-use normshift::onnx::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
+use normshift::onnx::{
+    AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+};
 
 /// How to write the decomposed norm.
 #[derive(Clone, Copy)]
@@ -37,13 +39,27 @@ const LN: Form = Form {
     casts: false,
     gemma_scale: false,
 };
-const RMS: Form = Form { rms: true, division: 1, ..LN };
+const RMS: Form = Form {
+    rms: true,
+    division: 1,
+    ..LN
+};
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 fn int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(v), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
 }
 fn with(mut n: NodeProto, attrs: Vec<AttributeProto>) -> NodeProto {
     n.attribute = attrs;
@@ -65,14 +81,26 @@ fn norm_graph(f: Form) -> Vec<u8> {
             filled("eps", f.eps_dims, 1e-6),
             filled("gamma", f.scale_dims, 1.5),
             filled("beta", &[4], 0.25),
-            TensorProto { name: Some("axes".into()), dims: vec![f.axes.len() as i64], data_type: Some(7), int64_data: f.axes.to_vec(), ..Default::default() },
+            TensorProto {
+                name: Some("axes".into()),
+                dims: vec![f.axes.len() as i64],
+                data_type: Some(7),
+                int64_data: f.axes.to_vec(),
+                ..Default::default()
+            },
         ];
         let mut nodes = Vec::new();
         let mean = |input: &str, out: &str| {
             if f.axes_input {
-                with(node("ReduceMean", &[input, "axes"], &[out]), vec![int("keepdims", f.keepdims)])
+                with(
+                    node("ReduceMean", &[input, "axes"], &[out]),
+                    vec![int("keepdims", f.keepdims)],
+                )
             } else {
-                with(node("ReduceMean", &[input], &[out]), vec![ints("axes", f.axes), int("keepdims", f.keepdims)])
+                with(
+                    node("ReduceMean", &[input], &[out]),
+                    vec![ints("axes", f.axes), int("keepdims", f.keepdims)],
+                )
             }
         };
         let x = if f.casts {
@@ -88,7 +116,11 @@ fn norm_graph(f: Form) -> Vec<u8> {
             nodes.push(node("Sub", &[x, "m"], &["d"]));
             "d"
         };
-        nodes.push(if f.square_by_mul { node("Mul", &[centred, centred], &["sq"]) } else { node("Pow", &[centred, "two"], &["sq"]) });
+        nodes.push(if f.square_by_mul {
+            node("Mul", &[centred, centred], &["sq"])
+        } else {
+            node("Pow", &[centred, "two"], &["sq"])
+        });
         nodes.push(mean("sq", "v"));
         nodes.push(node("Add", &["v", "eps"], &["ve"]));
         nodes.push(node("Sqrt", &["ve"], &["s"]));
@@ -116,7 +148,15 @@ fn norm_graph(f: Form) -> Vec<u8> {
             "gamma"
         };
         nodes.push(node("Mul", &[gamma, n], &["scaled"]));
-        nodes.push(node(if f.rms { "Identity" } else { "Add" }, if f.rms { &["scaled"][..] } else { &["scaled", "beta"][..] }, &["y"]));
+        nodes.push(node(
+            if f.rms { "Identity" } else { "Add" },
+            if f.rms {
+                &["scaled"][..]
+            } else {
+                &["scaled", "beta"][..]
+            },
+            &["y"],
+        ));
         g.node = nodes;
     })
 }
@@ -141,7 +181,10 @@ fn refused(f: Form) {
 fn layernorm_in_every_division_form() {
     for division in 0..3 {
         let n = found(Form { division, ..LN });
-        assert_eq!((n.kind, n.form, n.axis), (NormKind::LayerNorm, NormForm::Decomposed, -1));
+        assert_eq!(
+            (n.kind, n.form, n.axis),
+            (NormKind::LayerNorm, NormForm::Decomposed, -1)
+        );
         assert!((n.epsilon - 1e-6).abs() < 1e-12);
         assert!(n.scale.is_some() && n.shift.is_some());
     }
@@ -158,31 +201,63 @@ fn rmsnorm_in_every_division_form() {
 
 #[test]
 fn square_as_mul_x_x() {
-    assert_eq!(found(Form { square_by_mul: true, ..LN }).kind, NormKind::LayerNorm);
-    assert_eq!(found(Form { square_by_mul: true, ..RMS }).kind, NormKind::RmsNorm);
+    assert_eq!(
+        found(Form {
+            square_by_mul: true,
+            ..LN
+        })
+        .kind,
+        NormKind::LayerNorm
+    );
+    assert_eq!(
+        found(Form {
+            square_by_mul: true,
+            ..RMS
+        })
+        .kind,
+        NormKind::RmsNorm
+    );
 }
 
 #[test]
 fn axes_as_an_input_at_opset_18_and_positive_axes_with_known_rank() {
-    assert_eq!(found(Form { axes_input: true, ..LN }).axis, -1);
+    assert_eq!(
+        found(Form {
+            axes_input: true,
+            ..LN
+        })
+        .axis,
+        -1
+    );
     assert_eq!(found(Form { axes: &[2], ..RMS }).axis, -1);
 }
 
 #[test]
 fn normalization_over_the_last_two_axes() {
-    let n = found(Form { axes: &[-2, -1], scale_dims: &[3, 4], ..LN });
+    let n = found(Form {
+        axes: &[-2, -1],
+        scale_dims: &[3, 4],
+        ..LN
+    });
     assert_eq!(n.axis, -2);
 }
 
 #[test]
 fn casts_to_float32_around_the_statistics_belong_to_the_norm() {
     let n = found(Form { casts: true, ..RMS });
-    assert_eq!(n.nodes.len(), 9, "Cast, Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Cast, Mul");
+    assert_eq!(
+        n.nodes.len(),
+        9,
+        "Cast, Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Cast, Mul"
+    );
 }
 
 #[test]
 fn gemma_one_plus_w_scale() {
-    let n = found(Form { gemma_scale: true, ..RMS });
+    let n = found(Form {
+        gemma_scale: true,
+        ..RMS
+    });
     assert!(n.scale.unwrap().plus_one);
 }
 
@@ -190,7 +265,10 @@ fn gemma_one_plus_w_scale() {
 fn reduction_over_a_non_trailing_axis_is_not_a_norm() {
     refused(Form { axes: &[1], ..LN });
     refused(Form { axes: &[-2], ..RMS });
-    refused(Form { axes: &[0, 2], ..LN });
+    refused(Form {
+        axes: &[0, 2],
+        ..LN
+    });
 }
 
 #[test]
@@ -201,23 +279,39 @@ fn keepdims_0_is_not_a_norm() {
 
 #[test]
 fn a_non_scalar_epsilon_is_not_a_norm() {
-    refused(Form { eps_dims: &[4], ..LN });
+    refused(Form {
+        eps_dims: &[4],
+        ..LN
+    });
     // One element in any rank is a scalar.
-    assert!(found(Form { eps_dims: &[1, 1], ..LN }).epsilon > 0.0);
+    assert!(
+        found(Form {
+            eps_dims: &[1, 1],
+            ..LN
+        })
+        .epsilon
+            > 0.0
+    );
 }
 
 #[test]
 fn a_scale_broadcasting_over_a_non_normalized_axis_is_not_part_of_the_norm() {
     // gamma f32[3, 4] over axis -1 varies along the sequence axis: the Mul is not a scale, and the shift that
     // follows is not reached either; what remains is the bare normalization.
-    let n = found(Form { scale_dims: &[3, 4], ..LN });
+    let n = found(Form {
+        scale_dims: &[3, 4],
+        ..LN
+    });
     assert!(n.scale.is_none() && n.shift.is_none());
 }
 
 #[test]
 fn an_intermediate_value_read_elsewhere_is_not_a_norm() {
     let bytes = norm_graph(LN);
-    let mut model = normshift::io::load_bytes(bytes.into(), "n.onnx".as_ref(), ".".as_ref()).unwrap().to_proto().unwrap();
+    let mut model = normshift::io::load_bytes(bytes.into(), "n.onnx".as_ref(), ".".as_ref())
+        .unwrap()
+        .to_proto()
+        .unwrap();
     let graph = model.graph.as_mut().unwrap();
     graph.node.push(node("Neg", &["v"], &["leak"]));
     graph.output.push(f32_info("leak", &[2, 3, 1]));
@@ -228,9 +322,17 @@ fn an_intermediate_value_read_elsewhere_is_not_a_norm() {
 #[test]
 fn fixtures_have_the_norms_they_were_built_with() {
     for (name, kind, form) in [
-        ("bert_post.opset14", NormKind::LayerNorm, NormForm::Decomposed),
+        (
+            "bert_post.opset14",
+            NormKind::LayerNorm,
+            NormForm::Decomposed,
+        ),
         ("bert_post.opset17", NormKind::LayerNorm, NormForm::Fused),
-        ("gpt2_pre.opset14", NormKind::LayerNorm, NormForm::Decomposed),
+        (
+            "gpt2_pre.opset14",
+            NormKind::LayerNorm,
+            NormForm::Decomposed,
+        ),
         ("gpt2_pre.opset17", NormKind::LayerNorm, NormForm::Fused),
         ("llama_rms.opset14", NormKind::RmsNorm, NormForm::Decomposed),
         ("llama_rms.opset17", NormKind::RmsNorm, NormForm::Decomposed),
@@ -238,8 +340,23 @@ fn fixtures_have_the_norms_they_were_built_with() {
         let model = normshift::io::load(&fixture_model(name)).unwrap();
         let norms = find_norms(&GraphIndex::new(&model.graph));
         assert_eq!(norms.len(), 5, "{name}");
-        assert!(norms.iter().all(|n| n.kind == kind && n.form == form && n.axis == -1), "{name}");
-        assert!(norms.iter().all(|n| (n.epsilon - 1e-5).abs() < 1e-9 && n.scale.is_some()), "{name}");
-        assert!(norms.iter().all(|n| n.shift.is_some() == (kind == NormKind::LayerNorm)), "{name}");
+        assert!(
+            norms
+                .iter()
+                .all(|n| n.kind == kind && n.form == form && n.axis == -1),
+            "{name}"
+        );
+        assert!(
+            norms
+                .iter()
+                .all(|n| (n.epsilon - 1e-5).abs() < 1e-9 && n.scale.is_some()),
+            "{name}"
+        );
+        assert!(
+            norms
+                .iter()
+                .all(|n| n.shift.is_some() == (kind == NormKind::LayerNorm)),
+            "{name}"
+        );
     }
 }

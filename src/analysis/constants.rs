@@ -25,15 +25,28 @@ pub fn constant(ix: &GraphIndex, v: ValueId) -> Option<Tensor> {
         ("value_ints", _) => i64_proto(&attr.ints, vec![attr.ints.len() as i64]),
         _ => return None,
     };
-    Some(Tensor { proto, external: None })
+    Some(Tensor {
+        proto,
+        external: None,
+    })
 }
 
 fn f32_proto(values: &[f32], dims: Vec<i64>) -> TensorProto {
-    TensorProto { dims, data_type: Some(1), float_data: values.to_vec(), ..Default::default() }
+    TensorProto {
+        dims,
+        data_type: Some(1),
+        float_data: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn i64_proto(values: &[i64], dims: Vec<i64>) -> TensorProto {
-    TensorProto { dims, data_type: Some(7), int64_data: values.to_vec(), ..Default::default() }
+    TensorProto {
+        dims,
+        data_type: Some(7),
+        int64_data: values.to_vec(),
+        ..Default::default()
+    }
 }
 
 /// The single number a constant holds (any rank, one element), e.g. an ε or the exponent of `Pow(x, 2)`.

@@ -31,7 +31,10 @@ fn role_name(role: Role) -> &'static str {
 }
 
 fn json_name<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 impl Analysis {
@@ -39,7 +42,10 @@ impl Analysis {
     pub fn to_dot(&self, title: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph normshift {{");
-        let _ = writeln!(out, "  rankdir=TB; newrank=true; fontname=\"Helvetica\"; node [fontname=\"Helvetica\", fontsize=11]; edge [fontname=\"Helvetica\", fontsize=10];");
+        let _ = writeln!(
+            out,
+            "  rankdir=TB; newrank=true; fontname=\"Helvetica\"; node [fontname=\"Helvetica\", fontsize=11]; edge [fontname=\"Helvetica\", fontsize=10];"
+        );
         let yes = |b: bool| if b { "yes" } else { "no" };
         let _ = writeln!(
             out,
@@ -64,7 +70,10 @@ impl Analysis {
         let _ = writeln!(out, "  input [shape=plaintext, label=\"input\"];");
         let mut stream = "input".to_string();
         let spine = |out: &mut String, from: &str, to: &str| {
-            let _ = writeln!(out, "  {from} -> {to} [penwidth=3, color=\"#333333\", weight=10];");
+            let _ = writeln!(
+                out,
+                "  {from} -> {to} [penwidth=3, color=\"#333333\", weight=10];"
+            );
         };
         if let Some(i) = self.norms.iter().position(|n| n.role == Role::Embedding) {
             norm_node(&mut out, i);
@@ -73,11 +82,19 @@ impl Analysis {
         }
         for (u, unit) in self.residual_units.iter().enumerate() {
             let _ = writeln!(out, "  subgraph cluster_unit{u} {{");
-            let _ = writeln!(out, "    label=\"unit {u} · {}\"; style=rounded; color=\"#999999\";", json_name(unit.placement));
+            let _ = writeln!(
+                out,
+                "    label=\"unit {u} · {}\"; style=rounded; color=\"#999999\";",
+                json_name(unit.placement)
+            );
             let _ = writeln!(out, "    fork{u} [shape=point, width=0.08];");
             let _ = writeln!(out, "    add{u} [shape=circle, label=\"+\"];");
             for (b, branch) in unit.branches.iter().enumerate() {
-                let _ = writeln!(out, "    branch{u}_{b} [shape=box, style=filled, fillcolor=\"#eeeeee\", label=\"{}\"];", json_name(branch.kind));
+                let _ = writeln!(
+                    out,
+                    "    branch{u}_{b} [shape=box, style=filled, fillcolor=\"#eeeeee\", label=\"{}\"];",
+                    json_name(branch.kind)
+                );
                 let mut from = format!("fork{u}");
                 for &i in &branch.pre_norms {
                     norm_node(&mut out, i);
@@ -99,7 +116,10 @@ impl Analysis {
                 Some(a) => format!(" skip ×{}", format_number(a)),
                 None => " skip".into(),
             };
-            let _ = writeln!(out, "  fork{u} -> add{u} [penwidth=3, color=\"#333333\", weight=10, label=\"{skip}\"];");
+            let _ = writeln!(
+                out,
+                "  fork{u} -> add{u} [penwidth=3, color=\"#333333\", weight=10, label=\"{skip}\"];"
+            );
             stream = format!("add{u}");
             if let Some(i) = unit.post_norm {
                 norm_node(&mut out, i);
@@ -114,9 +134,14 @@ impl Analysis {
         }
         let _ = writeln!(out, "  output [shape=plaintext, label=\"output\"];");
         spine(&mut out, &stream, "output");
-        let internal: Vec<usize> = (0..self.norms.len()).filter(|&i| self.norms[i].role == Role::Internal).collect();
+        let internal: Vec<usize> = (0..self.norms.len())
+            .filter(|&i| self.norms[i].role == Role::Internal)
+            .collect();
         if !internal.is_empty() {
-            let _ = writeln!(out, "  subgraph cluster_internal {{ label=\"internal norms (inside sublayers)\"; style=dashed;");
+            let _ = writeln!(
+                out,
+                "  subgraph cluster_internal {{ label=\"internal norms (inside sublayers)\"; style=dashed;"
+            );
             for i in internal {
                 norm_node(&mut out, i);
             }

@@ -10,4 +10,6 @@ pub mod norms;
 pub mod residual;
 
 pub use norms::{Norm, NormForm, NormKind, Param, find_norms};
-pub use residual::{Analysis, Branch, BranchKind, NormInfo, Placement, ResidualUnit, Role, analyze};
+pub use residual::{
+    Analysis, Branch, BranchKind, NormInfo, Placement, ResidualUnit, Role, analyze,
+};

@@ -80,28 +80,28 @@ pub struct Norm {
 
 /// Every norm in the graph, in the order of the node that produces its output.
 pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
-    let g = ix.graph;
-    let Ok(order) = g.ops_in_order() else { return Vec::new() };
+    let order = ix.ops();
     let mut claimed: HashSet<NodeIndex> = HashSet::new();
     let mut norms = Vec::new();
     // LayerNorms first: the variance half of a LayerNorm is itself shaped like an RMSNorm of `x - mean`.
-    for &n in &order {
+    for &n in order {
         if let Some(norm) = fused(ix, n).or_else(|| decomposed_layernorm(ix, n)) {
             claimed.extend(norm.nodes.iter().copied());
             norms.push(norm);
         }
     }
-    for &n in &order {
+    for &n in order {
         if claimed.contains(&n) {
             continue;
         }
-        if let Some(norm) = decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed.contains(x))) {
+        if let Some(norm) =
+            decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed.contains(x)))
+        {
             claimed.extend(norm.nodes.iter().copied());
             norms.push(norm);
         }
     }
-    let position: std::collections::HashMap<NodeIndex, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    norms.sort_by_key(|m| ix.producer(m.output).and_then(|(n, _)| position.get(&n).copied()));
+    norms.sort_by_key(|m| ix.producer(m.output).map(|(n, _)| ix.position(n)));
     norms
 }
 
@@ -109,7 +109,11 @@ pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
 /// rounds to the same f32.
 fn tidy_epsilon(eps: f64) -> f64 {
     let single = eps as f32;
-    if single as f64 == eps { single.to_string().parse().unwrap_or(eps) } else { eps }
+    if single as f64 == eps {
+        single.to_string().parse().unwrap_or(eps)
+    } else {
+        eps
+    }
 }
 
 fn op_is(op: &Op, ty: &str) -> bool {
@@ -130,7 +134,12 @@ fn rank(ix: &GraphIndex, v: ValueId) -> Option<usize> {
     if let Some(t) = g.initializer(v) {
         return Some(t.dims().len());
     }
-    let declared = g.value(v).ty().and_then(tensor_type).and_then(|(_, s)| s).map(|s| s.len());
+    let declared = g
+        .value(v)
+        .ty()
+        .and_then(tensor_type)
+        .and_then(|(_, s)| s)
+        .map(|s| s.len());
     declared.or_else(|| {
         let (cast, _) = ix.produced_by(v, "Cast")?;
         rank(ix, ix.inputs(cast).first().copied().flatten()?)
@@ -141,12 +150,15 @@ fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
     let op = ix.graph.graph[n].op()?;
     let inputs = ix.inputs(n);
     let at = |i: usize| inputs.get(i).copied().flatten();
+    // `at` is only called once the op type matched; the match itself costs no lookup.
     let (kind, skip, scale_slot, shift_slot) = match (op.domain(), op.op_type()) {
         ("", "LayerNormalization") => (NormKind::LayerNorm, None, 1, Some(2)),
         ("", "RMSNormalization") => (NormKind::RmsNorm, None, 1, None),
         ("com.microsoft", "SimplifiedLayerNormalization") => (NormKind::RmsNorm, None, 1, None),
         ("com.microsoft", "SkipLayerNormalization") => (NormKind::LayerNorm, at(1), 2, Some(3)),
-        ("com.microsoft", "SkipSimplifiedLayerNormalization") => (NormKind::RmsNorm, at(1), 2, None),
+        ("com.microsoft", "SkipSimplifiedLayerNormalization") => {
+            (NormKind::RmsNorm, at(1), 2, None)
+        }
         _ => return None,
     };
     let input = at(0)?;
@@ -155,7 +167,12 @@ fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
         Some(r) if axis >= 0 => axis - r as i64,
         _ => axis,
     };
-    let param = |slot: usize| at(slot).map(|value| Param { value, plus_one: false });
+    let param = |slot: usize| {
+        at(slot).map(|value| Param {
+            value,
+            plus_one: false,
+        })
+    };
     Some(Norm {
         kind,
         form: NormForm::Fused,
@@ -179,7 +196,11 @@ struct Match<'a, 'g> {
 
 impl<'a, 'g> Match<'a, 'g> {
     fn new(ix: &'a GraphIndex<'g>) -> Self {
-        Match { ix, nodes: Vec::new(), internal: Vec::new() }
+        Match {
+            ix,
+            nodes: Vec::new(),
+            internal: Vec::new(),
+        }
     }
 
     fn take(&mut self, n: NodeIndex) -> Option<ValueId> {
@@ -190,7 +211,7 @@ impl<'a, 'g> Match<'a, 'g> {
 
     /// The other operand of a binary op, given one of them.
     fn other(&self, n: NodeIndex, known: ValueId) -> Option<ValueId> {
-        match self.ix.inputs(n).as_slice() {
+        match self.ix.inputs(n) {
             [Some(a), Some(b)] if *a == known => Some(*b),
             [Some(a), Some(b)] if *b == known => Some(*a),
             _ => None,
@@ -250,7 +271,16 @@ impl<'a, 'g> Match<'a, 'g> {
                 let inv = self.take(n)?;
                 self.times(inv, num)
             }
-            "Div" if self.ix.inputs(n).first().copied().flatten().and_then(|c| scalar(self.ix, c)) == Some(1.0) => {
+            "Div"
+                if self
+                    .ix
+                    .inputs(n)
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|c| scalar(self.ix, c))
+                    == Some(1.0) =>
+            {
                 let inv = self.take(n)?;
                 self.times(inv, num)
             }
@@ -281,24 +311,46 @@ impl<'a, 'g> Match<'a, 'g> {
         let fits = |ix: &GraphIndex, v: ValueId| {
             constant(ix, v).filter(|t| {
                 let dims = t.dims();
-                dims.iter().take(dims.len().saturating_sub(k)).all(|&d| d == 1)
+                dims.iter()
+                    .take(dims.len().saturating_sub(k))
+                    .all(|&d| d == 1)
             })
         };
         if fits(self.ix, v).is_some() {
-            return Some(Param { value: v, plus_one: false });
+            return Some(Param {
+                value: v,
+                plus_one: false,
+            });
         }
         let (add, _) = self.ix.produced_by(v, "Add")?;
-        let [Some(a), Some(b)] = self.ix.inputs(add)[..] else { return None };
-        let (w, one) = if scalar(self.ix, b) == Some(1.0) { (a, b) } else { (b, a) };
-        if scalar(self.ix, one) != Some(1.0) || fits(self.ix, w).is_none() || self.ix.use_count(v) != 1 {
+        let [Some(a), Some(b)] = self.ix.inputs(add)[..] else {
+            return None;
+        };
+        let (w, one) = if scalar(self.ix, b) == Some(1.0) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        if scalar(self.ix, one) != Some(1.0)
+            || fits(self.ix, w).is_none()
+            || self.ix.use_count(v) != 1
+        {
             return None;
         }
         self.nodes.push(add);
-        Some(Param { value: w, plus_one: true })
+        Some(Param {
+            value: w,
+            plus_one: true,
+        })
     }
 
     /// Optional `Mul` by a scale, then (LayerNorm) optional `Add` of a shift, each possibly followed by a Cast.
-    fn affine(&mut self, n: ValueId, k: usize, with_shift: bool) -> (ValueId, Option<Param>, Option<Param>) {
+    fn affine(
+        &mut self,
+        n: ValueId,
+        k: usize,
+        with_shift: bool,
+    ) -> (ValueId, Option<Param>, Option<Param>) {
         let mut out = self.cast_after(n);
         let mut scale = None;
         let mut shift = None;
@@ -331,7 +383,11 @@ impl<'a, 'g> Match<'a, 'g> {
         let inside: HashSet<NodeIndex> = self.nodes.iter().copied().collect();
         self.internal.iter().all(|&v| {
             !self.ix.is_graph_output(v)
-                && self.ix.consumers(v).iter().all(|(n, slot)| inside.contains(n) && *slot != InputSlot::Captured)
+                && self
+                    .ix
+                    .consumers(v)
+                    .iter()
+                    .all(|(n, slot)| inside.contains(n) && *slot != InputSlot::Captured)
         })
     }
 
@@ -339,7 +395,8 @@ impl<'a, 'g> Match<'a, 'g> {
     fn source(&mut self, x: ValueId) -> ValueId {
         if let Some((cast, op)) = self.ix.produced_by(x, "Cast") {
             let inside: HashSet<NodeIndex> = self.nodes.iter().copied().collect();
-            let only_norm = self.ix.consumers(x).iter().all(|(n, _)| inside.contains(n)) && !self.ix.is_graph_output(x);
+            let only_norm = self.ix.consumers(x).iter().all(|(n, _)| inside.contains(n))
+                && !self.ix.is_graph_output(x);
             if only_norm && op.attribute("to").map(|a| a.i()) == Some(1) {
                 self.nodes.push(cast);
                 self.internal.push(x);
@@ -355,8 +412,10 @@ impl<'a, 'g> Match<'a, 'g> {
 /// `x²` as `Pow(x, 2)` or `Mul(x, x)` read from node `n`: returns `x`.
 fn square_of(ix: &GraphIndex, n: NodeIndex) -> Option<ValueId> {
     let op = ix.graph.graph[n].op()?;
-    match (op.op_type(), ix.inputs(n).as_slice()) {
-        ("Pow", [Some(x), Some(e)]) if op.domain().is_empty() && scalar(ix, *e) == Some(2.0) => Some(*x),
+    match (op.op_type(), ix.inputs(n)) {
+        ("Pow", [Some(x), Some(e)]) if op.domain().is_empty() && scalar(ix, *e) == Some(2.0) => {
+            Some(*x)
+        }
         ("Mul", [Some(a), Some(b)]) if op.domain().is_empty() && a == b => Some(*a),
         _ => None,
     }
@@ -379,7 +438,11 @@ fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
     let d = m.take(sub)?;
     // d is read by the square and by the division: two readers, both checked by `closed`.
     m.internal.push(d);
-    let sq_node = ix.consumers(d).iter().map(|&(n, _)| n).find(|&n| square_of(ix, n) == Some(d))?;
+    let sq_node = ix
+        .consumers(d)
+        .iter()
+        .map(|&(n, _)| n)
+        .find(|&n| square_of(ix, n) == Some(d))?;
     let sq = m.take(sq_node)?;
     let var_node = m.next(sq, "ReduceMean")?;
     if m.mean_axis(var_node, x)? != axis {
@@ -391,7 +454,18 @@ fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
     let (output, scale, shift) = m.affine(normalized, (-axis) as usize, true);
     let input = m.source(x);
     m.closed().then_some(())?;
-    Some(Norm { kind: NormKind::LayerNorm, form: NormForm::Decomposed, input, skip: None, output, axis, epsilon, scale, shift, nodes: m.nodes })
+    Some(Norm {
+        kind: NormKind::LayerNorm,
+        form: NormForm::Decomposed,
+        input,
+        skip: None,
+        output,
+        axis,
+        epsilon,
+        scale,
+        shift,
+        nodes: m.nodes,
+    })
 }
 
 /// Starting at the square (`Pow(x, 2)` or `Mul(x, x)`) of a decomposed RMSNorm.
@@ -407,5 +481,16 @@ fn decomposed_rmsnorm(ix: &GraphIndex, sq_node: NodeIndex) -> Option<Norm> {
     let (output, scale, shift) = m.affine(normalized, (-axis) as usize, false);
     let input = m.source(x);
     m.closed().then_some(())?;
-    Some(Norm { kind: NormKind::RmsNorm, form: NormForm::Decomposed, input, skip: None, output, axis, epsilon, scale, shift, nodes: m.nodes })
+    Some(Norm {
+        kind: NormKind::RmsNorm,
+        form: NormForm::Decomposed,
+        input,
+        skip: None,
+        output,
+        axis,
+        epsilon,
+        scale,
+        shift,
+        nodes: m.nodes,
+    })
 }

@@ -125,48 +125,79 @@ struct UnitNormJson {
 }
 
 fn units_json<S: serde::Serializer>(units: &[ResidualUnit], s: S) -> Result<S::Ok, S::Error> {
-    let peri = |u: &ResidualUnit, role| if u.placement == Placement::Peri { "peri" } else { role };
+    let peri = |u: &ResidualUnit, role| {
+        if u.placement == Placement::Peri {
+            "peri"
+        } else {
+            role
+        }
+    };
     let list: Vec<UnitJson> = units
         .iter()
         .map(|u| {
             let mut norms = Vec::new();
             for b in &u.branches {
-                norms.extend(b.pre_norms.iter().map(|&index| UnitNormJson { index, role: peri(u, "pre") }));
-                norms.extend(b.output_norm.iter().map(|&index| UnitNormJson { index, role: peri(u, "branch-output") }));
+                norms.extend(b.pre_norms.iter().map(|&index| UnitNormJson {
+                    index,
+                    role: peri(u, "pre"),
+                }));
+                norms.extend(b.output_norm.iter().map(|&index| UnitNormJson {
+                    index,
+                    role: peri(u, "branch-output"),
+                }));
             }
-            norms.extend(u.post_norm.iter().map(|&index| UnitNormJson { index, role: "post" }));
+            norms.extend(u.post_norm.iter().map(|&index| UnitNormJson {
+                index,
+                role: "post",
+            }));
             norms.sort_by_key(|n| n.index);
             norms.dedup_by_key(|n| n.index);
-            UnitJson { placement: u.placement, branches: u.branches.iter().map(|b| b.kind).collect(), norms, skip_scale: u.skip_scale }
+            UnitJson {
+                placement: u.placement,
+                branches: u.branches.iter().map(|b| b.kind).collect(),
+                norms,
+                skip_scale: u.skip_scale,
+            }
         })
         .collect();
     serde::Serialize::serialize(&list, s)
 }
 
-const LINEAR: &[&str] = &["MatMul", "Gemm", "Conv", "MatMulInteger", "QLinearMatMul", "ConvTranspose"];
+const LINEAR: &[&str] = &[
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "ConvTranspose",
+];
 const ACTIVATIONS: &[&str] = &[
-    "Erf", "Tanh", "Sigmoid", "Relu", "Gelu", "Elu", "Selu", "LeakyRelu", "HardSigmoid", "HardSwish", "Softplus",
-    "Mish", "FastGelu", "BiasGelu", "QuickGelu",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Relu",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "LeakyRelu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Mish",
+    "FastGelu",
+    "BiasGelu",
+    "QuickGelu",
 ];
 
-/// Positions of op nodes in export order; sources come before everything.
-struct Order {
-    position: HashMap<NodeIndex, usize>,
-}
-
-impl Order {
-    fn of_value(&self, ix: &GraphIndex, v: ValueId) -> usize {
-        ix.producer(v).and_then(|(n, _)| self.position.get(&n).map(|p| p + 1)).unwrap_or(0)
-    }
-    fn of_node(&self, n: NodeIndex) -> usize {
-        self.position.get(&n).map(|p| p + 1).unwrap_or(0)
-    }
+/// Position of a value's producer in export order (0 for inputs and initializers).
+fn value_position(ix: &GraphIndex, v: ValueId) -> usize {
+    ix.producer(v).map(|(n, _)| ix.position(n)).unwrap_or(0)
 }
 
 /// Nodes on data paths from value `a` to value `b` (excluding `a`'s producer, including `b`'s), or `None` if
 /// `b` does not depend on `a`. Only nodes between the two in topological order are visited.
-fn between(ix: &GraphIndex, order: &Order, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>> {
-    let (lo, hi) = (order.of_value(ix, a), order.of_value(ix, b));
+fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>> {
+    let (lo, hi) = (value_position(ix, a), value_position(ix, b));
     if lo >= hi {
         return None;
     }
@@ -175,11 +206,14 @@ fn between(ix: &GraphIndex, order: &Order, a: ValueId, b: ValueId) -> Option<Has
     let mut forward = HashSet::new();
     let mut queue: VecDeque<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
     while let Some(n) = queue.pop_front() {
-        let p = order.of_node(n);
+        let p = ix.position(n);
         if p > hi || p <= lo || !forward.insert(n) {
             continue;
         }
-        if g[n].op().is_some_and(|op| matches!(op.op_type(), "Shape" | "Size")) {
+        if g[n]
+            .op()
+            .is_some_and(|op| matches!(op.op_type(), "Shape" | "Size"))
+        {
             continue;
         }
         queue.extend(g.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
@@ -199,7 +233,11 @@ fn between(ix: &GraphIndex, order: &Order, a: ValueId, b: ValueId) -> Option<Has
 }
 
 fn has_op(ix: &GraphIndex, nodes: &HashSet<NodeIndex>, types: &[&str]) -> bool {
-    nodes.iter().any(|&n| ix.graph.graph[n].op().is_some_and(|op| types.contains(&op.op_type())))
+    nodes.iter().any(|&n| {
+        ix.graph.graph[n]
+            .op()
+            .is_some_and(|op| types.contains(&op.op_type()))
+    })
 }
 
 /// The stream behind a skip operand: `x` itself, or `x` of a constant-scaled `Mul(x, α)`.
@@ -218,19 +256,19 @@ fn unscaled(ix: &GraphIndex, v: ValueId) -> (ValueId, Option<f64>) {
 }
 
 /// The terms of a branch operand: split `Add(p, q)` while both terms read the stream through a linear layer.
-fn terms(ix: &GraphIndex, order: &Order, x: ValueId, v: ValueId, out: &mut Vec<(ValueId, HashSet<NodeIndex>)>) {
+fn terms(ix: &GraphIndex, x: ValueId, v: ValueId, out: &mut Vec<(ValueId, HashSet<NodeIndex>)>) {
     if let Some((add, _)) = ix.produced_by(v, "Add")
         && let [Some(p), Some(q)] = ix.inputs(add)[..]
     {
-        let wp = between(ix, order, x, p).filter(|w| has_op(ix, w, LINEAR));
-        let wq = between(ix, order, x, q).filter(|w| has_op(ix, w, LINEAR));
+        let wp = between(ix, x, p).filter(|w| has_op(ix, w, LINEAR));
+        let wq = between(ix, x, q).filter(|w| has_op(ix, w, LINEAR));
         if let (Some(_), Some(_)) = (&wp, &wq) {
-            terms(ix, order, x, p, out);
-            terms(ix, order, x, q, out);
+            terms(ix, x, p, out);
+            terms(ix, x, q, out);
             return;
         }
     }
-    if let Some(w) = between(ix, order, x, v) {
+    if let Some(w) = between(ix, x, v) {
         out.push((v, w));
     }
 }
@@ -243,45 +281,62 @@ struct Candidate {
     branches: Vec<(ValueId, HashSet<NodeIndex>)>,
 }
 
-fn candidate(ix: &GraphIndex, order: &Order, add: NodeIndex) -> Option<Candidate> {
+fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
     let op = ix.graph.graph[add].op()?;
     if op.op_type() != "Add" || !op.domain().is_empty() {
         return None;
     }
-    let [Some(p), Some(q)] = ix.inputs(add)[..] else { return None };
-    let (early, late) = if order.of_value(ix, p) <= order.of_value(ix, q) { (p, q) } else { (q, p) };
+    let [Some(p), Some(q)] = ix.inputs(add)[..] else {
+        return None;
+    };
+    let (early, late) = if value_position(ix, p) <= value_position(ix, q) {
+        (p, q)
+    } else {
+        (q, p)
+    };
     // The skip is `early` itself, or (DeepNorm) the `x` of a scaled `α·x` when the branch reads `x` instead.
-    let with_linear = |x: ValueId| between(ix, order, x, late).filter(|w| has_op(ix, w, LINEAR));
+    let with_linear = |x: ValueId| between(ix, x, late).filter(|w| has_op(ix, w, LINEAR));
     // A constant (an ε shared by every norm, say) reaches much of the graph, but it is no stream.
     let is_stream = |x: ValueId| constant(ix, x).is_none();
-    let (x, skip_scale) = match (is_stream(early).then(|| with_linear(early)).flatten(), unscaled(ix, early)) {
+    let (x, skip_scale) = match (
+        is_stream(early).then(|| with_linear(early)).flatten(),
+        unscaled(ix, early),
+    ) {
         (Some(_), _) => (early, None),
         (None, (x, Some(alpha))) if is_stream(x) && with_linear(x).is_some() => (x, Some(alpha)),
         _ => return None,
     };
     let mut branches = Vec::new();
-    terms(ix, order, x, late, &mut branches);
-    Some(Candidate { add, x, skip_scale, sum: ix.output(add)?, branches })
+    terms(ix, x, late, &mut branches);
+    Some(Candidate {
+        add,
+        x,
+        skip_scale,
+        sum: ix.output(add)?,
+        branches,
+    })
 }
 
-/// The residual stream: the chain of units walked back from the last candidate along the skip side (through
-/// norms and shape-keeping ops between units). Candidates off that chain, such as an attention mask that every
-/// layer adds and that therefore depends on earlier layers, are dropped.
-fn spine(ix: &GraphIndex, norms: &[Norm], candidates: Vec<Candidate>) -> Vec<Candidate> {
-    let by_sum: HashMap<ValueId, usize> = candidates.iter().enumerate().map(|(i, c)| (c.sum, i)).collect();
+/// The residual stream: the chain of units walked back from the last residual `Add` along the skip side
+/// (through norms and shape-only ops between units). Only Adds on that walk are examined, so Adds off the
+/// stream are never taken for units: an attention mask that every layer adds depends on earlier layers
+/// through linear layers, and would otherwise look like a skip. It also keeps the work linear in depth: each
+/// unit's search is confined to its own sublayer.
+fn spine(ix: &GraphIndex, norms: &[Norm]) -> Vec<Candidate> {
     let norm_by_output: HashMap<ValueId, &Norm> = norms.iter().map(|n| (n.output, n)).collect();
-    let mut chain = Vec::new();
-    let mut current = candidates.len().checked_sub(1);
-    while let Some(i) = current {
-        chain.push(i);
-        let mut v = candidates[i].x;
+    let mut chain: Vec<Candidate> = Vec::new();
+    let mut current = ix.ops().iter().rev().find_map(|&n| candidate(ix, n));
+    while let Some(unit) = current {
+        let mut v = unit.x;
+        chain.push(unit);
         current = loop {
-            if let Some(&j) = by_sum.get(&v) {
-                break (j < i).then_some(j);
-            }
+            // A decomposed norm ends in the Add of its shift: look for norms before Adds.
             if let Some(norm) = norm_by_output.get(&v) {
                 v = norm.input;
                 continue;
+            }
+            if let Some((add, _)) = ix.produced_by(v, "Add") {
+                break candidate(ix, add);
             }
             match shape_only_input(ix, v) {
                 Some(input) => v = input,
@@ -289,12 +344,20 @@ fn spine(ix: &GraphIndex, norms: &[Norm], candidates: Vec<Candidate>) -> Vec<Can
             }
         };
     }
-    let keep: HashSet<usize> = chain.into_iter().collect();
-    candidates.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, c)| c).collect()
+    chain.reverse();
+    chain
 }
 
 /// Ops that carry the stream's values unchanged (up to shape or type) from their first input.
-const SHAPE_ONLY: &[&str] = &["Identity", "Cast", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten"];
+const SHAPE_ONLY: &[&str] = &[
+    "Identity",
+    "Cast",
+    "Dropout",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+];
 
 fn shape_only_input(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
     let (n, op) = ix.producer_op(v)?;
@@ -336,16 +399,18 @@ fn placement_of(pre: bool, out: bool, post: bool) -> Placement {
 /// Finds the norms, the residual units and the role of every norm.
 pub fn analyze(ix: &GraphIndex) -> Analysis {
     let norms = find_norms(ix);
-    let order = Order {
-        position: ix.graph.ops_in_order().unwrap_or_default().into_iter().enumerate().map(|(i, n)| (n, i)).collect(),
-    };
-    let mut ops: Vec<NodeIndex> = order.position.keys().copied().collect();
-    ops.sort_by_key(|n| order.of_node(*n));
-    let candidates = spine(ix, &norms, ops.iter().filter_map(|&n| candidate(ix, &order, n)).collect());
+    let candidates = spine(ix, &norms);
 
-    let norm_by_output: HashMap<ValueId, usize> = norms.iter().enumerate().map(|(i, m)| (m.output, i)).collect();
-    let norm_nodes: HashMap<NodeIndex, usize> =
-        norms.iter().enumerate().flat_map(|(i, m)| m.nodes.iter().map(move |&n| (n, i))).collect();
+    let norm_by_output: HashMap<ValueId, usize> = norms
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.output, i))
+        .collect();
+    let norm_nodes: HashMap<NodeIndex, usize> = norms
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| m.nodes.iter().map(move |&n| (n, i)))
+        .collect();
     let mut roles: Vec<Option<(Role, Option<usize>)>> = vec![None; norms.len()];
     let streams: HashSet<ValueId> = candidates.iter().map(|c| origin(ix, c.x)).collect();
 
@@ -361,14 +426,22 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
                 .collect();
             pre.sort_unstable();
             pre.dedup();
-            let output_norm = norm_by_output.get(output).copied().filter(|&i| origin(ix, norms[i].input) != origin(ix, c.x));
+            let output_norm = norm_by_output
+                .get(output)
+                .copied()
+                .filter(|&i| origin(ix, norms[i].input) != origin(ix, c.x));
             for &i in &pre {
                 roles[i] = Some((Role::Pre, Some(u)));
             }
             if let Some(i) = output_norm {
                 roles[i] = Some((Role::BranchOutput, Some(u)));
             }
-            branches.push(Branch { kind: branch_kind(ix, window), output: *output, pre_norms: pre, output_norm });
+            branches.push(Branch {
+                kind: branch_kind(ix, window),
+                output: *output,
+                pre_norms: pre,
+                output_norm,
+            });
         }
         units.push(ResidualUnit {
             placement: Placement::None,
@@ -382,10 +455,9 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     }
     // Post norms: read a sum and become the next stream.
     for (u, unit) in units.iter_mut().enumerate() {
-        let post = norms
-            .iter()
-            .enumerate()
-            .find(|(i, m)| origin(ix, m.input) == unit.sum && roles[*i].is_none() && streams.contains(&m.output));
+        let post = norms.iter().enumerate().find(|(i, m)| {
+            origin(ix, m.input) == unit.sum && roles[*i].is_none() && streams.contains(&m.output)
+        });
         if let Some((i, _)) = post {
             unit.post_norm = Some(i);
             roles[i] = Some((Role::Post, Some(u)));
@@ -394,10 +466,18 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     // The last unit's sum norm: post in a post model, final otherwise.
     if let Some(last) = units.len().checked_sub(1) {
         let sum = units[last].sum;
-        let others_post = units[..last].iter().filter(|u| u.post_norm.is_some()).count();
+        let others_post = units[..last]
+            .iter()
+            .filter(|u| u.post_norm.is_some())
+            .count();
         let others_not = last - others_post;
-        let own_other_norms = units[last].branches.iter().any(|b| !b.pre_norms.is_empty() || b.output_norm.is_some());
-        if let Some(i) = (0..norms.len()).find(|&i| origin(ix, norms[i].input) == sum && roles[i].is_none()) {
+        let own_other_norms = units[last]
+            .branches
+            .iter()
+            .any(|b| !b.pre_norms.is_empty() || b.output_norm.is_some());
+        if let Some(i) =
+            (0..norms.len()).find(|&i| origin(ix, norms[i].input) == sum && roles[i].is_none())
+        {
             if others_post > others_not || (last == 0 && !own_other_norms) {
                 units[last].post_norm = Some(i);
                 roles[i] = Some((Role::Post, Some(last)));
@@ -430,7 +510,11 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     summarize(norms, roles, units)
 }
 
-fn summarize(norms: Vec<Norm>, roles: Vec<Option<(Role, Option<usize>)>>, units: Vec<ResidualUnit>) -> Analysis {
+fn summarize(
+    norms: Vec<Norm>,
+    roles: Vec<Option<(Role, Option<usize>)>>,
+    units: Vec<ResidualUnit>,
+) -> Analysis {
     let placement = match units.first() {
         None => Placement::None,
         Some(first) if units.iter().all(|u| u.placement == first.placement) => first.placement,
@@ -439,7 +523,10 @@ fn summarize(norms: Vec<Norm>, roles: Vec<Option<(Role, Option<usize>)>>, units:
     let kinds: HashSet<_> = norms.iter().map(|n| n.kind).collect();
     let norm = match kinds.len() {
         0 => "none".to_string(),
-        1 => serde_json::to_value(norms[0].kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        1 => serde_json::to_value(norms[0].kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         _ => "mixed".to_string(),
     };
     let infos: Vec<NormInfo> = norms
@@ -448,7 +535,12 @@ fn summarize(norms: Vec<Norm>, roles: Vec<Option<(Role, Option<usize>)>>, units:
         .map(|(norm, role)| {
             let (role, unit) = role.unwrap_or((Role::Internal, None));
             let scale_plus_one = norm.scale.is_some_and(|s| s.plus_one);
-            NormInfo { norm, role, unit, scale_plus_one }
+            NormInfo {
+                norm,
+                role,
+                unit,
+                scale_plus_one,
+            }
         })
         .collect();
     Analysis {

@@ -12,12 +12,14 @@ use super::inspect::load;
 use super::print_warnings;
 
 #[derive(Args, Debug)]
-#[command(after_help = "Placement of the norms around each residual unit y = x + F(x):\n  \
+#[command(
+    after_help = "Placement of the norms around each residual unit y = x + F(x):\n  \
     post           N(x + F(x))            original Transformer, BERT\n  \
     pre            x + F(N(x))            GPT-2, LLaMA (with a final norm)\n  \
     peri           x + N2(F(N1(x)))       Gemma 2 (\"sandwich\")\n  \
     branch-output  x + N(F(x))            OLMo 2\n\
-    A parallel unit adds an attention and an MLP branch of the same x (GPT-J, GPT-NeoX).")]
+    A parallel unit adds an attention and an MLP branch of the same x (GPT-J, GPT-NeoX)."
+)]
 pub struct AnalyzeArgs {
     pub model: PathBuf,
     /// Print the analysis as JSON (schema in the README).
@@ -52,7 +54,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn name<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The readable form: one row per unit, then the summary.
@@ -61,22 +66,52 @@ pub fn table(a: &Analysis) -> String {
     let mut out = String::new();
     let norm_label = |i: usize| {
         let n = &a.norms[i].norm;
-        format!("#{i} {} ε={}", name(n.kind), normshift::tensor::format_number(n.epsilon))
+        format!(
+            "#{i} {} ε={}",
+            name(n.kind),
+            normshift::tensor::format_number(n.epsilon)
+        )
     };
-    let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", "unit", "placement", "branches", "norms");
+    let _ = writeln!(out, "{:<5} {:<14} {:<20} norms", "unit", "placement", "branches");
     for (u, unit) in a.residual_units.iter().enumerate() {
         let branches: Vec<String> = unit.branches.iter().map(|b| name(b.kind)).collect();
         let mut norms = Vec::new();
         for b in &unit.branches {
-            norms.extend(b.pre_norms.iter().map(|&i| format!("pre {}", norm_label(i))));
-            norms.extend(b.output_norm.iter().map(|&i| format!("branch-output {}", norm_label(i))));
+            norms.extend(
+                b.pre_norms
+                    .iter()
+                    .map(|&i| format!("pre {}", norm_label(i))),
+            );
+            norms.extend(
+                b.output_norm
+                    .iter()
+                    .map(|&i| format!("branch-output {}", norm_label(i))),
+            );
         }
-        norms.extend(unit.post_norm.iter().map(|&i| format!("post {}", norm_label(i))));
+        norms.extend(
+            unit.post_norm
+                .iter()
+                .map(|&i| format!("post {}", norm_label(i))),
+        );
         norms.dedup();
-        let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", u, name(unit.placement), branches.join("+"), norms.join(", "));
+        let _ = writeln!(
+            out,
+            "{:<5} {:<14} {:<20} {}",
+            u,
+            name(unit.placement),
+            branches.join("+"),
+            norms.join(", ")
+        );
     }
     for (i, n) in a.norms.iter().enumerate().filter(|(_, n)| n.unit.is_none()) {
-        let _ = writeln!(out, "{:<5} {:<14} {:<20} {}", "-", name(n.role), "", norm_label(i));
+        let _ = writeln!(
+            out,
+            "{:<5} {:<14} {:<20} {}",
+            "-",
+            name(n.role),
+            "",
+            norm_label(i)
+        );
     }
     let yes = |b: bool| if b { "yes" } else { "no" };
     let _ = writeln!(
@@ -103,17 +138,32 @@ fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 fn render_svg(dot: &str) -> anyhow::Result<Vec<u8>> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = match Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn() {
+    let mut child = match Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("--svg needs Graphviz's `dot` on the PATH (e.g. apt-get install graphviz); --dot FILE writes the DOT text without it")
+            bail!(
+                "--svg needs Graphviz's `dot` on the PATH (e.g. apt-get install graphviz); --dot FILE writes the DOT text without it"
+            )
         }
         Err(e) => return Err(e).context("cannot start Graphviz `dot`"),
     };
-    child.stdin.take().context("no stdin for dot")?.write_all(dot.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("no stdin for dot")?
+        .write_all(dot.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("Graphviz `dot` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "Graphviz `dot` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out.stdout)
 }

@@ -2,11 +2,11 @@
 //! (for files whose fields this schema knows, which is every file the ordinary exporters write).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 
 use super::validate::ValidationError;
 use super::{Graph, Model, NodeKind, ValueId};
@@ -81,7 +81,9 @@ impl Graph {
 /// Kahn's algorithm over op nodes, always taking the ready node with the smallest order key, so a graph whose
 /// file order was topological comes out in that order.
 pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationError> {
-    let mut pending: HashMap<NodeIndex, usize> = HashMap::new();
+    // Pending dependency counts by node index (dense), so the sort is a few array walks.
+    let mut pending = vec![0usize; g.graph.node_bound()];
+    let mut waiting = 0usize;
     let mut ready = BinaryHeap::new();
     for n in g.graph.node_indices() {
         let NodeKind::Op(op) = &g.graph[n].kind else {
@@ -95,18 +97,20 @@ pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationE
         if deps == 0 {
             ready.push(Reverse((op.order, n)));
         } else {
-            pending.insert(n, deps);
+            pending[n.index()] = deps;
+            waiting += 1;
         }
     }
-    let mut order = Vec::with_capacity(ready.len() + pending.len());
+    let mut order = Vec::with_capacity(ready.len() + waiting);
     while let Some(Reverse((_, n))) = ready.pop() {
         order.push(n);
         for e in g.graph.edges_directed(n, Direction::Outgoing) {
             let t = e.target();
-            if let Some(count) = pending.get_mut(&t) {
+            let count = &mut pending[t.index()];
+            if *count > 0 {
                 *count -= 1;
                 if *count == 0 {
-                    pending.remove(&t);
+                    waiting -= 1;
                     if let Some(op) = g.graph[t].op() {
                         ready.push(Reverse((op.order, t)));
                     }
@@ -114,16 +118,18 @@ pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationE
             }
         }
     }
-    match pending
-        .keys()
-        .min_by_key(|n| g.graph[**n].op().map(|op| op.order))
-    {
-        Some(&stuck) => Err(ValidationError::Cycle(
-            g.graph[stuck]
-                .op()
-                .map(|op| op.proto.name().to_string())
-                .unwrap_or_default(),
-        )),
-        None => Ok(order),
+    if waiting == 0 {
+        return Ok(order);
     }
+    // A cycle: name its earliest node in file order.
+    let stuck = g
+        .graph
+        .node_indices()
+        .filter(|n| pending[n.index()] > 0)
+        .min_by_key(|n| g.graph[*n].op().map(|op| op.order));
+    let name = stuck
+        .and_then(|n| g.graph[n].op())
+        .map(|op| op.proto.name().to_string())
+        .unwrap_or_default();
+    Err(ValidationError::Cycle(name))
 }

@@ -16,8 +16,8 @@
 //! an [`OrderKey`] and export is a topological sort that always emits the smallest ready key.
 
 mod export;
-pub mod index;
 mod import;
+pub mod index;
 pub mod text;
 mod validate;
 
