@@ -15,14 +15,14 @@
 //! is that unit's post norm when the other units are post, else the model's **final** norm; a norm whose output
 //! is the first unit's stream is the **embedding** norm; every other norm is **internal** (QK-norm and the like).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
-use super::constants::{constant, scalar};
+use super::constants::scalar;
 use super::norms::{Norm, find_norms};
 use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
@@ -203,11 +203,13 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>
     }
     let (b_node, _) = ix.producer(b)?;
     let g = &ix.graph.graph;
-    let mut forward = HashSet::new();
-    let mut queue: VecDeque<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
-    while let Some(n) = queue.pop_front() {
-        let p = ix.position(n);
-        if p > hi || p <= lo || !forward.insert(n) {
+    // Marks by position inside the window (lo, hi]: the window is one sublayer, so this stays small.
+    let slot = |n: NodeIndex| ix.position(n).checked_sub(lo + 1).filter(|&s| s < hi - lo);
+    let mut forward = vec![false; hi - lo];
+    let mut stack: Vec<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
+    while let Some(n) = stack.pop() {
+        let Some(s) = slot(n) else { continue };
+        if std::mem::replace(&mut forward[s], true) {
             continue;
         }
         if g[n]
@@ -216,20 +218,28 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>
         {
             continue;
         }
-        queue.extend(g.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
+        stack.extend(g.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
     }
-    if !forward.contains(&b_node) {
+    if !slot(b_node).is_some_and(|s| forward[s]) {
         return None;
     }
     let mut on_path = HashSet::new();
-    let mut queue = VecDeque::from([b_node]);
-    while let Some(n) = queue.pop_front() {
-        if !forward.contains(&n) || !on_path.insert(n) {
+    let mut stack = vec![b_node];
+    while let Some(n) = stack.pop() {
+        if !slot(n).is_some_and(|s| forward[s]) || !on_path.insert(n) {
             continue;
         }
-        queue.extend(g.edges_directed(n, Direction::Incoming).map(|e| e.source()));
+        stack.extend(g.edges_directed(n, Direction::Incoming).map(|e| e.source()));
     }
     Some(on_path)
+}
+
+/// Whether `v` is a constant, without reading it: an initializer that is not a graph input, or a `Constant`.
+fn is_constant(ix: &GraphIndex, v: ValueId) -> bool {
+    match ix.producer_op(v) {
+        Some((_, op)) => op.op_type() == "Constant" && op.domain().is_empty(),
+        None => ix.graph.initializer(v).is_some() && !ix.graph.inputs.contains(&v),
+    }
 }
 
 fn has_op(ix: &GraphIndex, nodes: &HashSet<NodeIndex>, types: &[&str]) -> bool {
@@ -256,21 +266,26 @@ fn unscaled(ix: &GraphIndex, v: ValueId) -> (ValueId, Option<f64>) {
 }
 
 /// The terms of a branch operand: split `Add(p, q)` while both terms read the stream through a linear layer.
-fn terms(ix: &GraphIndex, x: ValueId, v: ValueId, out: &mut Vec<(ValueId, HashSet<NodeIndex>)>) {
+/// `window` is `between(x, v)`, already computed by the caller.
+fn terms(
+    ix: &GraphIndex,
+    x: ValueId,
+    v: ValueId,
+    window: HashSet<NodeIndex>,
+    out: &mut Vec<(ValueId, HashSet<NodeIndex>)>,
+) {
     if let Some((add, _)) = ix.produced_by(v, "Add")
         && let [Some(p), Some(q)] = ix.inputs(add)[..]
+        && !is_constant(ix, p)
+        && !is_constant(ix, q)
+        && let Some(wp) = between(ix, x, p).filter(|w| has_op(ix, w, LINEAR))
+        && let Some(wq) = between(ix, x, q).filter(|w| has_op(ix, w, LINEAR))
     {
-        let wp = between(ix, x, p).filter(|w| has_op(ix, w, LINEAR));
-        let wq = between(ix, x, q).filter(|w| has_op(ix, w, LINEAR));
-        if let (Some(_), Some(_)) = (&wp, &wq) {
-            terms(ix, x, p, out);
-            terms(ix, x, q, out);
-            return;
-        }
+        terms(ix, x, p, wp, out);
+        terms(ix, x, q, wq, out);
+        return;
     }
-    if let Some(w) = between(ix, x, v) {
-        out.push((v, w));
-    }
+    out.push((v, window));
 }
 
 struct Candidate {
@@ -295,19 +310,22 @@ fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
         (q, p)
     };
     // The skip is `early` itself, or (DeepNorm) the `x` of a scaled `α·x` when the branch reads `x` instead.
-    let with_linear = |x: ValueId| between(ix, x, late).filter(|w| has_op(ix, w, LINEAR));
     // A constant (an ε shared by every norm, say) reaches much of the graph, but it is no stream.
-    let is_stream = |x: ValueId| constant(ix, x).is_none();
-    let (x, skip_scale) = match (
-        is_stream(early).then(|| with_linear(early)).flatten(),
-        unscaled(ix, early),
-    ) {
-        (Some(_), _) => (early, None),
-        (None, (x, Some(alpha))) if is_stream(x) && with_linear(x).is_some() => (x, Some(alpha)),
-        _ => return None,
+    let with_linear = |x: ValueId| {
+        if is_constant(ix, x) {
+            return None;
+        }
+        between(ix, x, late).filter(|w| has_op(ix, w, LINEAR))
+    };
+    let (x, skip_scale, window) = match with_linear(early) {
+        Some(window) => (early, None, window),
+        None => match unscaled(ix, early) {
+            (x, Some(alpha)) => (x, Some(alpha), with_linear(x)?),
+            _ => return None,
+        },
     };
     let mut branches = Vec::new();
-    terms(ix, x, late, &mut branches);
+    terms(ix, x, late, window, &mut branches);
     Some(Candidate {
         add,
         x,

@@ -72,7 +72,11 @@ pub fn table(a: &Analysis) -> String {
             normshift::tensor::format_number(n.epsilon)
         )
     };
-    let _ = writeln!(out, "{:<5} {:<14} {:<20} norms", "unit", "placement", "branches");
+    let _ = writeln!(
+        out,
+        "{:<5} {:<14} {:<20} norms",
+        "unit", "placement", "branches"
+    );
     for (u, unit) in a.residual_units.iter().enumerate() {
         let branches: Vec<String> = unit.branches.iter().map(|b| name(b.kind)).collect();
         let mut norms = Vec::new();

@@ -11,8 +11,13 @@ use super::{Graph, InputSlot, NodeKind, Op, ValidationError, ValueId};
 pub struct GraphIndex<'g> {
     pub graph: &'g Graph,
     producers: Vec<Option<(NodeIndex, usize)>>,
-    consumers: Vec<Vec<(NodeIndex, InputSlot)>>,
-    inputs: Vec<Vec<Option<ValueId>>>,
+    /// Readers of value `v`: `consumers[consumer_start[v]..consumer_start[v + 1]]` (one flat table, few
+    /// allocations).
+    consumers: Vec<(NodeIndex, InputSlot)>,
+    consumer_start: Vec<usize>,
+    /// Operands of node `n`: `inputs[input_start[n]..input_start[n + 1]]`.
+    inputs: Vec<Option<ValueId>>,
+    input_start: Vec<usize>,
     graph_output: Vec<bool>,
     /// Op nodes in export order, and each op's position in it.
     order: Result<Vec<NodeIndex>, ValidationError>,
@@ -24,7 +29,7 @@ impl<'g> GraphIndex<'g> {
         let values = graph.values.len();
         let nodes = graph.graph.node_bound();
         let mut producers = vec![None; values];
-        let mut inputs: Vec<Vec<Option<ValueId>>> = vec![Vec::new(); nodes];
+        let mut input_start = vec![0usize; nodes + 1];
         for n in graph.graph.node_indices() {
             let node = &graph.graph[n];
             for (slot, out) in node.outputs.iter().enumerate() {
@@ -33,21 +38,35 @@ impl<'g> GraphIndex<'g> {
                 }
             }
             if let NodeKind::Op(op) = &node.kind {
-                inputs[n.index()] = vec![None; op.wired.len()];
+                input_start[n.index() + 1] = op.wired.len();
             }
         }
-        let mut consumers: Vec<Vec<(NodeIndex, InputSlot)>> = vec![Vec::new(); values];
+        prefix_sum(&mut input_start);
+        let mut consumer_start = vec![0usize; values + 1];
+        for e in graph.graph.edge_references() {
+            consumer_start[e.weight().value.0 as usize + 1] += 1;
+        }
+        prefix_sum(&mut consumer_start);
+        let mut consumers = vec![(NodeIndex::end(), InputSlot::Captured); graph.graph.edge_count()];
+        let mut filled = consumer_start.clone();
+        let mut inputs = vec![None; input_start[nodes]];
         for e in graph.graph.edge_references() {
             let w = e.weight();
-            consumers[w.value.0 as usize].push((e.target(), w.to_slot));
-            if let InputSlot::Operand(slot) = w.to_slot
-                && let Some(entry) = inputs[e.target().index()].get_mut(slot)
-            {
-                *entry = Some(w.value);
+            let v = w.value.0 as usize;
+            consumers[filled[v]] = (e.target(), w.to_slot);
+            filled[v] += 1;
+            if let InputSlot::Operand(slot) = w.to_slot {
+                let (start, end) = (
+                    input_start[e.target().index()],
+                    input_start[e.target().index() + 1],
+                );
+                if start + slot < end {
+                    inputs[start + slot] = Some(w.value);
+                }
             }
         }
-        for list in &mut consumers {
-            list.sort_unstable();
+        for v in 0..values {
+            consumers[consumer_start[v]..consumer_start[v + 1]].sort_unstable();
         }
         let mut graph_output = vec![false; values];
         for v in &graph.outputs {
@@ -64,7 +83,9 @@ impl<'g> GraphIndex<'g> {
             graph,
             producers,
             consumers,
+            consumer_start,
             inputs,
+            input_start,
             graph_output,
             order,
             position,
@@ -88,10 +109,11 @@ impl<'g> GraphIndex<'g> {
     }
 
     pub fn consumers(&self, v: ValueId) -> &[(NodeIndex, InputSlot)] {
-        self.consumers
-            .get(v.0 as usize)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        let v = v.0 as usize;
+        match (self.consumer_start.get(v), self.consumer_start.get(v + 1)) {
+            (Some(&start), Some(&end)) => &self.consumers[start..end],
+            _ => &[],
+        }
     }
 
     pub fn is_graph_output(&self, v: ValueId) -> bool {
@@ -118,7 +140,13 @@ impl<'g> GraphIndex<'g> {
 
     /// Operand values of an op, by slot (`None`: an empty optional input).
     pub fn inputs(&self, n: NodeIndex) -> &[Option<ValueId>] {
-        self.inputs.get(n.index()).map(Vec::as_slice).unwrap_or(&[])
+        match (
+            self.input_start.get(n.index()),
+            self.input_start.get(n.index() + 1),
+        ) {
+            (Some(&start), Some(&end)) => &self.inputs[start..end],
+            _ => &[],
+        }
     }
 
     /// The first output of a node.
@@ -134,5 +162,12 @@ impl<'g> GraphIndex<'g> {
     /// 1-based position of an op in export order; 0 for sources.
     pub fn position(&self, n: NodeIndex) -> usize {
         self.position.get(n.index()).copied().unwrap_or(0)
+    }
+}
+
+/// Turns per-entry counts stored at `[i + 1]` into start offsets.
+fn prefix_sum(starts: &mut [usize]) {
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
     }
 }
