@@ -172,7 +172,7 @@ fn write_verified(
             seeds: vec![0, 1],
             dims: DimSizes::default(),
         };
-        let report = {
+        let mut report = {
             let _step = Step::start("verifying with tract");
             verify_pair(
                 &args.input,
@@ -186,6 +186,8 @@ fn write_verified(
                 },
             )?
         };
+        // The staged copy is an implementation detail: report what the user named.
+        report.against = args.output.clone();
         if report.ok || !exact {
             if let Some(data) = &written.data_file {
                 let name = data.file_name().context("data file without a name")?;
