@@ -391,6 +391,36 @@ impl<'a, 'g> Match<'a, 'g> {
         })
     }
 
+    /// The shared tail of both decomposed forms: `Sqrt(variance + ε)`, the division of `centred` by it, scale
+    /// (and for LayerNorm shift), then the checks that make it a norm.
+    fn finish(
+        mut self,
+        kind: NormKind,
+        x: ValueId,
+        centred: ValueId,
+        variance: ValueId,
+        axis: i64,
+    ) -> Option<Norm> {
+        let (epsilon, ve) = self.epsilon(variance)?;
+        let normalized = self.divide_by_root(ve, centred)?;
+        let (output, scale, shift) =
+            self.affine(normalized, (-axis) as usize, kind == NormKind::LayerNorm);
+        let input = self.source(x);
+        self.closed().then_some(())?;
+        Some(Norm {
+            kind,
+            form: NormForm::Decomposed,
+            input,
+            skip: None,
+            output,
+            axis,
+            epsilon,
+            scale,
+            shift,
+            nodes: self.nodes,
+        })
+    }
+
     /// The tensor the norm reads: `x`, or what a Cast to float32 read when that Cast only feeds the norm.
     fn source(&mut self, x: ValueId) -> ValueId {
         if let Some((cast, op)) = self.ix.produced_by(x, "Cast") {
@@ -449,23 +479,7 @@ fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
         return None;
     }
     let var = m.take(var_node)?;
-    let (epsilon, ve) = m.epsilon(var)?;
-    let normalized = m.divide_by_root(ve, d)?;
-    let (output, scale, shift) = m.affine(normalized, (-axis) as usize, true);
-    let input = m.source(x);
-    m.closed().then_some(())?;
-    Some(Norm {
-        kind: NormKind::LayerNorm,
-        form: NormForm::Decomposed,
-        input,
-        skip: None,
-        output,
-        axis,
-        epsilon,
-        scale,
-        shift,
-        nodes: m.nodes,
-    })
+    m.finish(NormKind::LayerNorm, x, d, var, axis)
 }
 
 /// Starting at the square (`Pow(x, 2)` or `Mul(x, x)`) of a decomposed RMSNorm.
@@ -476,21 +490,5 @@ fn decomposed_rmsnorm(ix: &GraphIndex, sq_node: NodeIndex) -> Option<Norm> {
     let mean_node = m.next(sq, "ReduceMean")?;
     let axis = m.mean_axis(mean_node, x)?;
     let ms = m.take(mean_node)?;
-    let (epsilon, ve) = m.epsilon(ms)?;
-    let normalized = m.divide_by_root(ve, x)?;
-    let (output, scale, shift) = m.affine(normalized, (-axis) as usize, false);
-    let input = m.source(x);
-    m.closed().then_some(())?;
-    Some(Norm {
-        kind: NormKind::RmsNorm,
-        form: NormForm::Decomposed,
-        input,
-        skip: None,
-        output,
-        axis,
-        epsilon,
-        scale,
-        shift,
-        nodes: m.nodes,
-    })
+    m.finish(NormKind::RmsNorm, x, x, ms, axis)
 }

@@ -7,11 +7,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use normshift::io::{DataLayout, SaveOptions, save};
 use normshift::passes::{self, PassClass};
-use normshift::verify::{DimSizes, InputSource, Tolerance, verify_pair};
+use normshift::verify::{DimSizes, InputSource, verify_pair};
 
 use super::inspect::load;
 use super::progress::Step;
-use super::verify::print_report;
+use super::verify::{ToleranceArgs, print_report};
 use super::{EXIT_MISMATCH, print_warnings};
 
 #[derive(Args, Debug)]
@@ -42,12 +42,8 @@ pub struct ConvertArgs {
     /// Skip the tract verification after passes.
     #[arg(long)]
     pub no_verify: bool,
-    /// Relative tolerance of the verification.
-    #[arg(long, default_value_t = 1e-4)]
-    pub rtol: f64,
-    /// Absolute tolerance of the verification.
-    #[arg(long, default_value_t = 1e-5)]
-    pub atol: f64,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -180,10 +176,7 @@ fn write_verified(
                 &staged,
                 model,
                 &source,
-                Tolerance {
-                    rtol: args.rtol,
-                    atol: args.atol,
-                },
+                args.tolerance.into(),
             )?
         };
         // The staged copy is an implementation detail: report what the user named.

@@ -38,15 +38,31 @@ pub struct VerifyArgs {
     /// Size for a symbolic input dimension, e.g. --dim sequence=16 (default: 2 for a leading axis, 7 otherwise).
     #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
     pub dims: Vec<(String, usize)>,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
+    /// Print the full report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Tolerances of a comparison: an element passes when |a - b| <= atol + rtol * |reference|.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ToleranceArgs {
     /// Relative tolerance.
     #[arg(long, default_value_t = 1e-4)]
     pub rtol: f64,
     /// Absolute tolerance.
     #[arg(long, default_value_t = 1e-5)]
     pub atol: f64,
-    /// Print the full report as JSON.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl From<ToleranceArgs> for Tolerance {
+    fn from(t: ToleranceArgs) -> Self {
+        Tolerance {
+            rtol: t.rtol,
+            atol: t.atol,
+        }
+    }
 }
 
 fn parse_dim(s: &str) -> Result<(String, usize), String> {
@@ -61,10 +77,7 @@ fn parse_dim(s: &str) -> Result<(String, usize), String> {
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let tol = Tolerance {
-        rtol: args.rtol,
-        atol: args.atol,
-    };
+    let tol = Tolerance::from(args.tolerance);
     let a = load(&args.model)?;
     print_warnings(&a.warnings);
     let report = match (&args.other, &args.reference) {
