@@ -196,7 +196,7 @@ fn value_position(ix: &GraphIndex, v: ValueId) -> usize {
 
 /// Nodes on data paths from value `a` to value `b` (excluding `a`'s producer, including `b`'s), or `None` if
 /// `b` does not depend on `a`. Only nodes between the two in topological order are visited.
-fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>> {
+fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<Vec<NodeIndex>> {
     let (lo, hi) = (value_position(ix, a), value_position(ix, b));
     if lo >= hi {
         return None;
@@ -223,12 +223,16 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<HashSet<NodeIndex>
     if !slot(b_node).is_some_and(|s| forward[s]) {
         return None;
     }
-    let mut on_path = HashSet::new();
+    // Second walk, backwards from `b` over the forward set; `visited` keeps each node once.
+    let mut visited = vec![false; hi - lo];
+    let mut on_path = Vec::new();
     let mut stack = vec![b_node];
     while let Some(n) = stack.pop() {
-        if !slot(n).is_some_and(|s| forward[s]) || !on_path.insert(n) {
+        let Some(s) = slot(n).filter(|&s| forward[s]) else { continue };
+        if std::mem::replace(&mut visited[s], true) {
             continue;
         }
+        on_path.push(n);
         stack.extend(g.edges_directed(n, Direction::Incoming).map(|e| e.source()));
     }
     Some(on_path)
@@ -242,7 +246,7 @@ fn is_constant(ix: &GraphIndex, v: ValueId) -> bool {
     }
 }
 
-fn has_op(ix: &GraphIndex, nodes: &HashSet<NodeIndex>, types: &[&str]) -> bool {
+fn has_op(ix: &GraphIndex, nodes: &Vec<NodeIndex>, types: &[&str]) -> bool {
     nodes.iter().any(|&n| {
         ix.graph.graph[n]
             .op()
@@ -271,8 +275,8 @@ fn terms(
     ix: &GraphIndex,
     x: ValueId,
     v: ValueId,
-    window: HashSet<NodeIndex>,
-    out: &mut Vec<(ValueId, HashSet<NodeIndex>)>,
+    window: Vec<NodeIndex>,
+    out: &mut Vec<(ValueId, Vec<NodeIndex>)>,
 ) {
     if let Some((add, _)) = ix.produced_by(v, "Add")
         && let [Some(p), Some(q)] = ix.inputs(add)[..]
@@ -293,7 +297,7 @@ struct Candidate {
     x: ValueId,
     skip_scale: Option<f64>,
     sum: ValueId,
-    branches: Vec<(ValueId, HashSet<NodeIndex>)>,
+    branches: Vec<(ValueId, Vec<NodeIndex>)>,
 }
 
 fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
@@ -393,7 +397,7 @@ fn origin(ix: &GraphIndex, mut v: ValueId) -> ValueId {
     v
 }
 
-fn branch_kind(ix: &GraphIndex, window: &HashSet<NodeIndex>) -> BranchKind {
+fn branch_kind(ix: &GraphIndex, window: &Vec<NodeIndex>) -> BranchKind {
     if has_op(ix, window, &["Softmax"]) {
         BranchKind::Attention
     } else if has_op(ix, window, ACTIVATIONS) {
