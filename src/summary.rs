@@ -106,12 +106,7 @@ fn norm_counts(g: &crate::ir::Graph) -> BTreeMap<String, usize> {
     let index = crate::ir::index::GraphIndex::new(g);
     let mut counts = BTreeMap::new();
     for norm in crate::analysis::find_norms(&index) {
-        let key = serde_json::json!([norm.kind, norm.form]);
-        let key = format!(
-            "{} {}",
-            key[0].as_str().unwrap_or("?"),
-            key[1].as_str().unwrap_or("?")
-        );
+        let key = format!("{} {}", norm.kind, norm.form);
         *counts.entry(key).or_insert(0) += 1;
     }
     counts

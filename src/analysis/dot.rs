@@ -18,25 +18,6 @@ fn role_colour(role: Role) -> &'static str {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Pre => "pre",
-        Role::Post => "post",
-        Role::Peri => "peri",
-        Role::BranchOutput => "branch-output",
-        Role::Embedding => "embedding",
-        Role::Final => "final",
-        Role::Internal => "internal",
-    }
-}
-
-fn json_name<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl Analysis {
     /// The analysis as a Graphviz `digraph`.
     pub fn to_dot(&self, title: &str) -> String {
@@ -51,7 +32,7 @@ impl Analysis {
             out,
             "  label=\"{}\\nplacement {} · norm {} · {} units · parallel {}\"; labelloc=t;",
             title.replace('"', "'"),
-            json_name(self.placement),
+            self.placement,
             self.norm,
             self.unit_count,
             yes(self.parallel)
@@ -62,8 +43,8 @@ impl Analysis {
                 out,
                 "    norm{i} [shape=box, style=\"rounded,filled\", fillcolor=\"{}\", fontcolor=white, label=\"{} ({})\\nε={}\"];",
                 role_colour(info.role),
-                json_name(info.norm.kind),
-                role_name(info.role),
+                info.norm.kind,
+                info.role,
                 format_number(info.norm.epsilon)
             );
         };
@@ -85,7 +66,7 @@ impl Analysis {
             let _ = writeln!(
                 out,
                 "    label=\"unit {u} · {}\"; style=rounded; color=\"#999999\";",
-                json_name(unit.placement)
+                unit.placement
             );
             let _ = writeln!(out, "    fork{u} [shape=point, width=0.08];");
             let _ = writeln!(out, "    add{u} [shape=circle, label=\"+\"];");
@@ -93,7 +74,7 @@ impl Analysis {
                 let _ = writeln!(
                     out,
                     "    branch{u}_{b} [shape=box, style=filled, fillcolor=\"#eeeeee\", label=\"{}\"];",
-                    json_name(branch.kind)
+                    branch.kind
                 );
                 let mut from = format!("fork{u}");
                 for &i in &branch.pre_norms {

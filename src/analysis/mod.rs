@@ -4,6 +4,29 @@
 //! * [`norms`] finds every normalization layer, fused or decomposed, strictly;
 //! * [`residual`] finds the residual units, their branches, and the role of every norm around them.
 
+/// Gives a fieldless enum its one spelling: `as_str`, `Display` and `Serialize` all use it.
+macro_rules! spelled {
+    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),*
+                }
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod constants;
 mod dot;
 pub mod norms;

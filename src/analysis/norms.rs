@@ -29,20 +29,19 @@ use crate::ir::index::GraphIndex;
 use crate::ir::{InputSlot, Op, ValueId};
 use crate::onnx::tensor_type;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NormKind {
-    #[serde(rename = "layernorm")]
     LayerNorm,
-    #[serde(rename = "rmsnorm")]
     RmsNorm,
 }
+spelled!(NormKind { LayerNorm => "layernorm", RmsNorm => "rmsnorm" });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormForm {
     Fused,
     Decomposed,
 }
+spelled!(NormForm { Fused => "fused", Decomposed => "decomposed" });
 
 /// A scale or shift parameter: a constant value, plus one for Gemma's `(1 + w)` computed in the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

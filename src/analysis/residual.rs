@@ -27,8 +27,7 @@ use super::norms::{Norm, find_norms};
 use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     Post,
     Pre,
@@ -37,17 +36,17 @@ pub enum Placement {
     None,
     Mixed,
 }
+spelled!(Placement { Post => "post", Pre => "pre", Peri => "peri", BranchOutput => "branch-output", None => "none", Mixed => "mixed" });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BranchKind {
     Attention,
     Mlp,
     Other,
 }
+spelled!(BranchKind { Attention => "attention", Mlp => "mlp", Other => "other" });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Pre,
     Post,
@@ -57,6 +56,15 @@ pub enum Role {
     Final,
     Internal,
 }
+spelled!(Role {
+    Pre => "pre",
+    Post => "post",
+    Peri => "peri",
+    BranchOutput => "branch-output",
+    Embedding => "embedding",
+    Final => "final",
+    Internal => "internal",
+});
 
 #[derive(Debug, Clone)]
 pub struct Branch {
@@ -228,7 +236,9 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<Vec<NodeIndex>> {
     let mut on_path = Vec::new();
     let mut stack = vec![b_node];
     while let Some(n) = stack.pop() {
-        let Some(s) = slot(n).filter(|&s| forward[s]) else { continue };
+        let Some(s) = slot(n).filter(|&s| forward[s]) else {
+            continue;
+        };
         if std::mem::replace(&mut visited[s], true) {
             continue;
         }
@@ -246,7 +256,7 @@ fn is_constant(ix: &GraphIndex, v: ValueId) -> bool {
     }
 }
 
-fn has_op(ix: &GraphIndex, nodes: &Vec<NodeIndex>, types: &[&str]) -> bool {
+fn has_op(ix: &GraphIndex, nodes: &[NodeIndex], types: &[&str]) -> bool {
     nodes.iter().any(|&n| {
         ix.graph.graph[n]
             .op()
@@ -397,7 +407,7 @@ fn origin(ix: &GraphIndex, mut v: ValueId) -> ValueId {
     v
 }
 
-fn branch_kind(ix: &GraphIndex, window: &Vec<NodeIndex>) -> BranchKind {
+fn branch_kind(ix: &GraphIndex, window: &[NodeIndex]) -> BranchKind {
     if has_op(ix, window, &["Softmax"]) {
         BranchKind::Attention
     } else if has_op(ix, window, ACTIVATIONS) {
@@ -545,10 +555,7 @@ fn summarize(
     let kinds: HashSet<_> = norms.iter().map(|n| n.kind).collect();
     let norm = match kinds.len() {
         0 => "none".to_string(),
-        1 => serde_json::to_value(norms[0].kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        1 => norms[0].kind.as_str().to_string(),
         _ => "mixed".to_string(),
     };
     let infos: Vec<NormInfo> = norms

@@ -53,13 +53,6 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn name<T: serde::Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// The readable form: one row per unit, then the summary.
 pub fn table(a: &Analysis) -> String {
     use std::fmt::Write;
@@ -68,7 +61,7 @@ pub fn table(a: &Analysis) -> String {
         let n = &a.norms[i].norm;
         format!(
             "#{i} {} ε={}",
-            name(n.kind),
+            n.kind,
             normshift::tensor::format_number(n.epsilon)
         )
     };
@@ -78,7 +71,7 @@ pub fn table(a: &Analysis) -> String {
         "unit", "placement", "branches"
     );
     for (u, unit) in a.residual_units.iter().enumerate() {
-        let branches: Vec<String> = unit.branches.iter().map(|b| name(b.kind)).collect();
+        let branches: Vec<&str> = unit.branches.iter().map(|b| b.kind.as_str()).collect();
         let mut norms = Vec::new();
         for b in &unit.branches {
             norms.extend(
@@ -102,7 +95,7 @@ pub fn table(a: &Analysis) -> String {
             out,
             "{:<5} {:<14} {:<20} {}",
             u,
-            name(unit.placement),
+            unit.placement,
             branches.join("+"),
             norms.join(", ")
         );
@@ -112,7 +105,7 @@ pub fn table(a: &Analysis) -> String {
             out,
             "{:<5} {:<14} {:<20} {}",
             "-",
-            name(n.role),
+            n.role,
             "",
             norm_label(i)
         );
@@ -121,7 +114,7 @@ pub fn table(a: &Analysis) -> String {
     let _ = writeln!(
         out,
         "\nplacement {} · norm {} · {} residual units · parallel {} · embedding norm {} · final norm {} · {} norms",
-        name(a.placement),
+        a.placement,
         a.norm,
         a.unit_count,
         yes(a.parallel),
