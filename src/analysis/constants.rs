@@ -1,5 +1,7 @@
 //! Reading constant values out of the graph: initializers and `Constant` nodes alike.
 
+use std::borrow::Cow;
+
 use crate::ir::index::GraphIndex;
 use crate::ir::{Tensor, ValueId};
 use crate::onnx::{TensorProto, attribute_proto::AttributeType};
@@ -7,10 +9,11 @@ use crate::tensor::to_f64;
 
 /// The tensor behind `v` if it is constant: an initializer (that is not also a graph input, whose value the
 /// caller may override) or the output of a `Constant` node.
-pub fn constant(ix: &GraphIndex, v: ValueId) -> Option<Tensor> {
+/// Initializers are borrowed; only a `Constant` node's attribute is turned into an owned tensor.
+pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> {
     let g = ix.graph;
     if let Some(t) = g.initializer(v) {
-        return (!g.inputs.contains(&v)).then(|| t.clone());
+        return (!g.inputs.contains(&v)).then_some(Cow::Borrowed(t));
     }
     let (_, op) = ix.producer_op(v)?;
     if op.op_type() != "Constant" || !op.domain().is_empty() {
@@ -25,10 +28,10 @@ pub fn constant(ix: &GraphIndex, v: ValueId) -> Option<Tensor> {
         ("value_ints", _) => i64_proto(&attr.ints, vec![attr.ints.len() as i64]),
         _ => return None,
     };
-    Some(Tensor {
+    Some(Cow::Owned(Tensor {
         proto,
         external: None,
-    })
+    }))
 }
 
 fn f32_proto(values: &[f32], dims: Vec<i64>) -> TensorProto {

@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 
 use petgraph::stable_graph::NodeIndex;
+use petgraph::visit::NodeIndexable;
 use serde::Serialize;
 
 use super::constants::{constant, integers, scalar};
@@ -80,23 +81,24 @@ pub struct Norm {
 /// Every norm in the graph, in the order of the node that produces its output.
 pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
     let order = ix.ops();
-    let mut claimed: HashSet<NodeIndex> = HashSet::new();
+    // Nodes already part of a norm, by node index.
+    let mut claimed = vec![false; ix.graph.graph.node_bound()];
     let mut norms = Vec::new();
     // LayerNorms first: the variance half of a LayerNorm is itself shaped like an RMSNorm of `x - mean`.
     for &n in order {
         if let Some(norm) = fused(ix, n).or_else(|| decomposed_layernorm(ix, n)) {
-            claimed.extend(norm.nodes.iter().copied());
+            norm.nodes.iter().for_each(|x| claimed[x.index()] = true);
             norms.push(norm);
         }
     }
     for &n in order {
-        if claimed.contains(&n) {
+        if claimed[n.index()] {
             continue;
         }
         if let Some(norm) =
-            decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed.contains(x)))
+            decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed[x.index()]))
         {
-            claimed.extend(norm.nodes.iter().copied());
+            norm.nodes.iter().for_each(|x| claimed[x.index()] = true);
             norms.push(norm);
         }
     }
@@ -308,14 +310,14 @@ impl<'a, 'g> Match<'a, 'g> {
     /// A constant parameter that broadcasts only over the `k` trailing axes, or Gemma's `Add(w, 1)` of one.
     fn param(&mut self, v: ValueId, k: usize) -> Option<Param> {
         let fits = |ix: &GraphIndex, v: ValueId| {
-            constant(ix, v).filter(|t| {
+            constant(ix, v).is_some_and(|t| {
                 let dims = t.dims();
                 dims.iter()
                     .take(dims.len().saturating_sub(k))
                     .all(|&d| d == 1)
             })
         };
-        if fits(self.ix, v).is_some() {
+        if fits(self.ix, v) {
             return Some(Param {
                 value: v,
                 plus_one: false,
@@ -330,10 +332,7 @@ impl<'a, 'g> Match<'a, 'g> {
         } else {
             (b, a)
         };
-        if scalar(self.ix, one) != Some(1.0)
-            || fits(self.ix, w).is_none()
-            || self.ix.use_count(v) != 1
-        {
+        if scalar(self.ix, one) != Some(1.0) || !fits(self.ix, w) || self.ix.use_count(v) != 1 {
             return None;
         }
         self.nodes.push(add);

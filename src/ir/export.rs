@@ -6,7 +6,7 @@ use std::collections::BinaryHeap;
 
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
-use petgraph::visit::{EdgeRef, NodeIndexable};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
 
 use super::validate::ValidationError;
 use super::{Graph, Model, NodeKind, ValueId};
@@ -81,6 +81,29 @@ impl Graph {
 /// Kahn's algorithm over op nodes, always taking the ready node with the smallest order key, so a graph whose
 /// file order was topological comes out in that order.
 pub(super) fn topological_order(g: &Graph) -> Result<Vec<NodeIndex>, ValidationError> {
+    // Fast path: a graph read from a valid file and not reordered since is already sorted by its keys.
+    let mut by_key: Vec<(super::OrderKey, NodeIndex)> = g
+        .graph
+        .node_indices()
+        .filter_map(|n| g.graph[n].op().map(|op| (op.order, n)))
+        .collect();
+    by_key.sort_unstable();
+    let key = |n: NodeIndex| g.graph[n].op().map(|op| op.order);
+    let sorted = g
+        .graph
+        .edge_references()
+        .all(|e| match (key(e.source()), key(e.target())) {
+            (Some(from), Some(to)) => from < to,
+            _ => true,
+        });
+    if sorted {
+        return Ok(by_key.into_iter().map(|(_, n)| n).collect());
+    }
+    kahn(g)
+}
+
+/// The general case: Kahn's algorithm taking the smallest ready key first.
+fn kahn(g: &Graph) -> Result<Vec<NodeIndex>, ValidationError> {
     // Pending dependency counts by node index (dense), so the sort is a few array walks.
     let mut pending = vec![0usize; g.graph.node_bound()];
     let mut waiting = 0usize;
