@@ -1,5 +1,5 @@
-//! The ONNX protobuf types, generated at build time from the vendored proto2 schema (`proto/onnx.proto`),
-//! plus the few helpers every other module needs to read them.
+//! The ONNX protobuf types, generated at build time from the vendored proto2 schema `onnx.proto` beside this
+//! file (provenance in `README.md` here), plus the few helpers every other module needs to read them.
 //!
 //! Byte fields are `bytes::Bytes`: when a model is decoded from a memory map, tensor data is a slice of that
 //! map rather than a copy.
