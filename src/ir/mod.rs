@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
-use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 
 use crate::onnx::{
     self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
@@ -312,18 +311,6 @@ impl Graph {
             .collect();
         found.sort_by(|a, b| self.value(*a).name.cmp(&self.value(*b).name));
         found.dedup();
-        found
-    }
-
-    /// Consumers of `value`: (node, input slot).
-    pub fn consumers(&self, value: ValueId) -> Vec<(NodeIndex, InputSlot)> {
-        let mut found: Vec<(NodeIndex, InputSlot)> = self
-            .graph
-            .edge_references()
-            .filter(|e| e.weight().value == value)
-            .map(|e| (e.target(), e.weight().to_slot))
-            .collect();
-        found.sort();
         found
     }
 

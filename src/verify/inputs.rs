@@ -8,7 +8,8 @@ use rand_distr::StandardNormal;
 use tract_onnx::prelude::*;
 
 use super::{Named, VerifyError};
-use crate::ir::{Graph, InputSlot, Model, ValueId};
+use crate::ir::index::GraphIndex;
+use crate::ir::{InputSlot, Model, ValueId};
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{Dim, tensor_type};
 
@@ -51,7 +52,8 @@ const INDEX_PRESERVING: &[&str] = &[
 
 /// The smallest row count among the constant tables that `input` indexes through `Gather` (following
 /// value-preserving ops), if it indexes any.
-pub fn gather_bound(g: &Graph, input: ValueId) -> Option<i64> {
+pub fn gather_bound(ix: &GraphIndex, input: ValueId) -> Option<i64> {
+    let g = ix.graph;
     let mut bound: Option<i64> = None;
     let mut queue = VecDeque::from([input]);
     let mut seen = std::collections::HashSet::new();
@@ -59,13 +61,13 @@ pub fn gather_bound(g: &Graph, input: ValueId) -> Option<i64> {
         if !seen.insert(v) {
             continue;
         }
-        for (node, slot) in g.consumers(v) {
+        for &(node, slot) in ix.consumers(v) {
             let Some(op) = g.graph[node].op() else {
                 continue;
             };
             match (op.op_type(), slot) {
                 ("Gather", InputSlot::Operand(1)) => {
-                    let table = g.node_inputs(node).first().copied().flatten();
+                    let table = ix.inputs(node).first().copied().flatten();
                     let Some(t) = table.and_then(|t| g.initializer(t)) else {
                         continue;
                     };
@@ -93,6 +95,7 @@ pub fn generate_inputs(
     dims: &mut DimSizes,
 ) -> Result<Vec<Named>, VerifyError> {
     let g = &model.graph;
+    let ix = GraphIndex::new(g);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
     for id in g.runtime_inputs() {
@@ -127,11 +130,11 @@ pub fn generate_inputs(
                 Tensor::from_shape(&shape, &v)
             }
             Ok(DataType::Int64) => {
-                let v = integer_values(g, id, len, &mut rng);
+                let v = integer_values(&ix, id, len, &mut rng);
                 Tensor::from_shape(&shape, &v)
             }
             Ok(DataType::Int32) => {
-                let v: Vec<i32> = integer_values(g, id, len, &mut rng).into_iter().map(|x| x as i32).collect();
+                let v: Vec<i32> = integer_values(&ix, id, len, &mut rng).into_iter().map(|x| x as i32).collect();
                 Tensor::from_shape(&shape, &v)
             }
             Ok(DataType::Bool) => Tensor::from_shape(&shape, &vec![true; len]),
@@ -153,8 +156,8 @@ pub fn generate_inputs(
 }
 
 /// Token ids below the indexed table's row count; ones for an integer input that indexes nothing (a mask).
-fn integer_values(g: &Graph, id: ValueId, len: usize, rng: &mut StdRng) -> Vec<i64> {
-    match gather_bound(g, id) {
+fn integer_values(ix: &GraphIndex, id: ValueId, len: usize, rng: &mut StdRng) -> Vec<i64> {
+    match gather_bound(ix, id) {
         Some(rows) if rows > 0 => (0..len).map(|_| rng.random_range(0..rows)).collect(),
         _ => vec![1; len],
     }
