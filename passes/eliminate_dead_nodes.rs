@@ -1,18 +1,16 @@
 //! `eliminate-dead-nodes` — removes op nodes whose results nothing uses.
 //!
-//! * Pattern: an op node none of whose outputs is read by another node (as an operand or from inside a
-//!   subgraph) or is a graph output. Removing it can make its producers dead in turn, so this repeats until
-//!   nothing changes.
+//! * Pattern: an op node from which no graph output can be reached (through operands or values read inside
+//!   subgraphs). Found in one backward walk from the graph outputs, so chains of dead nodes go in one patch.
 //! * Preconditions: none. Nodes of every domain are treated alike; ONNX ops have no side effects that a graph
 //!   output does not show.
 //! * Exact: yes. The outputs are computed by the same nodes as before.
 
-use std::collections::HashSet;
-
 use petgraph::Direction;
+use petgraph::visit::NodeIndexable;
 
-use super::{Pass, PassClass, PassError};
-use crate::ir::Model;
+use super::{Pass, PassClass, PassContext, PassError};
+use crate::ir::{Model, Patch};
 
 pub struct EliminateDeadNodes;
 
@@ -26,37 +24,36 @@ impl Pass for EliminateDeadNodes {
     fn class(&self) -> PassClass {
         PassClass::Exact
     }
-    fn run(&self, model: &mut Model) -> Result<usize, PassError> {
-        let g = &mut model.graph;
-        let mut removed = 0;
-        loop {
-            let outputs: HashSet<_> = g.outputs.iter().copied().collect();
-            let dead: Vec<_> = g
-                .graph
-                .node_indices()
-                .filter(|&n| g.graph[n].op().is_some())
-                .filter(|&n| {
-                    g.graph
-                        .edges_directed(n, Direction::Outgoing)
-                        .next()
-                        .is_none()
-                })
-                .filter(|&n| {
-                    !g.graph[n]
-                        .outputs
-                        .iter()
-                        .flatten()
-                        .any(|v| outputs.contains(v))
-                })
-                .collect();
-            if dead.is_empty() {
-                return Ok(removed);
+    fn wants_cleanup(&self) -> bool {
+        false
+    }
+    fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
+        let g = &model.graph;
+        let mut live = vec![false; g.graph.node_bound()];
+        let mut stack: Vec<_> = g
+            .graph
+            .node_indices()
+            .filter(|&n| {
+                g.graph[n]
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .any(|v| g.outputs.contains(v))
+            })
+            .collect();
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut live[n.index()], true) {
+                continue;
             }
-            // Indices are collected before any removal and each is removed once, so none is reused meanwhile.
-            for n in dead {
-                g.remove_node(n);
-                removed += 1;
+            stack.extend(g.graph.neighbors_directed(n, Direction::Incoming));
+        }
+        let mut patch = Patch::new();
+        for n in g.graph.node_indices() {
+            if g.graph[n].op().is_some() && !live[n.index()] {
+                patch.remove(n);
+                patch.sites += 1;
             }
         }
+        Ok(patch)
     }
 }

@@ -1,15 +1,28 @@
-//! The pass catalogue: one file per pass, each opening with its pattern, its preconditions and whether it keeps
-//! the model's function exactly.
+//! The pass catalogue and the pass manager. One file per pass, each opening with its pattern, its
+//! preconditions and whether it keeps the model's function exactly; `README.md` here says how to write one.
 //!
 //! A pass has a stable kebab-case name (what `--passes` takes and `normshift passes` lists), a one-line
-//! description and a class. It edits a [`Model`] in place and says how many sites it changed; the caller
-//! re-validates the graph after every pass.
+//! description and a class. It never edits the model itself: [`Pass::plan`] reads the model and returns a
+//! [`Patch`], and the manager ([`run_pipeline`]) applies it, cleans up what it left unused, validates the graph,
+//! and can dump the text form before and after.
 
+mod cleanup;
+mod dedupe_constants;
 mod eliminate_dead_nodes;
+mod fuse;
+mod fuse_layernorm;
+mod fuse_rmsnorm;
+mod remove_identity;
+mod remove_unused;
+mod unfuse_norms;
+pub mod upgrade_opset;
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::ir::{Model, ValidationError};
+use crate::ir::text::TextOptions;
+use crate::ir::{Model, Patch, PatchError, ValidationError};
 
 /// Whether a pass keeps the model's function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -21,6 +34,24 @@ pub enum PassClass {
     FunctionChanging,
 }
 
+/// Which runtime the rewritten model is meant for: it decides which fused ops a fusion may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Standard ONNX ops only (`LayerNormalization` at opset 17, `RMSNormalization` at opset 23).
+    #[default]
+    Onnx,
+    /// onnxruntime: also its `com.microsoft` contrib ops (`SimplifiedLayerNormalization`,
+    /// `SkipLayerNormalization`, `SkipSimplifiedLayerNormalization`).
+    Ort,
+}
+
+/// What a pass may know about the run it is part of.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassContext {
+    pub target: Target,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("pass `{pass}` left an invalid graph: {source}")]
@@ -28,21 +59,50 @@ pub enum PassError {
         pass: &'static str,
         source: ValidationError,
     },
+    #[error("pass `{pass}` made a patch that does not fit the graph: {source}")]
+    Patch {
+        pass: &'static str,
+        source: PatchError,
+    },
+    #[error("pass `{pass}` cannot run on this model: {reason}")]
+    Refused { pass: &'static str, reason: String },
     #[error("unknown pass `{0}` (`normshift passes` lists them)")]
     Unknown(String),
+    #[error("--stop-after names `{0}`, which is not among the passes to run")]
+    StopAfterUnknown(String),
+    #[error("writing the IR dump to {path}: {source}")]
+    Dump {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub trait Pass {
+    /// Stable kebab-case name.
     fn name(&self) -> &'static str;
+    /// One line for `normshift passes`.
     fn description(&self) -> &'static str;
     fn class(&self) -> PassClass;
-    /// Applies the pass; returns how many places it changed.
-    fn run(&self, model: &mut Model) -> Result<usize, PassError>;
+    /// Reads the model and says what to change. An empty patch means there is nothing to do.
+    fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError>;
+    /// Whether the manager cleans up after it (dead nodes, unused initializers). Cleanup passes say no.
+    fn wants_cleanup(&self) -> bool {
+        true
+    }
 }
 
 /// Every pass, in the order `normshift passes` lists them.
 pub fn catalogue() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(eliminate_dead_nodes::EliminateDeadNodes)]
+    vec![
+        Box::new(fuse_layernorm::FuseLayerNorm),
+        Box::new(fuse_rmsnorm::FuseRmsNorm),
+        Box::new(unfuse_norms::UnfuseNorms),
+        Box::new(eliminate_dead_nodes::EliminateDeadNodes),
+        Box::new(remove_unused::RemoveUnused),
+        Box::new(remove_identity::RemoveIdentity),
+        Box::new(dedupe_constants::DedupeConstants),
+        Box::new(cleanup::Cleanup),
+    ]
 }
 
 pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
@@ -57,27 +117,91 @@ pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
 pub struct PassRun {
     pub pass: &'static str,
     pub class: PassClass,
+    /// Places the pass changed.
     pub changes: usize,
+    /// Nodes and initializers the cleanup after it removed.
+    pub cleaned: usize,
+    /// What it left alone and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
-/// Runs the named passes in order, validating the graph after each.
-pub fn run_pipeline(model: &mut Model, names: &[String]) -> Result<Vec<PassRun>, PassError> {
+/// How to run a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineOptions {
+    pub context: PassContext,
+    /// Write the text form before and after each pass into this folder (`NN-pass.before.txt`, `.after.txt`).
+    pub dump_ir: Option<PathBuf>,
+    /// Stop after the first run of this pass.
+    pub stop_after: Option<String>,
+}
+
+/// Runs the named passes in order: plan, apply, clean up, validate, and dump if asked.
+pub fn run_pipeline(
+    model: &mut Model,
+    names: &[String],
+    options: &PipelineOptions,
+) -> Result<Vec<PassRun>, PassError> {
     let passes: Vec<Box<dyn Pass>> = names.iter().map(|n| by_name(n)).collect::<Result<_, _>>()?;
+    if let Some(stop) = &options.stop_after
+        && !names.contains(stop)
+    {
+        return Err(PassError::StopAfterUnknown(stop.clone()));
+    }
+    if let Some(dir) = &options.dump_ir {
+        std::fs::create_dir_all(dir).map_err(|source| PassError::Dump {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let mut runs = Vec::new();
-    for pass in passes {
-        let changes = pass.run(model)?;
-        model
-            .graph
-            .validate()
-            .map_err(|source| PassError::Invalid {
-                pass: pass.name(),
-                source,
-            })?;
-        runs.push(PassRun {
-            pass: pass.name(),
-            class: pass.class(),
-            changes,
-        });
+    for (i, pass) in passes.iter().enumerate() {
+        let stem = format!("{:02}-{}", i + 1, pass.name());
+        dump(model, options, &stem, "before")?;
+        let run = run_one(model, pass.as_ref(), &options.context)?;
+        dump(model, options, &stem, "after")?;
+        runs.push(run);
+        if options.stop_after.as_deref() == Some(pass.name()) {
+            break;
+        }
     }
     Ok(runs)
+}
+
+/// Applies one pass, then (if it changed anything) the cleanup, and validates the result.
+pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
+    let name = pass.name();
+    let patch = pass.plan(model, cx)?;
+    let changes = patch.sites;
+    let notes = patch.notes.clone();
+    model
+        .apply(patch)
+        .map_err(|source| PassError::Patch { pass: name, source })?;
+    let mut cleaned = 0;
+    if changes > 0 && pass.wants_cleanup() {
+        cleaned = cleanup::clean(model, cx).map_err(|e| match e {
+            PassError::Patch { source, .. } => PassError::Patch { pass: name, source },
+            other => other,
+        })?;
+    }
+    model
+        .graph
+        .validate()
+        .map_err(|source| PassError::Invalid { pass: name, source })?;
+    Ok(PassRun {
+        pass: name,
+        class: pass.class(),
+        changes,
+        cleaned,
+        notes,
+    })
+}
+
+fn dump(model: &Model, options: &PipelineOptions, stem: &str, when: &str) -> Result<(), PassError> {
+    let Some(dir) = &options.dump_ir else {
+        return Ok(());
+    };
+    let path = dir.join(format!("{stem}.{when}.txt"));
+    std::fs::write(&path, model.to_text(TextOptions { node_names: true }))
+        .map_err(|source| PassError::Dump { path, source })
 }

@@ -2,7 +2,8 @@
 //! tensor names, which exporters choose freely).
 //!
 //! * [`norms`] finds every normalization layer, fused or decomposed, strictly;
-//! * [`residual`] finds the residual units, their branches, and the role of every norm around them.
+//! * [`residual`] finds the residual units, their branches, and the role of every norm around them;
+//! * [`facts`] derives element types and ranks where the file does not declare them.
 
 /// Gives a fieldless enum its one spelling: `as_str`, `Display` and `Serialize` all use it.
 macro_rules! spelled {
@@ -29,6 +30,7 @@ macro_rules! spelled {
 
 pub mod constants;
 mod dot;
+pub mod facts;
 pub mod norms;
 pub mod residual;
 

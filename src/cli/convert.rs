@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use normshift::io::{DataLayout, SaveOptions, save};
-use normshift::passes::{self, PassClass};
+use normshift::passes::{self, PassClass, PassContext, PipelineOptions, Target};
 use normshift::verify::{DimSizes, InputSource, verify_pair};
 
 use super::inspect::load;
@@ -17,10 +17,15 @@ use super::{EXIT_MISMATCH, print_warnings};
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  normshift convert model.onnx -o copy.onnx            # byte-identical copy\n  \
-    normshift convert model.onnx -o out.onnx --passes eliminate-dead-nodes\n  \
+    normshift convert bert.onnx -o fused.onnx --passes fuse-layernorm,fuse-rmsnorm\n  \
+    normshift convert bert.onnx -o ort.onnx --passes fuse-layernorm --target ort   # SkipLayerNormalization\n  \
+    normshift convert fused.onnx -o plain.onnx --passes unfuse-norms\n  \
+    normshift convert m.onnx -o out.onnx --passes a,b,c --stop-after b --dump-ir dump/   # bisecting\n  \
     normshift convert big.onnx -o out.onnx --external-data  # weights in out.onnx.data\n\n\
-    After passes, OUT is verified against IN with tract before it is written: if an exact pass changed the \
-    outputs beyond tolerance, nothing is written and the exit status is 1."
+    After passes, OUT is verified against IN with tract (on two seeded inputs) before it is written: if an \
+    exact pass changed the outputs beyond tolerance, nothing is written, the exit status is 1, and the passes \
+    are rerun one prefix at a time to name the first one at fault. A pass that raises the opset (fusions need \
+    17 or 23) adapts every other node or refuses, naming the node."
 )]
 pub struct ConvertArgs {
     pub input: PathBuf,
@@ -39,6 +44,15 @@ pub struct ConvertArgs {
     /// Write all tensor data into the model file, even if the input kept it external.
     #[arg(long)]
     pub inline_data: bool,
+    /// Which runtime the fused ops are for: standard ONNX ops, or onnxruntime's com.microsoft ops as well.
+    #[arg(long, value_enum, default_value_t = TargetArg::Onnx)]
+    pub target: TargetArg,
+    /// Write the IR text form before and after each pass into DIR (NN-pass.before.txt, NN-pass.after.txt).
+    #[arg(long, value_name = "DIR")]
+    pub dump_ir: Option<PathBuf>,
+    /// Run the passes up to and including PASS, then stop (verify and write as usual).
+    #[arg(long, value_name = "PASS")]
+    pub stop_after: Option<String>,
     /// Skip the tract verification after passes.
     #[arg(long)]
     pub no_verify: bool,
@@ -47,6 +61,23 @@ pub struct ConvertArgs {
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum TargetArg {
+    /// Standard ONNX ops (LayerNormalization, RMSNormalization).
+    Onnx,
+    /// onnxruntime: also com.microsoft SkipLayerNormalization / SkipSimplifiedLayerNormalization.
+    Ort,
+}
+
+impl From<TargetArg> for Target {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Onnx => Target::Onnx,
+            TargetArg::Ort => Target::Ort,
+        }
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -74,7 +105,14 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     }
     let mut model = load(&args.input)?;
     print_warnings(&model.warnings);
-    let runs = passes::run_pipeline(&mut model, &names)?;
+    let pipeline = PipelineOptions {
+        context: PassContext {
+            target: args.target.into(),
+        },
+        dump_ir: args.dump_ir.clone(),
+        stop_after: args.stop_after.clone(),
+    };
+    let runs = passes::run_pipeline(&mut model, &names, &pipeline)?;
     let layout = match (&args.external_data, args.inline_data) {
         (Some(l), _) if l.is_empty() => DataLayout::External { location: None },
         (Some(l), _) => DataLayout::External {
@@ -97,15 +135,31 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     };
     // A function-changing pipeline is expected to differ: it is written and its report says by how much.
     let ok = !exact || report.as_ref().is_none_or(|r| r.ok);
+    let culprit = if ok {
+        None
+    } else {
+        first_failing_pass(&args, &runs, &pipeline)?
+    };
     if args.json {
         let doc = serde_json::json!({
             "input": args.input, "output": args.output, "written": ok,
-            "passes": runs, "file": written, "verification": report,
+            "passes": runs, "file": written, "verification": report, "failing_pass": culprit,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for r in &runs {
-            eprintln!("{}: {} change(s)", r.pass, r.changes);
+            eprintln!(
+                "{}: {} change(s){}",
+                r.pass,
+                r.changes,
+                match r.cleaned {
+                    0 => String::new(),
+                    n => format!(", {n} left unused and removed"),
+                }
+            );
+            for note in &r.notes {
+                eprintln!("  {note}");
+            }
         }
         if let Some(report) = &report {
             print_report(report);
@@ -121,9 +175,9 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                 }
             );
         } else {
-            let failing = runs.iter().map(|r| r.pass).collect::<Vec<_>>().join(",");
+            let failing = culprit.unwrap_or("the pipeline as a whole");
             eprintln!(
-                "normshift: passes [{failing}] changed the outputs beyond tolerance; {} was not written (rerun one pass at a time to find the one at fault)",
+                "normshift: pass {failing} changed the outputs beyond tolerance; {} was not written",
                 args.output.display()
             );
         }
@@ -133,6 +187,52 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_MISMATCH)
     })
+}
+
+/// After a failed verification of several exact passes: reruns the pipeline one prefix longer each time and
+/// returns the first pass after which the outputs no longer match.
+fn first_failing_pass(
+    args: &ConvertArgs,
+    runs: &[passes::PassRun],
+    pipeline: &PipelineOptions,
+) -> anyhow::Result<Option<&'static str>> {
+    if runs.len() == 1 {
+        return Ok(Some(runs[0].pass));
+    }
+    let _step = Step::start("finding the pass at fault");
+    let names: Vec<String> = runs.iter().map(|r| r.pass.to_string()).collect();
+    let quiet = PipelineOptions {
+        dump_ir: None,
+        stop_after: None,
+        ..pipeline.clone()
+    };
+    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+    for (i, run) in runs.iter().enumerate() {
+        let mut model = load(&args.input)?;
+        passes::run_pipeline(&mut model, &names[..=i], &quiet)?;
+        let staged = scratch.path().join(format!("prefix-{i}.onnx"));
+        save(&model, &staged, &SaveOptions::default())?;
+        let original = load(&args.input)?;
+        let report = verify_pair(
+            &args.input,
+            &original,
+            &staged,
+            &model,
+            &default_inputs(),
+            args.tolerance.into(),
+        )?;
+        if !report.ok {
+            return Ok(Some(run.pass));
+        }
+    }
+    Ok(None)
+}
+
+fn default_inputs() -> InputSource {
+    InputSource::Seeds {
+        seeds: vec![0, 1],
+        dims: DimSizes::default(),
+    }
 }
 
 /// Writes into a private folder beside OUT, verifies that copy against the input, and only then moves it into
@@ -164,10 +264,7 @@ fn write_verified(
             save(model, &staged, options)?
         };
         let original = load(&args.input)?;
-        let source = InputSource::Seeds {
-            seeds: vec![0, 1],
-            dims: DimSizes::default(),
-        };
+        let source = default_inputs();
         let mut report = {
             let _step = Step::start("verifying with tract");
             verify_pair(

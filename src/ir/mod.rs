@@ -18,6 +18,7 @@
 mod export;
 mod import;
 pub mod index;
+pub mod patch;
 pub mod text;
 mod validate;
 
@@ -31,6 +32,7 @@ use crate::onnx::{
     self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
 };
 
+pub use patch::{Patch, PatchError, ValueRef};
 pub use validate::ValidationError;
 
 /// Index of a value in [`Graph::values`]. Stable for the life of the graph.

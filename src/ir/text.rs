@@ -8,10 +8,10 @@
 //! output last_hidden_state: f32[batch, sequence, 64]
 //! ```
 //!
-//! One line per node, in export order: `outputs = op[attrs](inputs)`, with a value's declared type after its
-//! name where the file declares one. Constants are summarized by type, shape and a content hash (small ones are
-//! printed in full, so an ε or an axis is readable). Node names are left out unless asked for: they are labels,
-//! not semantics, and rewrites may rename them.
+//! One line per node, in export order: `outputs = op[attrs](inputs)` (attributes sorted by name), with a
+//! value's declared type after its name where the file declares one. Constants are summarized by type, shape
+//! and a content hash (small ones are printed in full, so an ε or an axis is readable). Node names are left out
+//! unless asked for: they are labels, not semantics, and rewrites may rename them.
 
 use std::fmt::Write;
 
@@ -115,7 +115,9 @@ impl Graph {
                 "" => op.op_type().to_string(),
                 d => format!("{d}.{}", op.op_type()),
             };
-            let attrs: Vec<String> = op.proto.attribute.iter().map(attribute_text).collect();
+            // Sorted by name: attribute order carries no meaning in ONNX, and exporters differ in it.
+            let mut attrs: Vec<String> = op.proto.attribute.iter().map(attribute_text).collect();
+            attrs.sort();
             let attrs = if attrs.is_empty() {
                 String::new()
             } else {

@@ -8,6 +8,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 
+pub mod build;
+
 use tensor_proto::DataType;
 
 /// Short, stable name of an ONNX element type, as used in the text form (`f32`, `i64`, ...).

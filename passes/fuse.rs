@@ -1,0 +1,377 @@
+//! What `fuse-layernorm` and `fuse-rmsnorm` share: turning one decomposed norm that analysis found into a
+//! fused op, and the opset that op needs. Not a pass itself.
+//!
+//! The replacement of a norm covering nodes `nodes` (from the first statistic to the last scale, shift or
+//! Cast) is
+//!
+//! ```text
+//! [Cast(x → S)]  →  Norm(x, γ, β; axis, ε)  →  [Cast(→ T)]
+//! ```
+//!
+//! where `S` is the type the statistics were computed in (the norm's leading Cast, e.g. fp16 models computing
+//! them in float32) and `T` the type after its trailing Casts; a Cast that would not change the type is left
+//! out. `γ` and `β` are the pattern's constants, rewritten as a new initializer when they must change type
+//! (to `S`), shape (exactly the normalized shape, which ONNX runtimes require) or value (Gemma's `1 + w`).
+//! With `--target ort`, a norm reading a residual `Add` takes the `Add` in: `Skip(Simplified)LayerNormalization`,
+//! whose fourth output is the sum when something else reads it (the stream of a Pre-LN model).
+//!
+//! A norm that cannot be fused without guessing (unknown types around a Cast, a missing scale whose size is not
+//! declared, a parameter that would have to be broadcast to an unknown shape) is left alone with a note.
+
+use std::collections::{HashMap, HashSet};
+
+use petgraph::stable_graph::NodeIndex;
+
+use super::{PassContext, PassError, Target, upgrade_opset};
+use crate::analysis::constants::constant;
+use crate::analysis::facts::Facts;
+use crate::analysis::{Norm, NormForm, NormKind, Param, analyze};
+use crate::ir::index::GraphIndex;
+use crate::ir::{Model, Patch, ValueId, ValueRef};
+use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
+use crate::onnx::{Dim, tensor_type};
+use crate::tensor::to_f64;
+
+/// The op a norm becomes.
+struct FusedOp {
+    op_type: &'static str,
+    domain: &'static str,
+    /// Default-domain opset the op needs (0: none).
+    opset: i64,
+    /// Whether the op takes the residual `Add` in.
+    skip: bool,
+}
+
+fn fused_op(kind: NormKind, skip: bool) -> FusedOp {
+    let (op_type, domain, opset) = match (kind, skip) {
+        (NormKind::LayerNorm, false) => ("LayerNormalization", "", 17),
+        (NormKind::RmsNorm, false) => ("RMSNormalization", "", 23),
+        (NormKind::LayerNorm, true) => ("SkipLayerNormalization", "com.microsoft", 0),
+        (NormKind::RmsNorm, true) => ("SkipSimplifiedLayerNormalization", "com.microsoft", 0),
+    };
+    FusedOp {
+        op_type,
+        domain,
+        opset,
+        skip,
+    }
+}
+
+/// Plans fusing every decomposed norm of `kind`, with the opset upgrade the fused ops need.
+pub(super) fn plan(
+    model: &Model,
+    kind: NormKind,
+    cx: &PassContext,
+    pass: &'static str,
+) -> Result<Patch, PassError> {
+    let ix = GraphIndex::new(&model.graph);
+    let analysis = analyze(&ix);
+    let facts = Facts::infer(&ix);
+    // Residual sums, for the Skip* ops: the sum's value → the Add node.
+    let sums: HashMap<ValueId, NodeIndex> = match cx.target {
+        Target::Ort => analysis
+            .residual_units
+            .iter()
+            .map(|u| (u.sum, u.add))
+            .collect(),
+        Target::Onnx => HashMap::new(),
+    };
+    let mut taken_adds = HashSet::new();
+    let mut patch = Patch::new();
+    let mut opset = 0;
+    for info in &analysis.norms {
+        let norm = &info.norm;
+        if norm.kind != kind || norm.form != NormForm::Decomposed {
+            continue;
+        }
+        let site = Site {
+            ix: &ix,
+            facts: &facts,
+            norm,
+            k: norm.axis.unsigned_abs() as usize,
+        };
+        let skip_add = sums
+            .get(&norm.input)
+            .copied()
+            .filter(|add| !taken_adds.contains(add))
+            .filter(|_| site.skip_fusable());
+        match site.plan(fused_op(kind, skip_add.is_some()), skip_add) {
+            Ok((site_patch, needs)) => {
+                if let Some(add) = skip_add {
+                    taken_adds.insert(add);
+                }
+                opset = opset.max(needs);
+                patch.merge(site_patch);
+            }
+            Err(reason) => patch.note(format!(
+                "left `{}` alone: {reason}",
+                model.graph.value(norm.output).name
+            )),
+        }
+    }
+    if patch.sites == 0 {
+        return Ok(patch);
+    }
+    if opset > model.opset_version("").unwrap_or(1) {
+        let removed: HashSet<NodeIndex> = patch.removed().iter().copied().collect();
+        let upgrade = upgrade_opset::plan(model, opset, &removed).map_err(|e| {
+            PassError::Refused {
+                pass,
+                reason: format!("the fused ops need opset {opset}, but {e}"),
+            }
+        })?;
+        patch.merge(upgrade);
+    }
+    Ok(patch)
+}
+
+/// One decomposed norm being fused.
+struct Site<'a, 'g> {
+    ix: &'a GraphIndex<'g>,
+    facts: &'a Facts,
+    norm: &'a Norm,
+    /// Number of normalized (trailing) axes.
+    k: usize,
+}
+
+/// The Casts of a pattern: the one before the statistics and the type the ones after it convert to.
+struct Casts {
+    leading: Option<i32>,
+    trailing: Option<i32>,
+}
+
+impl Site<'_, '_> {
+    fn op_of(&self, n: NodeIndex) -> Option<&crate::ir::Op> {
+        self.ix.graph.graph[n].op()
+    }
+
+    fn casts(&self) -> Result<Casts, String> {
+        let mut leading = None;
+        let mut trailing = HashSet::new();
+        for &n in &self.norm.nodes {
+            let Some(op) = self.op_of(n) else { continue };
+            if op.op_type() != "Cast" {
+                continue;
+            }
+            let to = op.attribute("to").map(|a| a.i() as i32).unwrap_or(0);
+            if self.ix.inputs(n).first().copied().flatten() == Some(self.norm.input) {
+                leading = Some(to);
+            } else {
+                trailing.insert(to);
+            }
+        }
+        if trailing.len() > 1 {
+            return Err("its Casts convert to different types".into());
+        }
+        Ok(Casts {
+            leading,
+            trailing: trailing.into_iter().next(),
+        })
+    }
+
+    /// The normalized shape, when the file declares the trailing dims of the norm's input or output.
+    fn normalized_shape(&self) -> Option<Vec<i64>> {
+        [self.norm.input, self.norm.output].iter().find_map(|&v| {
+            let (_, dims) = tensor_type(self.ix.graph.value(v).ty()?)?;
+            let dims = dims?;
+            let tail = dims.get(dims.len().checked_sub(self.k)?..)?;
+            tail.iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) if *n > 0 => Some(*n),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    /// Whether the onnxruntime Skip* ops can take this norm: last axis only, no Casts, rank 2 or 3.
+    fn skip_fusable(&self) -> bool {
+        let no_casts = self
+            .norm
+            .nodes
+            .iter()
+            .all(|&n| self.op_of(n).is_none_or(|op| op.op_type() != "Cast"));
+        self.k == 1 && no_casts && matches!(self.facts.rank(self.norm.input), Some(2 | 3))
+    }
+
+    /// The patch for this norm and the default-domain opset it needs.
+    fn plan(&self, op: FusedOp, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), String> {
+        let g = self.ix.graph;
+        let casts = self.casts()?;
+        let input_type = self.facts.elem_type(self.norm.input);
+        let stat_type = casts.leading.or(input_type);
+        let out_type = casts.trailing.or(stat_type);
+        if casts.trailing.is_some() && stat_type.is_none() {
+            return Err("the type its statistics are computed in is unknown".into());
+        }
+        let shape = self.normalized_shape();
+        let mut patch = Patch::new();
+        let out_name = g.value(self.norm.output).name.clone();
+
+        let scale = match self.norm.scale {
+            Some(p) => self.param(&mut patch, p, stat_type, shape.as_deref(), "scale")?,
+            None => {
+                let (Some(shape), Some(ty)) = (&shape, stat_type) else {
+                    return Err("it has no scale, and its normalized shape or type is not declared".into());
+                };
+                let ones = vec![1.0; shape.iter().product::<i64>() as usize];
+                let t = float_tensor(ty, shape.clone(), &ones).ok_or("its type is not a float type")?;
+                patch.initializer(format!("{out_name}_scale"), t)
+            }
+        };
+        let shift = match (self.norm.kind, self.norm.shift) {
+            (NormKind::LayerNorm, Some(p)) => {
+                Some(self.param(&mut patch, p, stat_type, shape.as_deref(), "shift")?)
+            }
+            _ => None,
+        };
+
+        let anchor = self
+            .ix
+            .producer(self.norm.output)
+            .map(|(n, _)| n)
+            .ok_or("its output has no producer")?;
+        let name = |what: &str| format!("{out_name}/{what}");
+        let mut inputs: Vec<Option<ValueRef>> = Vec::new();
+        let mut outputs: Vec<Option<ValueRef>> = Vec::new();
+        if let Some(add) = skip_add {
+            let [Some(a), Some(b)] = self.ix.inputs(add)[..] else {
+                return Err("its residual Add has an empty operand".into());
+            };
+            inputs.extend([Some(a.into()), Some(b.into())]);
+            patch.remove(add);
+        } else {
+            let mut x: ValueRef = self.norm.input.into();
+            if let Some(to) = casts.leading
+                && input_type != Some(to)
+            {
+                let cast_out = patch.value(name("cast_in"));
+                patch.add_node(
+                    node("Cast", "", name("Cast"), vec![attr_int("to", to as i64)]),
+                    vec![Some(x)],
+                    vec![Some(cast_out)],
+                    anchor,
+                );
+                x = cast_out;
+            }
+            inputs.push(Some(x));
+        }
+        inputs.push(Some(scale));
+        if let Some(shift) = shift {
+            inputs.push(Some(shift));
+        }
+
+        let cast_back = out_type.filter(|&t| Some(t) != stat_type);
+        let result: ValueRef = match cast_back {
+            Some(_) => patch.value(name("normalized")),
+            None => self.norm.output.into(),
+        };
+        outputs.push(Some(result));
+        if op.skip {
+            // The sum stays readable when something besides the norm reads it.
+            let sum = self.norm.input;
+            let inside: HashSet<NodeIndex> = self.norm.nodes.iter().copied().collect();
+            let read_elsewhere = self.ix.is_graph_output(sum)
+                || self.ix.consumers(sum).iter().any(|(n, _)| !inside.contains(n));
+            outputs.extend([None, None, read_elsewhere.then_some(sum.into())]);
+        }
+        let mut attrs = vec![attr_float("epsilon", self.norm.epsilon as f32)];
+        if !op.skip {
+            // Statistics in float32 (the default, written out as exporters do).
+            attrs.insert(0, attr_int("axis", self.norm.axis));
+            attrs.push(attr_int("stash_type", 1));
+        }
+        patch.add_node(
+            node(op.op_type, op.domain, name(op.op_type), attrs),
+            inputs,
+            outputs,
+            anchor,
+        );
+        if let Some(to) = cast_back {
+            patch.add_node(
+                node("Cast", "", name("Cast_out"), vec![attr_int("to", to as i64)]),
+                vec![Some(result)],
+                vec![Some(self.norm.output.into())],
+                anchor,
+            );
+        }
+        for &n in &self.norm.nodes {
+            patch.remove(n);
+        }
+        if !op.domain.is_empty() {
+            patch.require_opset(op.domain, 1);
+        }
+        patch.sites = 1;
+        Ok((patch, op.opset))
+    }
+
+    /// A scale or shift as the fused op needs it: of type `ty`, of exactly the normalized shape. The constant
+    /// itself when it already is; otherwise a new initializer.
+    fn param(
+        &self,
+        patch: &mut Patch,
+        p: Param,
+        ty: Option<i32>,
+        shape: Option<&[i64]>,
+        what: &str,
+    ) -> Result<ValueRef, String> {
+        let t = constant(self.ix, p.value).ok_or_else(|| format!("its {what} is not a constant"))?;
+        let dims = t.dims();
+        // Leading dims beyond the normalized ones are all 1 (analysis checked): drop them.
+        let own: Vec<i64> = dims[dims.len().saturating_sub(self.k)..].to_vec();
+        let mut padded = vec![1; self.k - own.len()];
+        padded.extend(&own);
+        let target: Vec<i64> = match shape {
+            Some(s) => s.to_vec(),
+            None if !padded.contains(&1) => padded.clone(),
+            None => return Err(format!("its {what} broadcasts over axes whose size is not declared")),
+        };
+        let elem = t.elem_type();
+        let ty = ty.unwrap_or(elem);
+        let unchanged = !p.plus_one && elem == ty && dims == target.as_slice();
+        if unchanged {
+            return Ok(p.value.into());
+        }
+        if !is_float(ty) {
+            return Err(format!("its {what} would need type {ty}, which is not a float type"));
+        }
+        let values = to_f64(&t).map_err(|e| e.to_string())?;
+        let values = broadcast(&values, &padded, &target)
+            .ok_or_else(|| format!("its {what} does not broadcast to the normalized shape {target:?}"))?;
+        let values: Vec<f64> = values
+            .into_iter()
+            .map(|v| if p.plus_one { v + 1.0 } else { v })
+            .collect();
+        let tensor = float_tensor(ty, target, &values).ok_or("unsupported parameter type")?;
+        let name = &self.ix.graph.value(p.value).name;
+        Ok(patch.initializer(format!("{name}_fused"), tensor))
+    }
+}
+
+/// `values` of shape `from` broadcast to shape `to` (same rank), row-major.
+fn broadcast(values: &[f64], from: &[i64], to: &[i64]) -> Option<Vec<f64>> {
+    if from.len() != to.len()
+        || from.iter().zip(to).any(|(&f, &t)| f != t && f != 1)
+        || values.len() as i64 != from.iter().product::<i64>()
+    {
+        return None;
+    }
+    if from == to {
+        return Some(values.to_vec());
+    }
+    let total: i64 = to.iter().product();
+    let mut out = Vec::with_capacity(total as usize);
+    for flat in 0..total {
+        let (mut rest, mut src, mut stride) = (flat, 0i64, 1i64);
+        for (&f, &t) in from.iter().zip(to).rev() {
+            let i = rest % t;
+            rest /= t;
+            if f != 1 {
+                src += i * stride;
+            }
+            stride *= f;
+        }
+        out.push(values[src as usize]);
+    }
+    Some(out)
+}

@@ -1,0 +1,138 @@
+//! Element types and ranks of values, where the file declares them or a common op determines them.
+//!
+//! One forward walk in export order: a declared type wins; otherwise an op on the list below derives its
+//! result from its operands; any other op leaves its results unknown. Rewrites use these facts to decide
+//! whether a `Cast` changes anything and whether a fused op's rank limits hold; "unknown" always means "do
+//! not rely on it".
+
+use petgraph::stable_graph::NodeIndex;
+
+use super::constants::integers;
+use crate::ir::index::GraphIndex;
+use crate::ir::{Op, ValueId};
+use crate::onnx::tensor_proto::DataType;
+use crate::onnx::tensor_type;
+
+/// Ops whose first result has the element type (and, for the unary ones, the rank) of their first operand.
+const SAME_TYPE: &[&str] = &[
+    "Abs", "Add", "Ceil", "Clip", "Concat", "Cos", "CumSum", "Div", "Dropout", "Elu", "Erf", "Exp", "Expand",
+    "Flatten", "Floor", "Gather", "GatherElements", "Gelu", "Gemm", "HardSigmoid", "Identity",
+    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "Mean", "Min", "Mul", "Neg", "Pad",
+    "Pow", "RMSNormalization", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu",
+    "Reshape", "Round", "Selu", "Sigmoid", "Sign", "Sin", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "Slice", "Softmax", "Softplus", "Split",
+    "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze",
+];
+
+/// Ops whose result has the rank of their first operand.
+const SAME_RANK: &[&str] = &[
+    "Abs", "Cast", "Ceil", "Clip", "Concat", "Cos", "CumSum", "Dropout", "Elu", "Erf", "Exp", "Floor", "Gelu",
+    "HardSigmoid", "Identity", "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "Neg", "Pad",
+    "RMSNormalization", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin",
+    "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "Slice",
+    "Softmax", "Softplus", "Split", "Sqrt", "Tanh", "Tile", "Transpose", "Trilu",
+];
+
+/// Elementwise ops with broadcasting: the result has the largest operand rank.
+const BROADCAST: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where"];
+
+pub struct Facts {
+    elem: Vec<Option<i32>>,
+    rank: Vec<Option<usize>>,
+}
+
+impl Facts {
+    pub fn infer(ix: &GraphIndex) -> Facts {
+        let g = ix.graph;
+        let mut facts = Facts {
+            elem: vec![None; g.values.len()],
+            rank: vec![None; g.values.len()],
+        };
+        for (i, value) in g.values.iter().enumerate() {
+            if let Some((elem, shape)) = value.ty().and_then(tensor_type) {
+                facts.elem[i] = (elem != 0).then_some(elem);
+                facts.rank[i] = shape.map(|s| s.len());
+            }
+        }
+        for (&v, t) in &g.tensors {
+            facts.elem[v.0 as usize] = Some(t.elem_type());
+            facts.rank[v.0 as usize] = Some(t.dims().len());
+        }
+        for &n in ix.ops() {
+            facts.derive(ix, n);
+        }
+        facts
+    }
+
+    pub fn elem_type(&self, v: ValueId) -> Option<i32> {
+        self.elem.get(v.0 as usize).copied().flatten()
+    }
+
+    pub fn rank(&self, v: ValueId) -> Option<usize> {
+        self.rank.get(v.0 as usize).copied().flatten()
+    }
+
+    fn derive(&mut self, ix: &GraphIndex, n: NodeIndex) {
+        let Some(op) = ix.graph.graph[n].op() else { return };
+        let Some(out) = ix.output(n) else { return };
+        let slot = out.0 as usize;
+        if !op.domain().is_empty() && op.domain() != "com.microsoft" {
+            return;
+        }
+        let inputs = ix.inputs(n);
+        let input = |i: usize| inputs.get(i).copied().flatten();
+        let elem_of = |i: usize| input(i).and_then(|v| self.elem_type(v));
+        let ty = op.op_type();
+        if self.elem[slot].is_none() {
+            let elem = match ty {
+                "Cast" => op.attribute("to").map(|a| a.i() as i32),
+                "CastLike" => elem_of(1),
+                "Where" => elem_of(1),
+                "Shape" | "Size" | "ArgMax" | "ArgMin" | "NonZero" => Some(DataType::Int64 as i32),
+                "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or"
+                | "Xor" | "IsNaN" | "IsInf" => Some(DataType::Bool as i32),
+                "Constant" => op.attribute("value").and_then(|a| a.t.as_ref()).map(|t| t.data_type()),
+                _ if SAME_TYPE.contains(&ty) => elem_of(0),
+                _ => None,
+            };
+            self.elem[slot] = elem;
+        }
+        if self.rank[slot].is_none() {
+            let rank_of = |i: usize| input(i).and_then(|v| self.rank(v));
+            let rank = self.derive_rank(ix, op, inputs, rank_of(0), rank_of(1));
+            self.rank[slot] = rank;
+        }
+    }
+
+    fn derive_rank(
+        &self,
+        ix: &GraphIndex,
+        op: &Op,
+        inputs: &[Option<ValueId>],
+        r0: Option<usize>,
+        r1: Option<usize>,
+    ) -> Option<usize> {
+        let ty = op.op_type();
+        match ty {
+            _ if BROADCAST.contains(&ty) => inputs
+                .iter()
+                .map(|v| v.and_then(|v| self.rank(v)))
+                .try_fold(0, |acc, r| r.map(|r| acc.max(r))),
+            _ if SAME_RANK.contains(&ty) => r0,
+            "MatMul" => match (r0?, r1?) {
+                (1, 1) => Some(0),
+                (1, b) => Some(b - 1),
+                (a, 1) => Some(a - 1),
+                (a, b) => Some(a.max(b)),
+            },
+            "Gemm" => Some(2),
+            "Gather" => Some(r0? + r1? - 1),
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
+                let keep = op.attribute("keepdims").map(|a| a.i()).unwrap_or(1);
+                (keep == 1).then_some(r0).flatten()
+            }
+            "Reshape" => Some(integers(ix, inputs.get(1).copied().flatten()?)?.len()),
+            _ => None,
+        }
+    }
+}
