@@ -81,7 +81,7 @@ pub(super) fn plan(
     let mut opset = 0;
     for info in &analysis.norms {
         let norm = &info.norm;
-        if norm.kind != kind || norm.form != NormForm::Decomposed {
+        if norm.kind != kind {
             continue;
         }
         let site = Site {
@@ -95,6 +95,11 @@ pub(super) fn plan(
             .copied()
             .filter(|add| !taken_adds.contains(add))
             .filter(|_| site.skip_fusable());
+        // A norm already fused is only rewritten to take in its residual Add (onnxruntime's Skip* ops).
+        let fused_standard = norm.form == NormForm::Fused && site.standard_op_alone();
+        if norm.form == NormForm::Fused && (skip_add.is_none() || !fused_standard) {
+            continue;
+        }
         match site.plan(fused_op(kind, skip_add.is_some()), skip_add) {
             Ok((site_patch, needs)) => {
                 if let Some(add) = skip_add {
@@ -138,6 +143,8 @@ struct Site<'a, 'g> {
 struct Casts {
     leading: Option<i32>,
     trailing: Option<i32>,
+    /// A trailing Cast feeds the scale or shift (the affine part runs in the output type).
+    affine_after_cast: bool,
 }
 
 impl Site<'_, '_> {
@@ -148,6 +155,8 @@ impl Site<'_, '_> {
     fn casts(&self) -> Result<Casts, String> {
         let mut leading = None;
         let mut trailing = HashSet::new();
+        let mut affine_after_cast = false;
+        let inside: HashSet<NodeIndex> = self.norm.nodes.iter().copied().collect();
         for &n in &self.norm.nodes {
             let Some(op) = self.op_of(n) else { continue };
             if op.op_type() != "Cast" {
@@ -158,6 +167,12 @@ impl Site<'_, '_> {
                 leading = Some(to);
             } else {
                 trailing.insert(to);
+                affine_after_cast |= self.ix.output(n).is_some_and(|out| {
+                    self.ix.consumers(out).iter().any(|(reader, _)| {
+                        inside.contains(reader)
+                            && self.op_of(*reader).is_some_and(|op| matches!(op.op_type(), "Mul" | "Add"))
+                    })
+                });
             }
         }
         if trailing.len() > 1 {
@@ -166,6 +181,7 @@ impl Site<'_, '_> {
         Ok(Casts {
             leading,
             trailing: trailing.into_iter().next(),
+            affine_after_cast,
         })
     }
 
@@ -182,6 +198,22 @@ impl Site<'_, '_> {
                 })
                 .collect()
         })
+    }
+
+    /// Whether the norm is one standard `LayerNormalization` / `RMSNormalization` node whose mean and
+    /// inverse-deviation outputs nobody reads.
+    fn standard_op_alone(&self) -> bool {
+        let [n] = self.norm.nodes[..] else { return false };
+        let Some(op) = self.op_of(n) else { return false };
+        let standard = op.domain().is_empty()
+            && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
+        let extra_read = self.ix.graph.graph[n]
+            .outputs
+            .iter()
+            .skip(1)
+            .flatten()
+            .any(|&v| self.ix.use_count(v) > 0);
+        standard && !extra_read
     }
 
     /// Whether the onnxruntime Skip* ops can take this norm: last axis only, no Casts, rank 2 or 3.
@@ -204,11 +236,19 @@ impl Site<'_, '_> {
         if casts.trailing.is_some() && stat_type.is_none() {
             return Err("the type its statistics are computed in is unknown".into());
         }
-        let shape = self.normalized_shape();
+        let cast_back = out_type.filter(|&t| Some(t) != stat_type);
+        // When the pattern casts back before its scale and shift (fp16 models do), those stay outside the
+        // fused op, in the output type, as they were: folding them in would round differently.
+        let affine_outside = cast_back.is_some()
+            && casts.affine_after_cast
+            && (self.norm.scale.is_some() || self.norm.shift.is_some());
+        let shape = self
+            .normalized_shape()
+            .or_else(|| self.norm.scale.and_then(|p| self.param_shape(p)));
         let mut patch = Patch::new();
         let out_name = g.value(self.norm.output).name.clone();
 
-        let scale = match self.norm.scale {
+        let scale = match self.norm.scale.filter(|_| !affine_outside) {
             Some(p) => self.param(&mut patch, p, stat_type, shape.as_deref(), "scale")?,
             None => {
                 let (Some(shape), Some(ty)) = (&shape, stat_type) else {
@@ -220,7 +260,7 @@ impl Site<'_, '_> {
             }
         };
         let shift = match (self.norm.kind, self.norm.shift) {
-            (NormKind::LayerNorm, Some(p)) => {
+            (NormKind::LayerNorm, Some(p)) if !affine_outside => {
                 Some(self.param(&mut patch, p, stat_type, shape.as_deref(), "shift")?)
             }
             _ => None,
@@ -261,7 +301,6 @@ impl Site<'_, '_> {
             inputs.push(Some(shift));
         }
 
-        let cast_back = out_type.filter(|&t| Some(t) != stat_type);
         let result: ValueRef = match cast_back {
             Some(_) => patch.value(name("normalized")),
             None => self.norm.output.into(),
@@ -273,13 +312,13 @@ impl Site<'_, '_> {
             let inside: HashSet<NodeIndex> = self.norm.nodes.iter().copied().collect();
             let read_elsewhere = self.ix.is_graph_output(sum)
                 || self.ix.consumers(sum).iter().any(|(n, _)| !inside.contains(n));
-            outputs.extend([None, None, read_elsewhere.then_some(sum.into())]);
+            if read_elsewhere {
+                outputs.extend([None, None, Some(sum.into())]);
+            }
         }
         let mut attrs = vec![attr_float("epsilon", self.norm.epsilon as f32)];
         if !op.skip {
-            // Statistics in float32 (the default, written out as exporters do).
             attrs.insert(0, attr_int("axis", self.norm.axis));
-            attrs.push(attr_int("stash_type", 1));
         }
         patch.add_node(
             node(op.op_type, op.domain, name(op.op_type), attrs),
@@ -288,12 +327,20 @@ impl Site<'_, '_> {
             anchor,
         );
         if let Some(to) = cast_back {
+            let cast_out = if affine_outside {
+                patch.value(name("cast_out"))
+            } else {
+                self.norm.output.into()
+            };
             patch.add_node(
                 node("Cast", "", name("Cast_out"), vec![attr_int("to", to as i64)]),
                 vec![Some(result)],
-                vec![Some(self.norm.output.into())],
+                vec![Some(cast_out)],
                 anchor,
             );
+            if affine_outside {
+                self.affine_after(&mut patch, cast_out, anchor)?;
+            }
         }
         for &n in &self.norm.nodes {
             patch.remove(n);
@@ -303,6 +350,49 @@ impl Site<'_, '_> {
         }
         patch.sites = 1;
         Ok((patch, op.opset))
+    }
+
+    /// `Mul(v, γ)` and `Add(·, β)` after the fused op, as the pattern had them (for `affine_outside`).
+    fn affine_after(&self, patch: &mut Patch, v: ValueRef, anchor: NodeIndex) -> Result<(), String> {
+        let out_name = &self.ix.graph.value(self.norm.output).name;
+        let steps: Vec<(&str, Param)> = [("Mul", self.norm.scale), ("Add", self.norm.shift)]
+            .into_iter()
+            .filter_map(|(op, p)| p.map(|p| (op, p)))
+            .collect();
+        let mut current = v;
+        for (i, (op, p)) in steps.iter().enumerate() {
+            let operand: ValueRef = if p.plus_one {
+                let t = constant(self.ix, p.value).ok_or("its scale is not a constant")?;
+                let values: Vec<f64> = to_f64(&t).map_err(|e| e.to_string())?.iter().map(|v| v + 1.0).collect();
+                let folded = float_tensor(t.elem_type(), t.dims().to_vec(), &values)
+                    .ok_or("its scale is not of a float type")?;
+                let name = &self.ix.graph.value(p.value).name;
+                patch.initializer(format!("{name}_plus_one"), folded)
+            } else {
+                p.value.into()
+            };
+            let out = if i + 1 == steps.len() {
+                self.norm.output.into()
+            } else {
+                patch.value(format!("{out_name}/{op}"))
+            };
+            patch.add_node(
+                node(op, "", format!("{out_name}/{op}"), vec![]),
+                vec![Some(current), Some(operand)],
+                vec![Some(out)],
+                anchor,
+            );
+            current = out;
+        }
+        Ok(())
+    }
+
+    /// The normalized shape a parameter implies, when none of its normalized dims is 1.
+    fn param_shape(&self, p: Param) -> Option<Vec<i64>> {
+        let t = constant(self.ix, p.value)?;
+        let dims = t.dims();
+        let own = &dims[dims.len().saturating_sub(self.k)..];
+        (own.len() == self.k && !own.contains(&1)).then(|| own.to_vec())
     }
 
     /// A scale or shift as the fused op needs it: of type `ty`, of exactly the normalized shape. The constant

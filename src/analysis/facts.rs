@@ -126,6 +126,12 @@ impl Facts {
                 (a, b) => Some(a.max(b)),
             },
             "Gemm" => Some(2),
+            "Shape" | "Range" | "NonZero" => Some(1),
+            "Size" => Some(0),
+            "Constant" => op
+                .attribute("value")
+                .and_then(|a| a.t.as_ref())
+                .map(|t| t.dims.len()),
             "Gather" => Some(r0? + r1? - 1),
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
                 let keep = op.attribute("keepdims").map(|a| a.i()).unwrap_or(1);

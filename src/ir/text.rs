@@ -8,7 +8,8 @@
 //! output last_hidden_state: f32[batch, sequence, 64]
 //! ```
 //!
-//! One line per node, in export order: `outputs = op[attrs](inputs)` (attributes sorted by name), with a
+//! One line per node, in export order: `outputs = op[attrs](inputs)` (attributes sorted by name; those of the
+//! norm ops that restate the spec's default left out), with a
 //! value's declared type after its name where the file declares one. Constants are summarized by type, shape
 //! and a content hash (small ones are printed in full, so an ε or an axis is readable). Node names are left out
 //! unless asked for: they are labels, not semantics, and rewrites may rename them.
@@ -116,7 +117,13 @@ impl Graph {
                 d => format!("{d}.{}", op.op_type()),
             };
             // Sorted by name: attribute order carries no meaning in ONNX, and exporters differ in it.
-            let mut attrs: Vec<String> = op.proto.attribute.iter().map(attribute_text).collect();
+            let mut attrs: Vec<String> = op
+                .proto
+                .attribute
+                .iter()
+                .filter(|a| !spells_a_default(op, a))
+                .map(attribute_text)
+                .collect();
             attrs.sort();
             let attrs = if attrs.is_empty() {
                 String::new()
@@ -154,6 +161,16 @@ impl Graph {
             None => value.name.clone(),
         }
     }
+}
+
+/// Whether an attribute restates the spec's default for one of the norm ops normshift rewrites (`axis = -1`,
+/// `stash_type = 1`): exporters differ in writing these out, and the text form should not.
+fn spells_a_default(op: &super::Op, a: &AttributeProto) -> bool {
+    let norm_op = op.domain().is_empty()
+        && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
+    norm_op
+        && a.r#type() == AttributeType::Int
+        && matches!((a.name(), a.i()), ("axis", -1) | ("stash_type", 1))
 }
 
 fn attribute_text(a: &AttributeProto) -> String {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: fixture paths, running the binary, and hand-built models.
 #![allow(dead_code)]
 
+pub mod forms;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -69,6 +71,38 @@ pub fn f32_info(name: &str, dims: &[i64]) -> ValueInfoProto {
         }),
         ..Default::default()
     }
+}
+
+/// `f32_info` with element type float16.
+pub fn f16_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let mut info = f32_info(name, dims);
+    if let Some(TypeProto {
+        value: Some(type_proto::Value::TensorType(t)),
+        ..
+    }) = info.r#type.as_mut()
+    {
+        t.elem_type = Some(10);
+    }
+    info
+}
+
+/// Re-encodes a model with its default-domain opset (and a matching IR version) set to `version`.
+pub fn with_opset(bytes: Vec<u8>, version: i64) -> Vec<u8> {
+    let mut model = ModelProto::decode(bytes.as_slice()).expect("a model we built");
+    model.opset_import = vec![OperatorSetIdProto {
+        domain: Some(String::new()),
+        version: Some(version),
+    }];
+    model.ir_version = Some(if version >= 19 { 9 } else if version >= 15 { 8 } else { 7 });
+    model.encode_to_vec()
+}
+
+/// Writes `bytes` as `name` in a fresh temporary folder.
+pub fn temp_model(bytes: &[u8], name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).expect("writing the model");
+    (dir, path)
 }
 
 pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
