@@ -36,7 +36,10 @@ impl Pass for DedupeConstants {
         let movable = |v: ValueId| {
             !g.inputs.contains(&v)
                 && !ix.is_graph_output(v)
-                && ix.consumers(v).iter().all(|(_, s)| *s != InputSlot::Captured)
+                && ix
+                    .consumers(v)
+                    .iter()
+                    .all(|(_, s)| *s != InputSlot::Captured)
         };
         let mut patch = Patch::new();
         // Initializers, grouped by what is cheap to compare.
@@ -57,7 +60,10 @@ impl Pass for DedupeConstants {
             let mut kept: Vec<ValueId> = Vec::new();
             for v in group {
                 let Some(t) = g.initializer(v) else { continue };
-                let same = |k: &&ValueId| g.initializer(**k).is_some_and(|first| same_payload(first, t));
+                let same = |k: &&ValueId| {
+                    g.initializer(**k)
+                        .is_some_and(|first| same_payload(first, t))
+                };
                 match kept.iter().find(same).copied() {
                     Some(first) => {
                         patch.rewire(v, first.into());
@@ -76,7 +82,12 @@ impl Pass for DedupeConstants {
                 continue;
             }
             let Some(out) = ix.output(n) else { continue };
-            let key: Vec<u8> = op.proto.attribute.iter().flat_map(|a| a.encode_to_vec()).collect();
+            let key: Vec<u8> = op
+                .proto
+                .attribute
+                .iter()
+                .flat_map(|a| a.encode_to_vec())
+                .collect();
             match seen.get(&key) {
                 Some(&first) if movable(out) => {
                     patch.rewire(out, first.into());

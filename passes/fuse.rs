@@ -119,12 +119,11 @@ pub(super) fn plan(
     }
     if opset > model.opset_version("").unwrap_or(1) {
         let removed: HashSet<NodeIndex> = patch.removed().iter().copied().collect();
-        let upgrade = upgrade_opset::plan(model, opset, &removed).map_err(|e| {
-            PassError::Refused {
+        let upgrade =
+            upgrade_opset::plan(model, opset, &removed).map_err(|e| PassError::Refused {
                 pass,
                 reason: format!("the fused ops need opset {opset}, but {e}"),
-            }
-        })?;
+            })?;
         patch.merge(upgrade);
     }
     Ok(patch)
@@ -170,7 +169,9 @@ impl Site<'_, '_> {
                 affine_after_cast |= self.ix.output(n).is_some_and(|out| {
                     self.ix.consumers(out).iter().any(|(reader, _)| {
                         inside.contains(reader)
-                            && self.op_of(*reader).is_some_and(|op| matches!(op.op_type(), "Mul" | "Add"))
+                            && self
+                                .op_of(*reader)
+                                .is_some_and(|op| matches!(op.op_type(), "Mul" | "Add"))
                     })
                 });
             }
@@ -203,8 +204,12 @@ impl Site<'_, '_> {
     /// Whether the norm is one standard `LayerNormalization` / `RMSNormalization` node whose mean and
     /// inverse-deviation outputs nobody reads.
     fn standard_op_alone(&self) -> bool {
-        let [n] = self.norm.nodes[..] else { return false };
-        let Some(op) = self.op_of(n) else { return false };
+        let [n] = self.norm.nodes[..] else {
+            return false;
+        };
+        let Some(op) = self.op_of(n) else {
+            return false;
+        };
         let standard = op.domain().is_empty()
             && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
         let extra_read = self.ix.graph.graph[n]
@@ -252,10 +257,13 @@ impl Site<'_, '_> {
             Some(p) => self.param(&mut patch, p, stat_type, shape.as_deref(), "scale")?,
             None => {
                 let (Some(shape), Some(ty)) = (&shape, stat_type) else {
-                    return Err("it has no scale, and its normalized shape or type is not declared".into());
+                    return Err(
+                        "it has no scale, and its normalized shape or type is not declared".into(),
+                    );
                 };
                 let ones = vec![1.0; shape.iter().product::<i64>() as usize];
-                let t = float_tensor(ty, shape.clone(), &ones).ok_or("its type is not a float type")?;
+                let t =
+                    float_tensor(ty, shape.clone(), &ones).ok_or("its type is not a float type")?;
                 patch.initializer(format!("{out_name}_scale"), t)
             }
         };
@@ -311,7 +319,11 @@ impl Site<'_, '_> {
             let sum = self.norm.input;
             let inside: HashSet<NodeIndex> = self.norm.nodes.iter().copied().collect();
             let read_elsewhere = self.ix.is_graph_output(sum)
-                || self.ix.consumers(sum).iter().any(|(n, _)| !inside.contains(n));
+                || self
+                    .ix
+                    .consumers(sum)
+                    .iter()
+                    .any(|(n, _)| !inside.contains(n));
             if read_elsewhere {
                 outputs.extend([None, None, Some(sum.into())]);
             }
@@ -333,7 +345,12 @@ impl Site<'_, '_> {
                 self.norm.output.into()
             };
             patch.add_node(
-                node("Cast", "", name("Cast_out"), vec![attr_int("to", to as i64)]),
+                node(
+                    "Cast",
+                    "",
+                    name("Cast_out"),
+                    vec![attr_int("to", to as i64)],
+                ),
                 vec![Some(result)],
                 vec![Some(cast_out)],
                 anchor,
@@ -353,7 +370,12 @@ impl Site<'_, '_> {
     }
 
     /// `Mul(v, γ)` and `Add(·, β)` after the fused op, as the pattern had them (for `affine_outside`).
-    fn affine_after(&self, patch: &mut Patch, v: ValueRef, anchor: NodeIndex) -> Result<(), String> {
+    fn affine_after(
+        &self,
+        patch: &mut Patch,
+        v: ValueRef,
+        anchor: NodeIndex,
+    ) -> Result<(), String> {
         let out_name = &self.ix.graph.value(self.norm.output).name;
         let steps: Vec<(&str, Param)> = [("Mul", self.norm.scale), ("Add", self.norm.shift)]
             .into_iter()
@@ -363,7 +385,11 @@ impl Site<'_, '_> {
         for (i, (op, p)) in steps.iter().enumerate() {
             let operand: ValueRef = if p.plus_one {
                 let t = constant(self.ix, p.value).ok_or("its scale is not a constant")?;
-                let values: Vec<f64> = to_f64(&t).map_err(|e| e.to_string())?.iter().map(|v| v + 1.0).collect();
+                let values: Vec<f64> = to_f64(&t)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|v| v + 1.0)
+                    .collect();
                 let folded = float_tensor(t.elem_type(), t.dims().to_vec(), &values)
                     .ok_or("its scale is not of a float type")?;
                 let name = &self.ix.graph.value(p.value).name;
@@ -405,7 +431,8 @@ impl Site<'_, '_> {
         shape: Option<&[i64]>,
         what: &str,
     ) -> Result<ValueRef, String> {
-        let t = constant(self.ix, p.value).ok_or_else(|| format!("its {what} is not a constant"))?;
+        let t =
+            constant(self.ix, p.value).ok_or_else(|| format!("its {what} is not a constant"))?;
         let dims = t.dims();
         // Leading dims beyond the normalized ones are all 1 (analysis checked): drop them.
         let own: Vec<i64> = dims[dims.len().saturating_sub(self.k)..].to_vec();
@@ -414,7 +441,11 @@ impl Site<'_, '_> {
         let target: Vec<i64> = match shape {
             Some(s) => s.to_vec(),
             None if !padded.contains(&1) => padded.clone(),
-            None => return Err(format!("its {what} broadcasts over axes whose size is not declared")),
+            None => {
+                return Err(format!(
+                    "its {what} broadcasts over axes whose size is not declared"
+                ));
+            }
         };
         let elem = t.elem_type();
         let ty = ty.unwrap_or(elem);
@@ -423,11 +454,14 @@ impl Site<'_, '_> {
             return Ok(p.value.into());
         }
         if !is_float(ty) {
-            return Err(format!("its {what} would need type {ty}, which is not a float type"));
+            return Err(format!(
+                "its {what} would need type {ty}, which is not a float type"
+            ));
         }
         let values = to_f64(&t).map_err(|e| e.to_string())?;
-        let values = broadcast(&values, &padded, &target)
-            .ok_or_else(|| format!("its {what} does not broadcast to the normalized shape {target:?}"))?;
+        let values = broadcast(&values, &padded, &target).ok_or_else(|| {
+            format!("its {what} does not broadcast to the normalized shape {target:?}")
+        })?;
         let values: Vec<f64> = values
             .into_iter()
             .map(|v| if p.plus_one { v + 1.0 } else { v })

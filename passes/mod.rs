@@ -197,6 +197,25 @@ pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<P
     })
 }
 
+/// Runs the named passes one at a time on a copy of `original` and returns the first after which `holds` says
+/// the model no longer does what it should (the verification gate uses it to name the pass at fault).
+pub fn first_failing<E: From<PassError>>(
+    original: &Model,
+    names: &[String],
+    cx: &PassContext,
+    mut holds: impl FnMut(&Model) -> Result<bool, E>,
+) -> Result<Option<&'static str>, E> {
+    let mut model = original.clone();
+    for name in names {
+        let pass = by_name(name)?;
+        run_one(&mut model, pass.as_ref(), cx)?;
+        if !holds(&model)? {
+            return Ok(Some(pass.name()));
+        }
+    }
+    Ok(None)
+}
+
 fn dump(model: &Model, options: &PipelineOptions, stem: &str, when: &str) -> Result<(), PassError> {
     let Some(dir) = &options.dump_ir else {
         return Ok(());

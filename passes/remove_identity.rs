@@ -26,7 +26,9 @@ impl Pass for RemoveIdentity {
         let ix = GraphIndex::new(&model.graph);
         let mut patch = Patch::new();
         for &n in ix.ops() {
-            let Some(op) = model.graph.graph[n].op() else { continue };
+            let Some(op) = model.graph.graph[n].op() else {
+                continue;
+            };
             if op.op_type() != "Identity" || !op.domain().is_empty() {
                 continue;
             }

@@ -37,27 +37,27 @@ impl Pass for RemoveUnused {
 /// What would be unused once the nodes in `removed` are gone.
 pub fn unused_after_removing(model: &Model, removed: &HashSet<NodeIndex>) -> Patch {
     let g = &model.graph;
-        let producers = g.producer_index();
-        let mut patch = Patch::new();
-        for &v in &g.initializers {
-            if g.inputs.contains(&v) || g.outputs.contains(&v) {
-                continue;
-            }
-            let read = producers.get(&v).is_some_and(|&(n, _)| {
-                g.graph
-                    .edges_directed(n, Direction::Outgoing)
-                    .any(|e| !removed.contains(&e.target()))
-            });
-            if !read {
-                patch.drop_initializer(v);
-                patch.sites += 1;
-            }
+    let producers = g.producer_index();
+    let mut patch = Patch::new();
+    for &v in &g.initializers {
+        if g.inputs.contains(&v) || g.outputs.contains(&v) {
+            continue;
         }
-        for &v in &g.value_info {
-            if producers.get(&v).is_none_or(|(n, _)| removed.contains(n)) {
-                patch.drop_value_info(v);
-                patch.sites += 1;
-            }
+        let read = producers.get(&v).is_some_and(|&(n, _)| {
+            g.graph
+                .edges_directed(n, Direction::Outgoing)
+                .any(|e| !removed.contains(&e.target()))
+        });
+        if !read {
+            patch.drop_initializer(v);
+            patch.sites += 1;
         }
-        patch
+    }
+    for &v in &g.value_info {
+        if producers.get(&v).is_none_or(|(n, _)| removed.contains(n)) {
+            patch.drop_value_info(v);
+            patch.sites += 1;
+        }
+    }
+    patch
 }

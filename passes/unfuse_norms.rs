@@ -94,7 +94,9 @@ impl FusedShape {
         };
         Some(match (op.domain(), op.op_type()) {
             ("", "LayerNormalization") => plain(false),
-            ("", "RMSNormalization") | ("com.microsoft", "SimplifiedLayerNormalization") => plain(true),
+            ("", "RMSNormalization") | ("com.microsoft", "SimplifiedLayerNormalization") => {
+                plain(true)
+            }
             ("com.microsoft", "SkipLayerNormalization") => FusedShape {
                 rms: false,
                 skip: Some(1),
@@ -132,8 +134,15 @@ impl Unfuse<'_, '_> {
         let inputs = ix.inputs(n);
         let input = |slot: Option<usize>| slot.and_then(|s| inputs.get(s).copied().flatten());
         let outputs = &ix.graph.graph[n].outputs;
-        let y = outputs.first().copied().flatten().ok_or("its result is unnamed")?;
-        let sum_out = self.shape.sum.and_then(|s| outputs.get(s).copied().flatten());
+        let y = outputs
+            .first()
+            .copied()
+            .flatten()
+            .ok_or("its result is unnamed")?;
+        let sum_out = self
+            .shape
+            .sum
+            .and_then(|s| outputs.get(s).copied().flatten());
         let statistics_used = outputs
             .iter()
             .enumerate()
@@ -152,14 +161,22 @@ impl Unfuse<'_, '_> {
         let first_axis = match (axis, rank) {
             (a, _) if a < 0 => a,
             (a, Some(r)) if (a as usize) < r => a - r as i64,
-            _ => return Err("its axis is counted from the front and the input's rank is unknown".into()),
+            _ => {
+                return Err(
+                    "its axis is counted from the front and the input's rank is unknown".into(),
+                );
+            }
         };
         let axes: Vec<i64> = (first_axis..0).collect();
         let x_type = self.facts.elem_type(x0);
         // The fused ops compute statistics in float32 by default (`stash_type = 1`).
         let stash_f32 = attr_i("stash_type", 1) == 1;
         let float = DataType::Float as i32;
-        let stat_type = if stash_f32 { float } else { x_type.unwrap_or(float) };
+        let stat_type = if stash_f32 {
+            float
+        } else {
+            x_type.unwrap_or(float)
+        };
         let cast_needed = x_type.is_some_and(|t| t != stat_type);
         if x_type.is_none() {
             // ε must have the statistics' type; guessing float32 for an fp16 input would make an invalid graph.
@@ -191,7 +208,12 @@ impl Unfuse<'_, '_> {
             }
         }
         if cast_needed {
-            x = b.value_op("Cast", name("Cast"), vec![attr_int("to", stat_type as i64)], vec![x]);
+            x = b.value_op(
+                "Cast",
+                name("Cast"),
+                vec![attr_int("to", stat_type as i64)],
+                vec![x],
+            );
         }
         let centred = if self.shape.rms {
             x
@@ -201,13 +223,19 @@ impl Unfuse<'_, '_> {
         };
         let square = b.value_op("Mul", name("Square"), vec![], vec![centred, centred]);
         let variance = b.reduce_mean(name("ReduceMeanSquare"), square, &axes);
-        let eps = float_tensor(stat_type, vec![], &[epsilon]).ok_or("its type is not a float type")?;
+        let eps =
+            float_tensor(stat_type, vec![], &[epsilon]).ok_or("its type is not a float type")?;
         let eps = b.patch.initializer(name("epsilon"), eps);
         let shifted = b.value_op("Add", name("AddEpsilon"), vec![], vec![variance, eps]);
         let root = b.value_op("Sqrt", name("Sqrt"), vec![], vec![shifted]);
         let mut result = b.value_op("Div", name("Div"), vec![], vec![centred, root]);
         if cast_needed && let Some(t) = x_type {
-            result = b.value_op("Cast", name("CastBack"), vec![attr_int("to", t as i64)], vec![result]);
+            result = b.value_op(
+                "Cast",
+                name("CastBack"),
+                vec![attr_int("to", t as i64)],
+                vec![result],
+            );
         }
         let last = match (scale.is_some(), shift.is_some()) {
             (true, true) => 2,
@@ -222,7 +250,13 @@ impl Unfuse<'_, '_> {
             } else {
                 b.patch.value(name(op_type))
             };
-            b.op(op_type, name(op_type), vec![], vec![result, operand.into()], out);
+            b.op(
+                op_type,
+                name(op_type),
+                vec![],
+                vec![result, operand.into()],
+                out,
+            );
             result = out;
         };
         if let Some(s) = scale {
@@ -285,7 +319,12 @@ impl Builder<'_> {
             );
             self.value_op("ReduceMean", name, vec![], vec![x, axes])
         } else {
-            self.value_op("ReduceMean", name, vec![attr_ints("axes", axes.to_vec())], vec![x])
+            self.value_op(
+                "ReduceMean",
+                name,
+                vec![attr_ints("axes", axes.to_vec())],
+                vec![x],
+            )
         }
     }
 }

@@ -65,11 +65,14 @@ pub fn ir_version_for(opset: i64) -> i64 {
     }
 }
 
+/// An int64 constant to read at an input slot.
+type NewInput = Option<(usize, Vec<i64>)>;
+
 /// What one node needs to be valid at the new opset.
 struct Adapted {
     proto: NodeProto,
     /// An int64 constant to read at this input slot (a moved `axes` or `split` attribute).
-    new_input: Option<(usize, Vec<i64>)>,
+    new_input: NewInput,
 }
 
 /// Plans raising the model's default-domain opset to `to`, leaving alone the nodes in `skip` (which the caller's
@@ -99,8 +102,7 @@ pub fn plan(model: &Model, to: i64, skip: &HashSet<NodeIndex>) -> Result<Patch, 
             inputs.iter().map(|v| v.map(ValueRef::Old)).collect();
         if let Some((slot, values)) = adapted.new_input {
             let hint = format!("{}_{}", value_hint(model, outputs), "axes");
-            let constant =
-                patch.initializer(hint, i64_tensor(vec![values.len() as i64], &values));
+            let constant = patch.initializer(hint, i64_tensor(vec![values.len() as i64], &values));
             if new_inputs.len() <= slot {
                 new_inputs.resize(slot + 1, None);
             }
@@ -163,7 +165,7 @@ fn adapt(
         }));
     }
     let op = p.op_type();
-    let axes_to_input = |at: i64, name: &str| -> Option<(NodeProto, Option<(usize, Vec<i64>)>)> {
+    let axes_to_input = |at: i64, name: &str| -> Option<(NodeProto, NewInput)> {
         if !crosses(at) {
             return None;
         }
@@ -208,13 +210,15 @@ fn adapt(
             // `axis` is the last axis, which without shapes is knowable only when written as -1.
             match attr(&current, "axis").map(|a| a.i()) {
                 Some(-1) => {}
-                _ => return Err(refuse("before opset 13 it normalizes over all axes from `axis` on; only axis=-1 carries over")),
+                _ => {
+                    return Err(refuse(
+                        "before opset 13 it normalizes over all axes from `axis` on; only axis=-1 carries over",
+                    ));
+                }
             }
         }
-        "BatchNormalization" if crosses(14) => {
-            if outputs.iter().skip(1).any(|&named| named) {
-                return Err(refuse("its training-mode outputs were removed at opset 14"));
-            }
+        "BatchNormalization" if crosses(14) && outputs.iter().skip(1).any(|&named| named) => {
+            return Err(refuse("its training-mode outputs were removed at opset 14"));
         }
         "GridSample" if crosses(20) => {
             for a in current.attribute.iter_mut().filter(|a| a.name() == "mode") {
@@ -227,11 +231,19 @@ fn adapt(
                 changed = true;
             }
         }
-        "DFT" if crosses(20) => return Err(refuse("its `axis` moved from attribute to input at opset 20")),
-        "GroupNormalization" if crosses(21) => {
-            return Err(refuse("its scale and bias changed from per-group to per-channel at opset 21"));
+        "DFT" if crosses(20) => {
+            return Err(refuse(
+                "its `axis` moved from attribute to input at opset 20",
+            ));
         }
-        "Scatter" | "Upsample" => return Err(refuse("it is deprecated; use ScatterElements or Resize")),
+        "GroupNormalization" if crosses(21) => {
+            return Err(refuse(
+                "its scale and bias changed from per-group to per-channel at opset 21",
+            ));
+        }
+        "Scatter" | "Upsample" => {
+            return Err(refuse("it is deprecated; use ScatterElements or Resize"));
+        }
         _ => {}
     }
     Ok(changed.then_some(Adapted {
@@ -271,7 +283,10 @@ fn adapt_graph(g: &mut GraphProto, from: i64, to: i64) -> Result<bool, UpgradeEr
         adapted.proto.input = n.input.clone();
         adapted.proto.output = n.output.clone();
         if let Some((slot, values)) = adapted.new_input {
-            let name = format!("{}__normshift_axes", n.output.first().map_or("", |s| s.as_str()));
+            let name = format!(
+                "{}__normshift_axes",
+                n.output.first().map_or("", |s| s.as_str())
+            );
             let mut constant = node(
                 "Constant",
                 "",

@@ -52,7 +52,12 @@ fn a_value_read_only_inside_a_subgraph_survives_dead_node_elimination() {
     let bytes = if_model();
     let mut model =
         normshift::io::load_bytes(bytes.clone().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
-    let runs = passes::run_pipeline(&mut model, &["eliminate-dead-nodes".into()], &Default::default()).unwrap();
+    let runs = passes::run_pipeline(
+        &mut model,
+        &["eliminate-dead-nodes".into()],
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(runs[0].changes, 0);
     assert_eq!(model.graph.op_count(), 2);
     // And the model still encodes to the same bytes.

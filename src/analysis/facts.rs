@@ -15,26 +15,119 @@ use crate::onnx::tensor_type;
 
 /// Ops whose first result has the element type (and, for the unary ones, the rank) of their first operand.
 const SAME_TYPE: &[&str] = &[
-    "Abs", "Add", "Ceil", "Clip", "Concat", "Cos", "CumSum", "Div", "Dropout", "Elu", "Erf", "Exp", "Expand",
-    "Flatten", "Floor", "Gather", "GatherElements", "Gelu", "Gemm", "HardSigmoid", "Identity",
-    "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "Max", "Mean", "Min", "Mul", "Neg", "Pad",
-    "Pow", "RMSNormalization", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu",
-    "Reshape", "Round", "Selu", "Sigmoid", "Sign", "Sin", "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "Slice", "Softmax", "Softplus", "Split",
-    "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Trilu", "Unsqueeze",
+    "Abs",
+    "Add",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Cos",
+    "CumSum",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "GatherElements",
+    "Gelu",
+    "Gemm",
+    "HardSigmoid",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "Mean",
+    "Min",
+    "Mul",
+    "Neg",
+    "Pad",
+    "Pow",
+    "RMSNormalization",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Round",
+    "Selu",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
 ];
 
 /// Ops whose result has the rank of their first operand.
 const SAME_RANK: &[&str] = &[
-    "Abs", "Cast", "Ceil", "Clip", "Concat", "Cos", "CumSum", "Dropout", "Elu", "Erf", "Exp", "Floor", "Gelu",
-    "HardSigmoid", "Identity", "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "Neg", "Pad",
-    "RMSNormalization", "Reciprocal", "Relu", "Round", "Selu", "Sigmoid", "Sign", "Sin",
-    "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization", "Slice",
-    "Softmax", "Softplus", "Split", "Sqrt", "Tanh", "Tile", "Transpose", "Trilu",
+    "Abs",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Cos",
+    "CumSum",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "HardSigmoid",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "Neg",
+    "Pad",
+    "RMSNormalization",
+    "Reciprocal",
+    "Relu",
+    "Round",
+    "Selu",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Trilu",
 ];
 
 /// Elementwise ops with broadcasting: the result has the largest operand rank.
-const BROADCAST: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where"];
+const BROADCAST: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where",
+];
 
 pub struct Facts {
     elem: Vec<Option<i32>>,
@@ -73,7 +166,9 @@ impl Facts {
     }
 
     fn derive(&mut self, ix: &GraphIndex, n: NodeIndex) {
-        let Some(op) = ix.graph.graph[n].op() else { return };
+        let Some(op) = ix.graph.graph[n].op() else {
+            return;
+        };
         let Some(out) = ix.output(n) else { return };
         let slot = out.0 as usize;
         if !op.domain().is_empty() && op.domain() != "com.microsoft" {
@@ -89,9 +184,12 @@ impl Facts {
                 "CastLike" => elem_of(1),
                 "Where" => elem_of(1),
                 "Shape" | "Size" | "ArgMax" | "ArgMin" | "NonZero" => Some(DataType::Int64 as i32),
-                "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or"
-                | "Xor" | "IsNaN" | "IsInf" => Some(DataType::Bool as i32),
-                "Constant" => op.attribute("value").and_then(|a| a.t.as_ref()).map(|t| t.data_type()),
+                "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And"
+                | "Or" | "Xor" | "IsNaN" | "IsInf" => Some(DataType::Bool as i32),
+                "Constant" => op
+                    .attribute("value")
+                    .and_then(|a| a.t.as_ref())
+                    .map(|t| t.data_type()),
                 _ if SAME_TYPE.contains(&ty) => elem_of(0),
                 _ => None,
             };

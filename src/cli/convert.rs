@@ -189,8 +189,8 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// After a failed verification of several exact passes: reruns the pipeline one prefix longer each time and
-/// returns the first pass after which the outputs no longer match.
+/// After a failed verification of several exact passes: reruns them one at a time, verifying after each, and
+/// returns the first after which the outputs no longer match.
 fn first_failing_pass(
     args: &ConvertArgs,
     runs: &[passes::PassRun],
@@ -201,31 +201,23 @@ fn first_failing_pass(
     }
     let _step = Step::start("finding the pass at fault");
     let names: Vec<String> = runs.iter().map(|r| r.pass.to_string()).collect();
-    let quiet = PipelineOptions {
-        dump_ir: None,
-        stop_after: None,
-        ..pipeline.clone()
-    };
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
-    for (i, run) in runs.iter().enumerate() {
-        let mut model = load(&args.input)?;
-        passes::run_pipeline(&mut model, &names[..=i], &quiet)?;
-        let staged = scratch.path().join(format!("prefix-{i}.onnx"));
-        save(&model, &staged, &SaveOptions::default())?;
-        let original = load(&args.input)?;
+    let original = load(&args.input)?;
+    let mut step = 0;
+    passes::first_failing(&original, &names, &pipeline.context, |model| {
+        step += 1;
+        let staged = scratch.path().join(format!("after-{step}.onnx"));
+        save(model, &staged, &SaveOptions::default())?;
         let report = verify_pair(
             &args.input,
             &original,
             &staged,
-            &model,
+            model,
             &default_inputs(),
             args.tolerance.into(),
         )?;
-        if !report.ok {
-            return Ok(Some(run.pass));
-        }
-    }
-    Ok(None)
+        anyhow::Ok(report.ok)
+    })
 }
 
 fn default_inputs() -> InputSource {

@@ -131,6 +131,12 @@ pub fn print_report(report: &VerifyReport) {
         println!("  {}: {}", run.inputs, shapes.join(", "));
         for o in &run.outputs {
             let verdict = if o.ok { "ok  " } else { "DIFF" };
+            if let Some(t) = o.raised_tolerance {
+                println!(
+                    "    (float16 output {}: tolerance raised to rtol {:.1e}, atol {:.1e}, one rounding of the type)",
+                    o.name, t.rtol, t.atol
+                );
+            }
             match &o.problem {
                 Some(p) => println!("    {verdict} {}: {p}", o.name),
                 None => println!(

@@ -74,7 +74,9 @@ pub enum PatchError {
     BadAnchor(NodeIndex),
     #[error("the patch re-produces `{0}`, whose producer it does not remove")]
     StillProduced(String),
-    #[error("the patch redirects the readers of graph output `{0}`; the output would lose its name")]
+    #[error(
+        "the patch redirects the readers of graph output `{0}`; the output would lose its name"
+    )]
     RewiresGraphOutput(String),
     #[error("the patch drops `{0}`, which is not an initializer private to the graph")]
     NotDroppable(String),
@@ -289,21 +291,26 @@ impl Graph {
             for out in node.outputs.iter().flatten() {
                 if let ValueRef::Old(v) = out
                     && let Some((p, _)) = producers.get(v)
-                    && !removed.contains(&p)
+                    && !removed.contains(p)
                 {
                     return Err(PatchError::StillProduced(self.value(*v).name.clone()));
                 }
             }
         }
         for &v in &patch.dropped_initializers {
-            if !self.tensors.contains_key(&v) || self.inputs.contains(&v) || self.outputs.contains(&v) {
+            if !self.tensors.contains_key(&v)
+                || self.inputs.contains(&v)
+                || self.outputs.contains(&v)
+            {
                 return Err(PatchError::NotDroppable(self.value(v).name.clone()));
             }
         }
         for (old, new) in &patch.rewired {
             new_ok(new)?;
             if self.outputs.contains(old) {
-                return Err(PatchError::RewiresGraphOutput(self.value(*old).name.clone()));
+                return Err(PatchError::RewiresGraphOutput(
+                    self.value(*old).name.clone(),
+                ));
             }
         }
         Ok(())
@@ -369,7 +376,11 @@ impl Graph {
                 .node_indices()
                 .filter(|&n| {
                     self.graph[n].op().is_none()
-                        && self.graph[n].outputs.iter().flatten().any(|v| dropped.contains(v))
+                        && self.graph[n]
+                            .outputs
+                            .iter()
+                            .flatten()
+                            .any(|v| dropped.contains(v))
                 })
                 .collect();
             for n in sources {
@@ -383,14 +394,21 @@ impl Graph {
             self.value_info.retain(|v| !dropped.contains(v));
         }
 
-        let new_values: Vec<ValueId> = patch
-            .values
-            .iter()
-            .map(|v| self.create_value(v))
-            .collect();
+        let new_values: Vec<ValueId> = patch.values.iter().map(|v| self.create_value(v)).collect();
         let resolve = |r: ValueRef| match r {
             ValueRef::Old(v) => v,
             ValueRef::New(i) => new_values[i],
+        };
+        // Rewiring is transitive (a chain of removed Identity nodes): follow it to a value that stays.
+        let chase = |v: ValueId| {
+            let mut current = ValueRef::Old(v);
+            for _ in 0..=rewired.len() {
+                match current {
+                    ValueRef::Old(old) if rewired.contains_key(&old) => current = rewired[&old],
+                    _ => break,
+                }
+            }
+            resolve(current)
         };
         let mut producers = self.producer_index();
         let mut added = Vec::with_capacity(patch.nodes.len());
@@ -434,7 +452,11 @@ impl Graph {
         for (node, &index) in patch.nodes.iter().zip(&added) {
             for (slot, input) in node.inputs.iter().enumerate() {
                 if let Some(r) = input {
-                    connect(self, resolve(*r), index, InputSlot::Operand(slot));
+                    let value = match r {
+                        ValueRef::Old(v) => chase(*v),
+                        new => resolve(*new),
+                    };
+                    connect(self, value, index, InputSlot::Operand(slot));
                 }
             }
             for &v in &node.captured {
@@ -442,7 +464,7 @@ impl Graph {
             }
         }
         for e in pending {
-            let mut value = rewired.get(&e.value).map_or(e.value, |r| resolve(*r));
+            let mut value = chase(e.value);
             // The node computing the replacement from the old value keeps reading the old value.
             if producers.get(&value).is_some_and(|&(p, _)| p == e.to) {
                 value = e.value;

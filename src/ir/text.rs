@@ -166,8 +166,8 @@ impl Graph {
 /// Whether an attribute restates the spec's default for one of the norm ops normshift rewrites (`axis = -1`,
 /// `stash_type = 1`): exporters differ in writing these out, and the text form should not.
 fn spells_a_default(op: &super::Op, a: &AttributeProto) -> bool {
-    let norm_op = op.domain().is_empty()
-        && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
+    let norm_op =
+        op.domain().is_empty() && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
     norm_op
         && a.r#type() == AttributeType::Int
         && matches!((a.name(), a.i()), ("axis", -1) | ("stash_type", 1))

@@ -6,7 +6,12 @@ use super::tensor_proto::DataType;
 use super::{AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType};
 
 /// A node with no inputs or outputs listed (the IR wires those) in `domain` (`""`: the default domain).
-pub fn node(op_type: &str, domain: &str, name: String, attribute: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op_type: &str,
+    domain: &str,
+    name: String,
+    attribute: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: Some(op_type.into()),
         domain: (!domain.is_empty()).then(|| domain.into()),

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
-/// An element passes when `|a - b| <= atol + rtol * |b|`, `b` being the reference.
+/// An element passes when `|a - b| <= atol + rtol * |b|`, `b` being the reference. For float16 outputs the
+/// tolerance is raised to what the type can resolve (see [`Comparison::raised_tolerance`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Tolerance {
     pub rtol: f64,
@@ -32,6 +33,31 @@ pub struct Comparison {
     /// Set when the two cannot be compared element by element (shape or type differ).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The tolerance used when the output's type cannot resolve the one asked for (half precision).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raised_tolerance: Option<Tolerance>,
+}
+
+/// Unit roundoff of the half-precision types: below it, two correct computations may differ by one rounding.
+fn half_precision_epsilon(dt: DatumType) -> Option<f64> {
+    match dt {
+        DatumType::F16 => Some(2f64.powi(-10)),
+        _ => None,
+    }
+}
+
+/// The tolerance a comparison of `reference` can honour: for half-precision outputs at least one rounding of
+/// the type, relative to each element and to the largest element (an intermediate rounded at that magnitude).
+fn effective(tol: Tolerance, reference: &Tensor, values: &[f64]) -> Option<Tolerance> {
+    let eps = half_precision_epsilon(reference.datum_type())?;
+    let largest = values
+        .iter()
+        .fold(0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+    let raised = Tolerance {
+        rtol: tol.rtol.max(eps),
+        atol: tol.atol.max(eps * largest),
+    };
+    (raised.rtol > tol.rtol || raised.atol > tol.atol).then_some(raised)
 }
 
 fn as_f64(t: &Tensor) -> TractResult<Vec<f64>> {
@@ -53,6 +79,7 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
         mismatched: reference.len(),
         ok: false,
         problem: None,
+        raised_tolerance: None,
     };
     if actual.shape() != reference.shape() {
         c.problem = Some(format!(
@@ -69,6 +96,8 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
             return c;
         }
     };
+    c.raised_tolerance = effective(tol, reference, &b);
+    let tol = c.raised_tolerance.unwrap_or(tol);
     let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
     for (&x, &y) in a.iter().zip(&b) {

@@ -75,11 +75,8 @@ pub fn filled(name: &str, dims: &[i64], value: f32) -> TensorProto {
 /// `y = Norm(x)` over x: f32[2, 3, 4], written in `form`.
 pub fn norm_graph(f: Form) -> Vec<u8> {
     let bytes = tiny_model(|g: &mut GraphProto| {
-        let (io_info, param): (fn(&str, &[i64]) -> _, fn(&str, &[i64], f32) -> _) = if f.half {
-            (f16_info, filled_f16)
-        } else {
-            (f32_info, filled)
-        };
+        let io_info = if f.half { f16_info } else { f32_info };
+        let param = if f.half { filled_f16 } else { filled };
         g.input = vec![io_info("x", &[2, 3, 4])];
         g.output = vec![io_info("y", &[2, 3, 4])];
         g.initializer = vec![
@@ -183,4 +180,3 @@ pub fn filled_f16(name: &str, dims: &[i64], value: f32) -> TensorProto {
         ..Default::default()
     }
 }
-

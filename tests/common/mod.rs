@@ -93,7 +93,13 @@ pub fn with_opset(bytes: Vec<u8>, version: i64) -> Vec<u8> {
         domain: Some(String::new()),
         version: Some(version),
     }];
-    model.ir_version = Some(if version >= 19 { 9 } else if version >= 15 { 8 } else { 7 });
+    model.ir_version = Some(if version >= 19 {
+        9
+    } else if version >= 15 {
+        8
+    } else {
+        7
+    });
     model.encode_to_vec()
 }
 
