@@ -124,6 +124,8 @@ pub struct PassRun {
     /// What it left alone and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Time spent planning, applying, cleaning up and validating.
+    pub elapsed_ms: f64,
 }
 
 /// How to run a pipeline.
@@ -171,6 +173,7 @@ pub fn run_pipeline(
 /// Applies one pass, then (if it changed anything) the cleanup, and validates the result.
 pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
     let name = pass.name();
+    let started = std::time::Instant::now();
     let patch = pass.plan(model, cx)?;
     let changes = patch.sites;
     let notes = patch.notes.clone();
@@ -194,6 +197,7 @@ pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<P
         changes,
         cleaned,
         notes,
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }
 

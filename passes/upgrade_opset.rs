@@ -65,6 +65,45 @@ pub fn ir_version_for(opset: i64) -> i64 {
     }
 }
 
+/// The `Reduce*` ops whose `axes` became an input at opset 18 (`ReduceSum` did at 13).
+const REDUCE_18: &[&str] = &[
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+];
+
+/// Every default-domain op the table above names, adapted or refused.
+const CHANGED_OPS: &[&str] = &[
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSumSquare",
+    "ReduceSum",
+    "Squeeze",
+    "Unsqueeze",
+    "Split",
+    "Softmax",
+    "LogSoftmax",
+    "Hardmax",
+    "BatchNormalization",
+    "GridSample",
+    "DFT",
+    "GroupNormalization",
+    "Scatter",
+    "Upsample",
+];
+
 /// An int64 constant to read at an input slot.
 type NewInput = Option<(usize, Vec<i64>)>;
 
@@ -155,16 +194,17 @@ fn adapt(
         why,
     };
     let mut proto = adapt_subgraphs(p, from, to)?;
-    let mut changed = proto.is_some();
-    let mut new_input = None;
-    let current = proto.clone().unwrap_or_else(|| p.clone());
-    if !matches!(p.domain(), "" | "ai.onnx") {
+    let op = p.op_type();
+    // Most nodes need nothing: decide that before copying anything.
+    if !matches!(p.domain(), "" | "ai.onnx") || !CHANGED_OPS.contains(&op) {
         return Ok(proto.map(|proto| Adapted {
             proto,
             new_input: None,
         }));
     }
-    let op = p.op_type();
+    let mut changed = proto.is_some();
+    let mut new_input = None;
+    let current = proto.clone().unwrap_or_else(|| p.clone());
     let axes_to_input = |at: i64, name: &str| -> Option<(NodeProto, NewInput)> {
         if !crosses(at) {
             return None;
@@ -172,19 +212,8 @@ fn adapt(
         let a = attr(&current, name)?;
         Some((without(&current, name), Some((1, a.ints.clone()))))
     };
-    let reduce_18 = [
-        "ReduceL1",
-        "ReduceL2",
-        "ReduceLogSum",
-        "ReduceLogSumExp",
-        "ReduceMax",
-        "ReduceMean",
-        "ReduceMin",
-        "ReduceProd",
-        "ReduceSumSquare",
-    ];
     let moved = match op {
-        _ if reduce_18.contains(&op) => axes_to_input(18, "axes"),
+        _ if REDUCE_18.contains(&op) => axes_to_input(18, "axes"),
         "ReduceSum" | "Squeeze" | "Unsqueeze" => axes_to_input(13, "axes"),
         "Split" => axes_to_input(13, "split"),
         _ => None,
@@ -254,6 +283,13 @@ fn adapt(
 
 /// The node with its subgraph attributes adapted, if any of them needed it.
 fn adapt_subgraphs(p: &NodeProto, from: i64, to: i64) -> Result<Option<NodeProto>, UpgradeError> {
+    let has_subgraph = p
+        .attribute
+        .iter()
+        .any(|a| a.g.is_some() || !a.graphs.is_empty());
+    if !has_subgraph {
+        return Ok(None);
+    }
     let mut q = p.clone();
     let mut changed = false;
     for a in &mut q.attribute {
