@@ -59,8 +59,12 @@ pub fn table(a: &Analysis) -> String {
     let mut out = String::new();
     let norm_label = |i: usize| {
         let n = &a.norms[i].norm;
+        let form = match n.form {
+            normshift::analysis::NormForm::Fused => "",
+            normshift::analysis::NormForm::Decomposed => " (decomposed)",
+        };
         format!(
-            "#{i} {} ε={}",
+            "#{i} {}{form} ε={}",
             n.kind,
             normshift::tensor::format_number(n.epsilon)
         )
