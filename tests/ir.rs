@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use normshift::io::load_bytes;
-use normshift::ir::Tensor;
+use normshift::ir::{Patch, Tensor};
 use normshift::onnx::TensorProto;
 use normshift::tensor::{TensorError, check_length, to_f64};
 
@@ -20,14 +20,20 @@ fn tiny() -> normshift::Model {
 #[test]
 fn an_inserted_node_is_exported_right_after_its_anchor_and_rewired() {
     let mut model = tiny();
-    let g = &mut model.graph;
-    let s = g.value_id("s").unwrap();
-    let (add, _) = g.producer(s).unwrap();
-    let anchor = g.graph[add].op().unwrap().order;
-    // s -> Neg -> n, and Relu now reads n.
-    let (_, outs) = g.add_op(node("Neg", &[], &[]), &[Some(s)], &["n"], anchor);
-    g.replace_uses(s, outs[0]);
-    g.validate().unwrap();
+    let s = model.graph.value_id("s").unwrap();
+    let (add, _) = model.graph.producer(s).unwrap();
+    // s -> Neg -> n, and Relu now reads n (the Neg itself keeps reading s).
+    let mut patch = Patch::new();
+    let n = patch.value("n");
+    patch.add_node(
+        node("Neg", &[], &[]),
+        vec![Some(s.into())],
+        vec![Some(n)],
+        add,
+    );
+    patch.rewire(s, n);
+    model.apply(patch).unwrap();
+    model.graph.validate().unwrap();
     let text = model.to_text(Default::default());
     let body: Vec<&str> = text.lines().filter(|l| l.contains(" = ")).collect();
     assert_eq!(
@@ -40,10 +46,14 @@ fn an_inserted_node_is_exported_right_after_its_anchor_and_rewired() {
 #[test]
 fn a_removed_producer_is_caught_by_validation_not_exported_as_an_empty_input() {
     let mut model = tiny();
-    let g = &mut model.graph;
-    let (add, _) = g.producer(g.value_id("s").unwrap()).unwrap();
-    g.remove_node(add);
-    let err = g.validate().unwrap_err();
+    let (add, _) = model
+        .graph
+        .producer(model.graph.value_id("s").unwrap())
+        .unwrap();
+    let mut patch = Patch::new();
+    patch.remove(add);
+    model.apply(patch).unwrap();
+    let err = model.graph.validate().unwrap_err();
     assert_eq!(
         err,
         normshift::ir::ValidationError::Unwired {

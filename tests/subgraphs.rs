@@ -122,3 +122,17 @@ fn deeply_nested_subgraphs_are_refused_not_overflowing_the_stack() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_patch_may_not_redirect_a_value_a_subgraph_reads_by_name() {
+    let mut model =
+        normshift::io::load_bytes(if_model().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
+    let n = model.graph.value_id("n").unwrap();
+    let x = model.graph.value_id("x").unwrap();
+    let mut patch = normshift::ir::Patch::new();
+    patch.rewire(n, x.into());
+    assert_eq!(
+        model.apply(patch),
+        Err(normshift::ir::PatchError::RewiresCaptured("n".into()))
+    );
+}

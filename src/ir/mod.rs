@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use petgraph::Direction;
-use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
+use petgraph::stable_graph::{NodeIndex, StableGraph};
 
 use crate::onnx::{
     self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
@@ -319,94 +319,6 @@ impl Graph {
     /// Op nodes in export order (topological, original order where unchanged).
     pub fn ops_in_order(&self) -> Result<Vec<NodeIndex>, ValidationError> {
         export::topological_order(self)
-    }
-
-    /// Adds an op node after the node at `anchor` in export order, wiring its inputs and creating its outputs.
-    /// Returns the new node's index (valid until the next removal) and its output values.
-    pub fn add_op(
-        &mut self,
-        proto: NodeProto,
-        inputs: &[Option<ValueId>],
-        output_hints: &[&str],
-        anchor: OrderKey,
-    ) -> (NodeIndex, Vec<ValueId>) {
-        self.next_inserted += 1;
-        let order = OrderKey {
-            position: anchor.position,
-            inserted: self.next_inserted,
-        };
-        let outputs: Vec<ValueId> = output_hints
-            .iter()
-            .map(|h| self.add_value(h, None))
-            .collect();
-        let node = self.graph.add_node(Node {
-            kind: NodeKind::Op(Op {
-                proto,
-                wired: inputs.iter().map(Option::is_some).collect(),
-                order,
-            }),
-            outputs: outputs.iter().copied().map(Some).collect(),
-        });
-        let producers = self.producer_index();
-        for (slot, input) in inputs.iter().enumerate() {
-            if let Some(v) = input
-                && let Some(&(from, from_slot)) = producers.get(v)
-            {
-                self.graph.add_edge(
-                    from,
-                    node,
-                    Edge {
-                        from_slot,
-                        to_slot: InputSlot::Operand(slot),
-                        value: *v,
-                    },
-                );
-            }
-        }
-        (node, outputs)
-    }
-
-    /// Makes every reader of `old` (op inputs, subgraph captures and graph outputs) read `new` instead, except
-    /// `new`'s own producer: a node computing `new` from `old` keeps reading `old` (anything else is a cycle).
-    pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
-        let Some((new_node, new_slot)) = self.producer(new) else {
-            return;
-        };
-        let edges: Vec<EdgeIndex> = self
-            .graph
-            .edge_indices()
-            .filter(|&e| self.graph[e].value == old)
-            .filter(|&e| {
-                self.graph
-                    .edge_endpoints(e)
-                    .is_some_and(|(_, to)| to != new_node)
-            })
-            .collect();
-        for e in edges {
-            let Some((_, to)) = self.graph.edge_endpoints(e) else {
-                continue;
-            };
-            let Some(weight) = self.graph.remove_edge(e) else {
-                continue;
-            };
-            self.graph.add_edge(
-                new_node,
-                to,
-                Edge {
-                    from_slot: new_slot,
-                    to_slot: weight.to_slot,
-                    value: new,
-                },
-            );
-        }
-        for out in self.outputs.iter_mut().filter(|o| **o == old) {
-            *out = new;
-        }
-    }
-
-    /// Removes a node and its edges. Any `NodeIndex` held by the caller may now name another node.
-    pub fn remove_node(&mut self, node: NodeIndex) -> Option<Node> {
-        self.graph.remove_node(node)
     }
 
     /// Number of op nodes.

@@ -78,6 +78,8 @@ pub enum PatchError {
         "the patch redirects the readers of graph output `{0}`; the output would lose its name"
     )]
     RewiresGraphOutput(String),
+    #[error("the patch redirects the readers of `{0}`, which a subgraph reads by name")]
+    RewiresCaptured(String),
     #[error("the patch drops `{0}`, which is not an initializer private to the graph")]
     NotDroppable(String),
     #[error("the patch refers to new value #{0}, which it never created")]
@@ -305,12 +307,24 @@ impl Graph {
                 return Err(PatchError::NotDroppable(self.value(v).name.clone()));
             }
         }
+        let captured: HashSet<ValueId> = if patch.rewired.is_empty() {
+            HashSet::new()
+        } else {
+            self.graph
+                .edge_weights()
+                .filter(|e| e.to_slot == InputSlot::Captured)
+                .map(|e| e.value)
+                .collect()
+        };
         for (old, new) in &patch.rewired {
             new_ok(new)?;
             if self.outputs.contains(old) {
                 return Err(PatchError::RewiresGraphOutput(
                     self.value(*old).name.clone(),
                 ));
+            }
+            if captured.contains(old) {
+                return Err(PatchError::RewiresCaptured(self.value(*old).name.clone()));
             }
         }
         Ok(())
@@ -453,7 +467,10 @@ impl Graph {
             for (slot, input) in node.inputs.iter().enumerate() {
                 if let Some(r) = input {
                     let value = match r {
-                        ValueRef::Old(v) => chase(*v),
+                        // A node computing the replacement of `v` from `v` keeps reading `v`.
+                        ValueRef::Old(v) => Some(chase(*v))
+                            .filter(|c| producers.get(c).is_none_or(|&(p, _)| p != index))
+                            .unwrap_or(*v),
                         new => resolve(*new),
                     };
                     connect(self, value, index, InputSlot::Operand(slot));
