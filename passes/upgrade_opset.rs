@@ -78,17 +78,8 @@ const REDUCE_18: &[&str] = &[
     "ReduceSumSquare",
 ];
 
-/// Every default-domain op the table above names, adapted or refused.
-const CHANGED_OPS: &[&str] = &[
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceLogSum",
-    "ReduceLogSumExp",
-    "ReduceMax",
-    "ReduceMean",
-    "ReduceMin",
-    "ReduceProd",
-    "ReduceSumSquare",
+/// The other default-domain ops the table above names, adapted or refused.
+const OTHER_CHANGED_OPS: &[&str] = &[
     "ReduceSum",
     "Squeeze",
     "Unsqueeze",
@@ -103,6 +94,10 @@ const CHANGED_OPS: &[&str] = &[
     "Scatter",
     "Upsample",
 ];
+
+fn changed_between_11_and_23(op_type: &str) -> bool {
+    REDUCE_18.contains(&op_type) || OTHER_CHANGED_OPS.contains(&op_type)
+}
 
 /// An int64 constant to read at an input slot.
 type NewInput = Option<(usize, Vec<i64>)>;
@@ -196,7 +191,7 @@ fn adapt(
     let mut proto = adapt_subgraphs(p, from, to)?;
     let op = p.op_type();
     // Most nodes need nothing: decide that before copying anything.
-    if !matches!(p.domain(), "" | "ai.onnx") || !CHANGED_OPS.contains(&op) {
+    if !matches!(p.domain(), "" | "ai.onnx") || !changed_between_11_and_23(op) {
         return Ok(proto.map(|proto| Adapted {
             proto,
             new_input: None,

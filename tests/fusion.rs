@@ -243,15 +243,7 @@ fn a_scale_varying_over_other_axes_stays_a_separate_mul() {
 
 #[test]
 fn an_intermediate_read_elsewhere_keeps_the_pattern_as_it_is() {
-    let mut model = normshift::io::load_bytes(norm_graph(LN).into(), "n".as_ref(), ".".as_ref())
-        .unwrap()
-        .to_proto()
-        .unwrap();
-    let graph = model.graph.as_mut().unwrap();
-    graph.node.push(node("Neg", &["v"], &["leak"]));
-    graph.output.push(f32_info("leak", &[2, 3, 1]));
-    use prost::Message;
-    let o = fuse(&model.encode_to_vec(), &[]);
+    let o = fuse(&with_leaked_variance(LN), &[]);
     assert_eq!(o.fused, 0);
     assert!(o.text.contains("= ReduceMean["), "{}", o.text);
 }

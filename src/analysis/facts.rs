@@ -13,121 +13,77 @@ use crate::ir::{Op, ValueId};
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::tensor_type;
 
-/// Ops whose first result has the element type (and, for the unary ones, the rank) of their first operand.
-const SAME_TYPE: &[&str] = &[
+/// Ops whose result has the element type and the rank of their first operand.
+const UNARY_LIKE: &[&str] = &[
     "Abs",
-    "Add",
     "Ceil",
     "Clip",
     "Concat",
     "Cos",
     "CumSum",
-    "Div",
     "Dropout",
     "Elu",
     "Erf",
     "Exp",
-    "Expand",
-    "Flatten",
     "Floor",
-    "Gather",
-    "GatherElements",
     "Gelu",
-    "Gemm",
     "HardSigmoid",
     "Identity",
     "LayerNormalization",
     "LeakyRelu",
     "Log",
     "LogSoftmax",
-    "MatMul",
-    "Max",
-    "Mean",
-    "Min",
-    "Mul",
     "Neg",
     "Pad",
-    "Pow",
     "RMSNormalization",
     "Reciprocal",
+    "Relu",
+    "Round",
+    "Selu",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "SimplifiedLayerNormalization",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Trilu",
+];
+
+/// Elementwise ops with broadcasting: the first operand's element type, the largest operand rank.
+const BROADCAST: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where",
+];
+
+/// Ops with their first operand's element type whose rank is derived case by case (or not at all).
+const SAME_TYPE_OTHER_RANK: &[&str] = &[
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "Gemm",
+    "MatMul",
     "ReduceMax",
     "ReduceMean",
     "ReduceMin",
     "ReduceSum",
-    "Relu",
     "Reshape",
-    "Round",
-    "Selu",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization",
-    "SimplifiedLayerNormalization",
-    "Slice",
-    "Softmax",
-    "Softplus",
-    "Split",
-    "Sqrt",
     "Squeeze",
-    "Sub",
-    "Sum",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Trilu",
     "Unsqueeze",
 ];
 
-/// Ops whose result has the rank of their first operand.
-const SAME_RANK: &[&str] = &[
-    "Abs",
-    "Cast",
-    "Ceil",
-    "Clip",
-    "Concat",
-    "Cos",
-    "CumSum",
-    "Dropout",
-    "Elu",
-    "Erf",
-    "Exp",
-    "Floor",
-    "Gelu",
-    "HardSigmoid",
-    "Identity",
-    "LayerNormalization",
-    "LeakyRelu",
-    "Log",
-    "LogSoftmax",
-    "Neg",
-    "Pad",
-    "RMSNormalization",
-    "Reciprocal",
-    "Relu",
-    "Round",
-    "Selu",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization",
-    "SimplifiedLayerNormalization",
-    "Slice",
-    "Softmax",
-    "Softplus",
-    "Split",
-    "Sqrt",
-    "Tanh",
-    "Tile",
-    "Transpose",
-    "Trilu",
-];
-
-/// Elementwise ops with broadcasting: the result has the largest operand rank.
-const BROADCAST: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where",
-];
+fn keeps_type(op_type: &str) -> bool {
+    [UNARY_LIKE, BROADCAST, SAME_TYPE_OTHER_RANK]
+        .iter()
+        .any(|list| list.contains(&op_type))
+}
 
 pub struct Facts {
     elem: Vec<Option<i32>>,
@@ -190,7 +146,7 @@ impl Facts {
                     .attribute("value")
                     .and_then(|a| a.t.as_ref())
                     .map(|t| t.data_type()),
-                _ if SAME_TYPE.contains(&ty) => elem_of(0),
+                _ if keeps_type(ty) => elem_of(0),
                 _ => None,
             };
             self.elem[slot] = elem;
@@ -216,7 +172,7 @@ impl Facts {
                 .iter()
                 .map(|v| v.and_then(|v| self.rank(v)))
                 .try_fold(0, |acc, r| r.map(|r| acc.max(r))),
-            _ if SAME_RANK.contains(&ty) => r0,
+            _ if UNARY_LIKE.contains(&ty) || ty == "Cast" => r0,
             "MatMul" => match (r0?, r1?) {
                 (1, 1) => Some(0),
                 (1, b) => Some(b - 1),

@@ -180,3 +180,16 @@ pub fn filled_f16(name: &str, dims: &[i64], value: f32) -> TensorProto {
         ..Default::default()
     }
 }
+
+/// `norm_graph(form)` with the variance also read outside the pattern (a graph output `leak`).
+pub fn with_leaked_variance(form: Form) -> Vec<u8> {
+    use prost::Message;
+    let mut model = normshift::io::load_bytes(norm_graph(form).into(), "n".as_ref(), ".".as_ref())
+        .unwrap()
+        .to_proto()
+        .unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.node.push(node("Neg", &["v"], &["leak"]));
+    graph.output.push(f32_info("leak", &[2, 3, 1]));
+    model.encode_to_vec()
+}
