@@ -136,3 +136,17 @@ fn a_patch_may_not_redirect_a_value_a_subgraph_reads_by_name() {
         Err(normshift::ir::PatchError::RewiresCaptured("n".into()))
     );
 }
+
+#[test]
+fn a_patch_may_not_remove_the_producer_of_a_value_a_subgraph_reads() {
+    let mut model =
+        normshift::io::load_bytes(if_model().into(), "if.onnx".as_ref(), ".".as_ref()).unwrap();
+    let n = model.graph.value_id("n").unwrap();
+    let (neg, _) = model.graph.producer(n).unwrap();
+    let mut patch = normshift::ir::Patch::new();
+    patch.remove(neg);
+    assert_eq!(
+        model.apply(patch),
+        Err(normshift::ir::PatchError::OrphansCapture("n".into()))
+    );
+}

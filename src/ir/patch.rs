@@ -78,6 +78,10 @@ pub enum PatchError {
         "the patch redirects the readers of graph output `{0}`; the output would lose its name"
     )]
     RewiresGraphOutput(String),
+    #[error(
+        "the patch removes the producer of `{0}`, which a subgraph reads by name, and makes no other"
+    )]
+    OrphansCapture(String),
     #[error("the patch redirects the readers of `{0}`, which a subgraph reads by name")]
     RewiresCaptured(String),
     #[error("the patch drops `{0}`, which is not an initializer private to the graph")]
@@ -279,6 +283,27 @@ impl Graph {
             }
         }
         let removed: HashSet<NodeIndex> = patch.removed.iter().copied().collect();
+        // A value read by name inside a subgraph must keep its producer: a new node has to take it over.
+        let taken_over: HashSet<ValueId> = patch
+            .nodes
+            .iter()
+            .flat_map(|n| n.outputs.iter().flatten())
+            .filter_map(|r| match r {
+                ValueRef::Old(v) => Some(*v),
+                ValueRef::New(_) => None,
+            })
+            .collect();
+        for &n in &patch.removed {
+            for e in self.graph.edges_directed(n, Direction::Outgoing) {
+                let w = e.weight();
+                if w.to_slot == InputSlot::Captured
+                    && !removed.contains(&e.target())
+                    && !taken_over.contains(&w.value)
+                {
+                    return Err(PatchError::OrphansCapture(self.value(w.value).name.clone()));
+                }
+            }
+        }
         let new_ok = |r: &ValueRef| match r {
             ValueRef::New(i) if *i >= patch.values.len() => Err(PatchError::UnknownValue(*i)),
             _ => Ok(()),
