@@ -47,9 +47,12 @@ for layers in 12 24 48; do
     --passes fuse-layernorm,fuse-rmsnorm
 done
 model=models/big/bert_base.onnx
+measure "12 layers: normshift --target ort" target/release/normshift convert "$model" -o "$out/out.onnx" \
+  --passes fuse-layernorm,fuse-rmsnorm --target ort --no-verify
 if "$python" -c "import onnxruntime.transformers.optimizer" 2>/dev/null; then
+  # --opt_level 0: its own Python fusions only (the onnxruntime graph optimizations it can add need torch).
   measure "12 layers: onnxruntime transformers optimizer" "$python" -m onnxruntime.transformers.optimizer \
-    --input "$model" --output "$out/out.onnx" --model_type bert --num_heads 12 --hidden_size 768
+    --input "$model" --output "$out/out.onnx" --model_type bert --num_heads 12 --hidden_size 768 --opt_level 0
 fi
 if "$python" -c "import onnxscript.rewriter.ort_fusions" 2>/dev/null; then
   measure "12 layers: onnxscript ort_fusions" "$python" -c "

@@ -118,3 +118,67 @@ fn a_pass_run_is_verified_and_removes_dead_nodes() {
         .collect();
     assert_eq!(entries.len(), 2, "no staging left: {entries:?}");
 }
+
+#[test]
+fn run_writes_outputs_that_verify_accepts_as_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture_model("llama_rms.opset17");
+    let out = normshift(&[
+        "run",
+        model.to_str().unwrap(),
+        "-o",
+        dir.path().to_str().unwrap(),
+        "--seed",
+        "4",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["outputs"][0]["shape"], serde_json::json!([2, 7, 32]));
+    assert!(dir.path().join("input_0.pb").exists() && dir.path().join("output_0.pb").exists());
+    let check = normshift(&[
+        "verify",
+        model.to_str().unwrap(),
+        "--reference",
+        dir.path().to_str().unwrap(),
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+    ]);
+    assert!(check.status.success(), "{}", stdout(&check));
+}
+
+#[test]
+fn bench_times_models_on_the_same_inputs_and_compares_their_outputs() {
+    let a = fixture_model("gpt2_pre.opset14");
+    let b = fixture_model("gpt2_pre.opset17");
+    let out = normshift(&[
+        "bench",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--seq",
+        "5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["inputs"][0], "input_ids [1, 5]");
+    let models = report["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[0]["ratio"], 1.0);
+    // The two fixtures are the same network written at two opsets.
+    assert!(
+        models.iter().all(|m| m["matches_first"] == true),
+        "{report}"
+    );
+    assert!(
+        models
+            .iter()
+            .all(|m| m["median_ms"].as_f64().unwrap() > 0.0)
+    );
+}

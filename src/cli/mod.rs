@@ -1,9 +1,11 @@
 //! Command definitions (clap derive) and dispatch. Each subcommand lives in its own module.
 
 mod analyze;
+mod bench;
 mod convert;
 mod inspect;
 mod progress;
+mod run;
 mod verify;
 
 use std::path::PathBuf;
@@ -59,6 +61,10 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Run models with tract and compare outputs: two models on the same inputs, or one against stored outputs.
     Verify(verify::VerifyArgs),
+    /// Run a model once with tract; write its outputs (and the inputs used) in the ONNX test-data layout.
+    Run(run::RunArgs),
+    /// Measure tract latency of one or more models on the same inputs, interleaved, with ratios to the first.
+    Bench(bench::BenchArgs),
     /// List the passes `convert --passes` accepts.
     Passes {
         /// Print JSON instead of text.
@@ -74,6 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(args) => analyze::run(args),
         Command::Convert(args) => convert::convert(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Run(args) => run::run(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Passes { json } => inspect::passes(json),
     }
 }

@@ -65,7 +65,7 @@ impl From<ToleranceArgs> for Tolerance {
     }
 }
 
-fn parse_dim(s: &str) -> Result<(String, usize), String> {
+pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
     let (name, size) = s.split_once('=').ok_or("expected NAME=SIZE")?;
     let size = size
         .parse::<usize>()
@@ -90,6 +90,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                     seeds: (0..args.seeds).collect(),
                     dims: DimSizes {
                         by_name: args.dims.iter().cloned().collect(),
+                        ..Default::default()
                     },
                 },
             };

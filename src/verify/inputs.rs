@@ -13,11 +13,24 @@ use crate::ir::{InputSlot, Model, ValueId};
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{Dim, tensor_type};
 
-/// Sizes for symbolic dimensions: by name when given, otherwise 2 for a leading (batch) axis and 7 for any
-/// other (sequence-like) axis. 7 is deliberately not a power of two and not a size the exporter traced with.
-#[derive(Debug, Clone, Default)]
+/// Sizes for symbolic dimensions: by name when given, otherwise `leading` for a leading (batch) axis and `other`
+/// for any other (sequence-like) axis: by default 2 and 7, 7 being deliberately not a power of two and not a
+/// size the exporter traced with.
+#[derive(Debug, Clone)]
 pub struct DimSizes {
     pub by_name: HashMap<String, usize>,
+    pub leading: usize,
+    pub other: usize,
+}
+
+impl Default for DimSizes {
+    fn default() -> Self {
+        DimSizes {
+            by_name: HashMap::new(),
+            leading: Self::LEADING,
+            other: Self::OTHER,
+        }
+    }
 }
 
 impl DimSizes {
@@ -25,11 +38,7 @@ impl DimSizes {
     pub const OTHER: usize = 7;
 
     fn size(&mut self, dim: &Dim, axis: usize) -> usize {
-        let default = if axis == 0 {
-            Self::LEADING
-        } else {
-            Self::OTHER
-        };
+        let default = if axis == 0 { self.leading } else { self.other };
         match dim {
             Dim::Fixed(n) if *n >= 0 => *n as usize,
             // One size per symbol, so inputs that share `sequence` agree.

@@ -13,7 +13,10 @@ mod testdata;
 pub use compare::{Comparison, Tolerance, compare};
 pub use inputs::{DimSizes, generate_inputs};
 pub use run::{Runner, TractFailure};
-pub use testdata::{TestData, load_test_data, read_tensor_file, tensor_from_proto, test_data_sets};
+pub use testdata::{
+    TestData, load_test_data, read_tensor_file, tensor_from_proto, tensor_to_proto, test_data_sets,
+    write_test_data,
+};
 
 use std::path::PathBuf;
 

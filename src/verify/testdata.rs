@@ -112,6 +112,62 @@ pub fn tensor_from_proto(proto: TensorProto) -> Result<Tensor, String> {
     made.map_err(|e| e.to_string())
 }
 
+/// A tract tensor as a `TensorProto` named `name`, with raw little-endian data (what `onnx.numpy_helper` writes).
+pub fn tensor_to_proto(name: &str, t: &Tensor) -> Result<TensorProto, String> {
+    fn raw<T: Datum + Copy, const N: usize>(
+        t: &Tensor,
+        bytes: fn(T) -> [u8; N],
+    ) -> Result<Vec<u8>, String> {
+        Ok(t.to_plain_array_view::<T>()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .flat_map(|&v| bytes(v))
+            .collect())
+    }
+    let (ty, data) = match t.datum_type() {
+        DatumType::F32 => (DataType::Float, raw::<f32, 4>(t, f32::to_le_bytes)?),
+        DatumType::F64 => (DataType::Double, raw::<f64, 8>(t, f64::to_le_bytes)?),
+        DatumType::F16 => (
+            DataType::Float16,
+            raw::<f16, 2>(t, |v| v.to_bits().to_le_bytes())?,
+        ),
+        DatumType::I64 => (DataType::Int64, raw::<i64, 8>(t, i64::to_le_bytes)?),
+        DatumType::I32 => (DataType::Int32, raw::<i32, 4>(t, i32::to_le_bytes)?),
+        DatumType::I8 => (DataType::Int8, raw::<i8, 1>(t, i8::to_le_bytes)?),
+        DatumType::U8 => (DataType::Uint8, raw::<u8, 1>(t, u8::to_le_bytes)?),
+        DatumType::Bool => (DataType::Bool, raw::<bool, 1>(t, |v| [v as u8])?),
+        other => {
+            return Err(format!(
+                "element type {other:?} cannot be written as test data"
+            ));
+        }
+    };
+    Ok(TensorProto {
+        name: Some(name.into()),
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: Some(ty as i32),
+        raw_data: Some(data.into()),
+        ..Default::default()
+    })
+}
+
+/// Writes `input_K.pb` and `output_K.pb` into `dir` (created if missing), the ONNX test-data layout.
+pub fn write_test_data(dir: &Path, inputs: &[Named], outputs: &[Named]) -> Result<(), VerifyError> {
+    let err = |path: &Path, reason: String| VerifyError::TestData {
+        path: path.into(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e.to_string()))?;
+    for (stem, tensors) in [("input", inputs), ("output", outputs)] {
+        for (k, named) in tensors.iter().enumerate() {
+            let path = dir.join(format!("{stem}_{k}.pb"));
+            let proto = tensor_to_proto(&named.name, &named.tensor).map_err(|e| err(&path, e))?;
+            std::fs::write(&path, proto.encode_to_vec()).map_err(|e| err(&path, e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Test-data folders under `dir`: `dir` itself if it holds `input_0.pb`, else its `test_data_set_*` folders.
 pub fn test_data_sets(dir: &Path) -> Vec<PathBuf> {
     if dir.join("input_0.pb").exists() {
