@@ -9,6 +9,7 @@
 mod cleanup;
 mod dedupe_constants;
 mod eliminate_dead_nodes;
+mod fold_norm_affine;
 mod fuse;
 mod fuse_layernorm;
 mod fuse_rmsnorm;
@@ -97,6 +98,7 @@ pub fn catalogue() -> Vec<Box<dyn Pass>> {
         Box::new(fuse_layernorm::FuseLayerNorm),
         Box::new(fuse_rmsnorm::FuseRmsNorm),
         Box::new(unfuse_norms::UnfuseNorms),
+        Box::new(fold_norm_affine::FoldNormAffine),
         Box::new(eliminate_dead_nodes::EliminateDeadNodes),
         Box::new(remove_unused::RemoveUnused),
         Box::new(remove_identity::RemoveIdentity),
