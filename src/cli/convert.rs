@@ -24,7 +24,7 @@ use super::{EXIT_MISMATCH, print_warnings};
     normshift convert big.onnx -o out.onnx --external-data  # weights in out.onnx.data\n\n\
     After passes, OUT is verified against IN with tract (on two seeded inputs) before it is written: if an \
     exact pass changed the outputs beyond tolerance, nothing is written, the exit status is 1, and the passes \
-    are rerun one prefix at a time to name the first one at fault. A pass that raises the opset (fusions need \
+    are rerun one at a time, verifying after each, to name the first one at fault. A pass that raises the opset (fusions need \
     17 or 23) adapts every other node or refuses, naming the node."
 )]
 pub struct ConvertArgs {
@@ -175,9 +175,12 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                 }
             );
         } else {
-            let failing = culprit.unwrap_or("the pipeline as a whole");
+            let failing = match culprit {
+                Some(pass) => format!("pass {pass}"),
+                None => "the passes (though rerun one at a time, each verified)".into(),
+            };
             eprintln!(
-                "normshift: pass {failing} changed the outputs beyond tolerance; {} was not written",
+                "normshift: {failing} changed the outputs beyond tolerance; {} was not written",
                 args.output.display()
             );
         }
