@@ -13,6 +13,7 @@ mod fold_norm_affine;
 mod fuse;
 mod fuse_layernorm;
 mod fuse_rmsnorm;
+mod layernorm_to_rmsnorm;
 mod remove_identity;
 mod remove_unused;
 mod unfuse_norms;
@@ -99,6 +100,7 @@ pub fn catalogue() -> Vec<Box<dyn Pass>> {
         Box::new(fuse_rmsnorm::FuseRmsNorm),
         Box::new(unfuse_norms::UnfuseNorms),
         Box::new(fold_norm_affine::FoldNormAffine),
+        Box::new(layernorm_to_rmsnorm::LayerNormToRmsNorm),
         Box::new(eliminate_dead_nodes::EliminateDeadNodes),
         Box::new(remove_unused::RemoveUnused),
         Box::new(remove_identity::RemoveIdentity),

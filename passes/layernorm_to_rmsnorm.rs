@@ -1,0 +1,574 @@
+//! `layernorm-to-rmsnorm` — a Pre-LN model becomes a Pre-RMSNorm model with the same function (Jiang et al.,
+//! NeurIPS 2023, "Pre-RMSNorm and Pre-CRMSNorm Transformers").
+//!
+//! * Idea: `LN(x) = RMSNorm(x − mean(x))` with the same ε, and the residual stream of a Pre-LN model is only
+//!   ever read through norms and by the next residual `Add`. Make the stream zero-mean across the hidden axis
+//!   by centring everything that writes to it, and every norm reading it can drop its mean.
+//! * Writers centred (new initializers; shared weights are never changed in place): embedding and position
+//!   tables read by `Gather` (each row minus its mean); the output projections of every branch, `MatMul(·, W)`
+//!   and `Gemm` (each row of `W` minus its mean across the hidden axis) and their bias (minus its mean); through
+//!   `Add`, `Reshape`, `Dropout`, `Identity` and a constant-scalar `Mul`. A writer that is not linear (an
+//!   embedding norm, as in BLOOM) gets an explicit centring `x − ReduceMean(x)` after it.
+//! * Replacement: each LayerNorm over the last axis reading the stream → `RMSNormalization(x, γ)` (opset 23,
+//!   upgrading the model), followed by `Add(β)` when it has a shift (run `fold-norm-affine` first to move `γ`
+//!   and `β` into the next layers).
+//! * Preconditions, refused naming the node that breaks them: a Pre-LN model (Post-LN trunks are not
+//!   shift-invariant); every writer is one of the above, and no intermediate value of a writer is read
+//!   elsewhere; every reader of the stream is a LayerNorm over the hidden axis, the next residual `Add`, its
+//!   scaled skip, or a shape-only op; the stream is not itself a graph output; no Casts in the norms.
+//! * Exact: yes, up to float rounding.
+
+use std::collections::HashSet;
+
+use petgraph::stable_graph::NodeIndex;
+
+use super::{Pass, PassClass, PassContext, PassError, upgrade_opset};
+use crate::analysis::constants::{constant, scalar};
+use crate::analysis::{Analysis, NormKind, Placement, analyze};
+use crate::ir::index::GraphIndex;
+use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
+use crate::onnx::build::{attr_float, attr_int, float_tensor, i64_tensor, node};
+use crate::tensor::to_f64;
+
+pub struct LayerNormToRmsNorm;
+
+impl Pass for LayerNormToRmsNorm {
+    fn name(&self) -> &'static str {
+        "layernorm-to-rmsnorm"
+    }
+    fn description(&self) -> &'static str {
+        "Pre-LN -> Pre-RMSNorm: centre what writes the residual stream, then its LayerNorms drop the mean"
+    }
+    fn class(&self) -> PassClass {
+        PassClass::Exact
+    }
+    fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
+        let ix = GraphIndex::new(&model.graph);
+        let analysis = analyze(&ix);
+        let refuse = |reason: String| PassError::Refused {
+            pass: "layernorm-to-rmsnorm",
+            reason,
+        };
+        let mut patch = Patch::new();
+        if analysis.residual_units.is_empty() {
+            patch.note("no residual units: nothing to do".into());
+            return Ok(patch);
+        }
+        let mut plan = Plan {
+            ix: &ix,
+            analysis: &analysis,
+            patch: &mut patch,
+            centred: HashSet::new(),
+            hidden: None,
+        };
+        plan.build().map_err(refuse)?;
+        if patch.sites > 0 {
+            let removed: HashSet<NodeIndex> = patch.removed().iter().copied().collect();
+            let upgrade = upgrade_opset::plan(model, 23, &removed)
+                .map_err(|e| refuse(format!("RMSNormalization needs opset 23, but {e}")))?;
+            patch.merge(upgrade);
+        }
+        Ok(patch)
+    }
+}
+
+struct Plan<'a, 'g> {
+    ix: &'a GraphIndex<'g>,
+    analysis: &'a Analysis,
+    patch: &'a mut Patch,
+    /// Writer nodes already planned (a value may be reached twice).
+    centred: HashSet<NodeIndex>,
+    /// The hidden size, as the centred tables and weights show it.
+    hidden: Option<usize>,
+}
+
+impl Plan<'_, '_> {
+    fn label(&self, n: NodeIndex) -> String {
+        self.ix.graph.node_label(n)
+    }
+
+    fn name(&self, v: ValueId) -> String {
+        self.ix.graph.value(v).name.clone()
+    }
+
+    fn build(&mut self) -> Result<(), String> {
+        let a = self.analysis;
+        if a.placement != Placement::Pre {
+            return Err(format!(
+                "the model's placement is {}, not pre: only a Pre-LN stream is read through norms alone",
+                a.placement
+            ));
+        }
+        let units = &a.residual_units;
+        // The stream: what enters each unit and each unit's sum.
+        let mut stream: Vec<ValueId> = Vec::new();
+        for (i, u) in units.iter().enumerate() {
+            if i > 0 && units[i - 1].sum != u.stream_in {
+                return Err(format!(
+                    "unit {i}'s stream `{}` is not unit {}'s sum `{}`",
+                    self.name(u.stream_in),
+                    i - 1,
+                    self.name(units[i - 1].sum)
+                ));
+            }
+            stream.push(u.stream_in);
+        }
+        stream.push(units[units.len() - 1].sum);
+
+        // Readers of the stream: LayerNorms (converted below), residual Adds and their scaled skips.
+        let converted: Vec<usize> = (0..a.norms.len())
+            .filter(|&i| stream.contains(&a.norms[i].norm.input))
+            .collect();
+        let allowed: HashSet<NodeIndex> = converted
+            .iter()
+            .flat_map(|&i| a.norms[i].norm.nodes.iter().copied())
+            .chain(units.iter().map(|u| u.add))
+            .chain(
+                units
+                    .iter()
+                    .filter_map(|u| self.scaled_skip(u.add, u.stream_in)),
+            )
+            .collect();
+        for &s in &stream {
+            if self.ix.is_graph_output(s) {
+                return Err(format!(
+                    "the stream value `{}` is a graph output",
+                    self.name(s)
+                ));
+            }
+            for &(n, slot) in self.ix.consumers(s) {
+                let shape_only = self.ix.graph.graph[n]
+                    .op()
+                    .is_some_and(|op| matches!(op.op_type(), "Shape" | "Size"));
+                if !(allowed.contains(&n) || shape_only) || slot == InputSlot::Captured {
+                    return Err(format!(
+                        "{} reads the residual stream `{}` and is neither a LayerNorm nor the next unit",
+                        self.label(n),
+                        self.name(s)
+                    ));
+                }
+            }
+        }
+        for &i in &converted {
+            let info = &a.norms[i];
+            if info.norm.kind != NormKind::LayerNorm {
+                return Err(format!(
+                    "norm #{i} (`{}`) reading the stream is an RMSNorm: centring would change it",
+                    self.name(info.norm.output)
+                ));
+            }
+            if info.norm.axis != -1 {
+                return Err(format!(
+                    "norm #{i} normalizes over more than the hidden axis"
+                ));
+            }
+        }
+
+        // Writers: the embedding, then every unit's branch side.
+        self.centre_embedding(stream[0])?;
+        for u in units {
+            let skip = self
+                .scaled_skip(u.add, u.stream_in)
+                .and_then(|m| self.ix.output(m));
+            let writer = match self.ix.inputs(u.add) {
+                [Some(p), Some(q)] if *p == u.stream_in || Some(*p) == skip => *q,
+                [Some(p), Some(q)] if *q == u.stream_in || Some(*q) == skip => *p,
+                _ => {
+                    return Err(format!(
+                        "{} is not a residual Add of the stream",
+                        self.label(u.add)
+                    ));
+                }
+            };
+            self.centre(writer)?;
+        }
+        for &i in &converted {
+            self.convert_norm(i)?;
+        }
+        Ok(())
+    }
+
+    /// The `Mul(x, α)` of a DeepNorm-style scaled skip feeding `add`, if there is one.
+    fn scaled_skip(&self, add: NodeIndex, x: ValueId) -> Option<NodeIndex> {
+        self.ix.inputs(add).iter().flatten().find_map(|&v| {
+            let (m, _) = self.ix.produced_by(v, "Mul")?;
+            self.ix.inputs(m).contains(&Some(x)).then_some(m)
+        })
+    }
+
+    /// Whether `v` is read only by `reader` (so changing it changes nothing else).
+    fn private_to(&self, v: ValueId, reader: NodeIndex) -> bool {
+        !self.ix.is_graph_output(v) && self.ix.consumers(v).iter().all(|&(n, _)| n == reader)
+    }
+
+    /// The stream's first value: tables read by `Gather` are centred; anything else gets an explicit centring.
+    fn centre_embedding(&mut self, e: ValueId) -> Result<(), String> {
+        if self.centre_tables(e).is_ok() {
+            return Ok(());
+        }
+        // Not linear (e.g. an embedding norm): x − ReduceMean(x), read by everything that read x.
+        let anchor = self
+            .ix
+            .producer(e)
+            .map(|(n, _)| n)
+            .ok_or("the stream has no producer")?;
+        let name = self.name(e);
+        let axes = self
+            .patch
+            .initializer(format!("{name}/centre_axes"), i64_tensor(vec![1], &[-1]));
+        let mean = self.patch.value(format!("{name}/mean"));
+        let centred = self.patch.value(format!("{name}/centred"));
+        // The model is raised to opset 23, so ReduceMean takes its axes as an input.
+        self.patch.add_node(
+            node(
+                "ReduceMean",
+                "",
+                format!("{name}/ReduceMean"),
+                vec![attr_int("keepdims", 1)],
+            ),
+            vec![Some(e.into()), Some(axes)],
+            vec![Some(mean)],
+            anchor,
+        );
+        self.patch.add_node(
+            node("Sub", "", format!("{name}/Centre"), vec![]),
+            vec![Some(e.into()), Some(mean)],
+            vec![Some(centred)],
+            anchor,
+        );
+        self.patch.rewire(e, centred);
+        self.patch.sites += 1;
+        Ok(())
+    }
+
+    /// Embedding sums of tables: `Gather(table, ids)` and `Add`s of them. Plans nothing unless all of it fits.
+    fn centre_tables(&mut self, v: ValueId) -> Result<(), String> {
+        let mut gathers = Vec::new();
+        let mut stack = vec![v];
+        while let Some(v) = stack.pop() {
+            let (n, op) = self.ix.producer_op(v).ok_or("not computed by an op")?;
+            match op.op_type() {
+                "Add" => {
+                    for &i in self.ix.inputs(n).iter().flatten() {
+                        if !self.private_to(i, n) {
+                            return Err("an embedding summand is read elsewhere".into());
+                        }
+                        stack.push(i);
+                    }
+                }
+                "Gather" if op.attribute("axis").is_none_or(|a| a.i() == 0) => gathers.push(n),
+                _ => return Err(format!("{} is not a table lookup", self.label(n))),
+            }
+        }
+        for g in gathers {
+            let table = self
+                .ix
+                .inputs(g)
+                .first()
+                .copied()
+                .flatten()
+                .ok_or("a Gather without table")?;
+            let t = constant(self.ix, table).ok_or("a table that is not a constant")?;
+            if t.dims().len() != 2 {
+                return Err("a table that is not 2-D".into());
+            }
+            self.hidden = Some(t.dims()[1] as usize);
+            let centred = centre_rows(
+                &to_f64(&t).map_err(|e| e.to_string())?,
+                t.dims()[1] as usize,
+            );
+            let tensor = float_tensor(t.elem_type(), t.dims().to_vec(), &centred)
+                .ok_or("a table of no float type")?;
+            let name = self.name(table);
+            let new = self.patch.initializer(format!("{name}_centred"), tensor);
+            let op = self.ix.graph.graph[g].op().ok_or("not an op")?;
+            let ids = self
+                .ix
+                .inputs(g)
+                .get(1)
+                .copied()
+                .flatten()
+                .ok_or("a Gather without indices")?;
+            let out = self.ix.output(g).ok_or("a Gather without output")?;
+            self.patch.add_node(
+                op.proto.clone(),
+                vec![Some(new), Some(ids.into())],
+                vec![Some(out.into())],
+                g,
+            );
+            self.patch.remove(g);
+            self.patch.sites += 1;
+        }
+        Ok(())
+    }
+
+    /// Centres what computes `v` (a branch's contribution to the stream) across the hidden axis.
+    fn centre(&mut self, v: ValueId) -> Result<(), String> {
+        let (n, op) = self.ix.producer_op(v).ok_or_else(|| {
+            format!(
+                "`{}` writes the stream but is not computed by an op",
+                self.name(v)
+            )
+        })?;
+        if !self.centred.insert(n) {
+            return Ok(());
+        }
+        let inputs: Vec<Option<ValueId>> = self.ix.inputs(n).to_vec();
+        let through = |plan: &mut Self, v: ValueId| -> Result<(), String> {
+            if !plan.private_to(v, n) {
+                return Err(format!(
+                    "`{}` writes the stream and is also read elsewhere",
+                    plan.name(v)
+                ));
+            }
+            plan.centre(v)
+        };
+        match (op.op_type(), &inputs[..]) {
+            ("Add", [Some(p), Some(q)]) => {
+                match (
+                    constant(self.ix, *p).is_some(),
+                    constant(self.ix, *q).is_some(),
+                ) {
+                    (false, false) => {
+                        through(self, *p)?;
+                        through(self, *q)
+                    }
+                    (false, true) => {
+                        through(self, *p)?;
+                        self.centre_bias(n, 1)
+                    }
+                    (true, false) => {
+                        through(self, *q)?;
+                        self.centre_bias(n, 0)
+                    }
+                    (true, true) => Err(format!(
+                        "{} adds two constants to the stream",
+                        self.label(n)
+                    )),
+                }
+            }
+            ("Reshape" | "Dropout" | "Identity", [Some(p), ..]) => through(self, *p),
+            ("Mul", [Some(p), Some(q)]) if scalar(self.ix, *q).is_some() => through(self, *p),
+            ("Mul", [Some(p), Some(q)]) if scalar(self.ix, *p).is_some() => through(self, *q),
+            ("MatMul", [Some(_), Some(w)]) => self.centre_weight(n, *w, false, None),
+            ("Gemm", [Some(_), Some(w), ..]) => {
+                let attr_i = |k: &str| op.attribute(k).map_or(0, |a| a.i());
+                let attr_f = |k: &str| op.attribute(k).map_or(1.0, |a| a.f());
+                if attr_i("transA") != 0 || attr_f("alpha") != 1.0 || attr_f("beta") != 1.0 {
+                    return Err(format!(
+                        "{} transposes its input or scales by alpha/beta",
+                        self.label(n)
+                    ));
+                }
+                self.centre_weight(
+                    n,
+                    *w,
+                    attr_i("transB") != 0,
+                    inputs.get(2).copied().flatten(),
+                )
+            }
+            _ => Err(format!(
+                "{} writes the stream and is not a linear layer, a table or a sum of them",
+                self.label(n)
+            )),
+        }
+    }
+
+    /// A linear layer's weight with each row centred across the hidden (output) axis, and its `Gemm` bias.
+    fn centre_weight(
+        &mut self,
+        n: NodeIndex,
+        w: ValueId,
+        trans_b: bool,
+        c: Option<ValueId>,
+    ) -> Result<(), String> {
+        let t = constant(self.ix, w)
+            .ok_or_else(|| format!("{} has no constant weight", self.label(n)))?;
+        if t.dims().len() != 2 {
+            return Err(format!("{} has no 2-D weight", self.label(n)));
+        }
+        let values = to_f64(&t).map_err(|e| e.to_string())?;
+        let (rows, cols) = (t.dims()[0] as usize, t.dims()[1] as usize);
+        self.hidden = Some(if trans_b { rows } else { cols });
+        let centred = if trans_b {
+            // [H, K]: centre each column across the rows.
+            let mut out = values.clone();
+            for c in 0..cols {
+                let mean = (0..rows).map(|r| values[r * cols + c]).sum::<f64>() / rows as f64;
+                (0..rows).for_each(|r| out[r * cols + c] -= mean);
+            }
+            out
+        } else {
+            centre_rows(&values, cols)
+        };
+        let tensor = float_tensor(t.elem_type(), t.dims().to_vec(), &centred)
+            .ok_or("a weight of no float type")?;
+        let name = self.name(w);
+        let new_w = self.patch.initializer(format!("{name}_centred"), tensor);
+        let op = self.ix.graph.graph[n].op().ok_or("not an op")?;
+        let mut inputs: Vec<Option<ValueRef>> = self
+            .ix
+            .inputs(n)
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        inputs[1] = Some(new_w);
+        if let Some(c) = c {
+            inputs[2] = Some(self.centred_constant(c, n)?);
+        }
+        let outputs = self.ix.graph.graph[n]
+            .outputs
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        self.patch.add_node(op.proto.clone(), inputs, outputs, n);
+        self.patch.remove(n);
+        self.patch.sites += 1;
+        Ok(())
+    }
+
+    /// The bias at `slot` of `Add` node `n`, minus its mean.
+    fn centre_bias(&mut self, n: NodeIndex, slot: usize) -> Result<(), String> {
+        let b = self
+            .ix
+            .inputs(n)
+            .get(slot)
+            .copied()
+            .flatten()
+            .ok_or("an Add without bias")?;
+        let new_b = self.centred_constant(b, n)?;
+        let op = self.ix.graph.graph[n].op().ok_or("not an op")?;
+        let mut inputs: Vec<Option<ValueRef>> = self
+            .ix
+            .inputs(n)
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        inputs[slot] = Some(new_b);
+        let out = self.ix.output(n).ok_or("an Add without output")?;
+        self.patch
+            .add_node(op.proto.clone(), inputs, vec![Some(out.into())], n);
+        self.patch.remove(n);
+        Ok(())
+    }
+
+    /// A constant whose last axis is the hidden axis, centred along it (a scalar or a row of ones stays valid
+    /// only if it is already zero-mean: a broadcast constant cannot be centred per element).
+    fn centred_constant(&mut self, c: ValueId, n: NodeIndex) -> Result<ValueRef, String> {
+        let t = constant(self.ix, c)
+            .ok_or_else(|| format!("{} adds a non-constant bias", self.label(n)))?;
+        let h = *t
+            .dims()
+            .last()
+            .ok_or_else(|| format!("{} adds a scalar bias", self.label(n)))?
+            as usize;
+        if h < 2 {
+            return Err(format!(
+                "{} adds a bias that broadcasts over the hidden axis",
+                self.label(n)
+            ));
+        }
+        let centred = centre_rows(&to_f64(&t).map_err(|e| e.to_string())?, h);
+        let tensor = float_tensor(t.elem_type(), t.dims().to_vec(), &centred)
+            .ok_or("a bias of no float type")?;
+        let name = self.name(c);
+        Ok(self.patch.initializer(format!("{name}_centred"), tensor))
+    }
+
+    /// LayerNorm `i` (reading the now zero-mean stream) → `RMSNormalization(x, γ)` [+ `Add(β)`].
+    fn convert_norm(&mut self, i: usize) -> Result<(), String> {
+        let norm = &self.analysis.norms[i].norm;
+        let g = self.ix.graph;
+        if norm
+            .nodes
+            .iter()
+            .any(|&n| g.graph[n].op().is_some_and(|op| op.op_type() == "Cast"))
+        {
+            return Err(format!("norm #{i} has Casts"));
+        }
+        let anchor = self
+            .ix
+            .producer(norm.output)
+            .map(|(n, _)| n)
+            .ok_or("a norm without producer")?;
+        let name = self.name(norm.output);
+        let h = self
+            .hidden_size(norm)
+            .or(self.hidden)
+            .ok_or_else(|| format!("norm #{i}'s hidden size is not known"))?;
+        let scale = match norm.scale {
+            Some(p)
+                if !p.plus_one
+                    && constant(self.ix, p.value).is_some_and(|t| t.dims().len() == 1) =>
+            {
+                ValueRef::Old(p.value)
+            }
+            Some(p) => {
+                let t = constant(self.ix, p.value).ok_or("a scale that is not constant")?;
+                let values: Vec<f64> = to_f64(&t)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .map(|v| if p.plus_one { v + 1.0 } else { *v })
+                    .collect();
+                let tensor =
+                    float_tensor(t.elem_type(), vec![h as i64], &values).ok_or("no float scale")?;
+                self.patch.initializer(format!("{name}_rms_scale"), tensor)
+            }
+            None => {
+                let tensor =
+                    float_tensor(1, vec![h as i64], &vec![1.0; h]).ok_or("no float scale")?;
+                self.patch.initializer(format!("{name}_rms_scale"), tensor)
+            }
+        };
+        let result = match norm.shift {
+            Some(_) => self.patch.value(format!("{name}/rms")),
+            None => norm.output.into(),
+        };
+        self.patch.add_node(
+            node(
+                "RMSNormalization",
+                "",
+                format!("{name}/RMSNormalization"),
+                vec![
+                    attr_int("axis", -1),
+                    attr_float("epsilon", norm.epsilon as f32),
+                ],
+            ),
+            vec![Some(norm.input.into()), Some(scale)],
+            vec![Some(result)],
+            anchor,
+        );
+        if let Some(p) = norm.shift {
+            self.patch.add_node(
+                node("Add", "", format!("{name}/shift"), vec![]),
+                vec![Some(result), Some(p.value.into())],
+                vec![Some(norm.output.into())],
+                anchor,
+            );
+        }
+        for &n in &norm.nodes {
+            self.patch.remove(n);
+        }
+        self.patch.sites += 1;
+        Ok(())
+    }
+
+    /// The hidden size: the scale's or shift's length.
+    fn hidden_size(&self, norm: &crate::analysis::Norm) -> Option<usize> {
+        [norm.scale, norm.shift]
+            .iter()
+            .flatten()
+            .find_map(|p| constant(self.ix, p.value).map(|t| t.elem_count() as usize))
+    }
+}
+
+/// Each row of a row-major `[·, cols]` matrix minus its mean.
+fn centre_rows(values: &[f64], cols: usize) -> Vec<f64> {
+    values
+        .chunks(cols)
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / row.len() as f64;
+            row.iter().map(move |v| v - mean)
+        })
+        .collect()
+}
