@@ -269,14 +269,29 @@ def bert_base(out_dir, layers=12):
     print(path, os.path.getsize(path), "bytes")
 
 
+def gpt2_small(out_dir):
+    """A GPT-2-small-size Pre-LN export (hidden 768, 12 heads, 12 layers, MLP 3072, vocabulary 50257, 1024
+    positions), opset 17 with fused LayerNormalization: ~500 MB. For `normshift bench`."""
+    global HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS
+    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = 768, 12, 12, 50257, 3072, 1024
+    model = build("gpt2_pre", 17)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "gpt2_small.onnx")
+    onnx.save(model, path)
+    print(path, os.path.getsize(path), "bytes")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder")
     p.add_argument("--bert-base", action="store_true", help="write only the BERT-base-size benchmark model")
+    p.add_argument("--gpt2-small", action="store_true", help="write only the GPT-2-small-size benchmark model")
     p.add_argument("--layers", type=int, default=12, help="with --bert-base: number of layers (24 and 48 for the depth benchmark)")
     a = p.parse_args()
     if a.bert_base:
         return bert_base(a.out, a.layers)
+    if a.gpt2_small:
+        return gpt2_small(a.out)
     plan = [(f, o) for f in FAMILIES for o in (14, 17)] + [(f, 17) for f in EXTRA_FAMILIES]
     for family, opset in plan:
         folder = os.path.join(a.out, f"{family}.opset{opset}")

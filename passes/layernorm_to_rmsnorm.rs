@@ -60,6 +60,7 @@ impl Pass for LayerNormToRmsNorm {
             patch: &mut patch,
             centred: HashSet::new(),
             hidden: None,
+            recentred: None,
         };
         plan.build().map_err(refuse)?;
         if patch.sites > 0 {
@@ -80,6 +81,8 @@ struct Plan<'a, 'g> {
     centred: HashSet<NodeIndex>,
     /// The hidden size, as the centred tables and weights show it.
     hidden: Option<usize>,
+    /// The explicitly centred stream value, when the embedding needed one: (old, centred).
+    recentred: Option<(ValueId, ValueRef)>,
 }
 
 impl Plan<'_, '_> {
@@ -99,21 +102,63 @@ impl Plan<'_, '_> {
                 a.placement
             ));
         }
+        if a.norm == "rmsnorm" {
+            return Err("its norms are RMSNorms already".into());
+        }
         let units = &a.residual_units;
         // The stream: what enters each unit and each unit's sum.
+        // Between units the stream may pass through Reshapes (OPT flattens it around its MLP): the values in
+        // between are stream too, and the Reshapes are among its allowed readers.
         let mut stream: Vec<ValueId> = Vec::new();
+        let mut reshapes: Vec<NodeIndex> = Vec::new();
         for (i, u) in units.iter().enumerate() {
-            if i > 0 && units[i - 1].sum != u.stream_in {
-                return Err(format!(
-                    "unit {i}'s stream `{}` is not unit {}'s sum `{}`",
-                    self.name(u.stream_in),
-                    i - 1,
-                    self.name(units[i - 1].sum)
-                ));
+            let mut v = u.stream_in;
+            if i > 0 {
+                let previous = units[i - 1].sum;
+                while v != previous {
+                    match self.ix.produced_by(v, "Reshape") {
+                        Some((r, _)) if self.ix.use_count(v) > 0 => {
+                            stream.push(v);
+                            reshapes.push(r);
+                            v = self
+                                .ix
+                                .inputs(r)
+                                .first()
+                                .copied()
+                                .flatten()
+                                .ok_or("a Reshape without input")?;
+                        }
+                        _ => {
+                            return Err(format!(
+                                "unit {i}'s stream `{}` does not come from unit {}'s sum `{}` through Reshapes",
+                                self.name(u.stream_in),
+                                i - 1,
+                                self.name(previous)
+                            ));
+                        }
+                    }
+                }
             }
-            stream.push(u.stream_in);
+            stream.push(v);
         }
         stream.push(units[units.len() - 1].sum);
+        // Reshapes of the stream (e.g. before the final norm) carry it on.
+        let mut i = 0;
+        while i < stream.len() {
+            for &(n, slot) in self.ix.consumers(stream[i]) {
+                if slot == InputSlot::Operand(0)
+                    && let Some(op) = self.ix.graph.graph[n].op()
+                    && op.op_type() == "Reshape"
+                    && let Some(out) = self.ix.output(n)
+                    && !stream.contains(&out)
+                {
+                    stream.push(out);
+                    reshapes.push(n);
+                }
+            }
+            i += 1;
+        }
+        stream.dedup();
 
         // Readers of the stream: LayerNorms (converted below), residual Adds and their scaled skips.
         let converted: Vec<usize> = (0..a.norms.len())
@@ -123,6 +168,7 @@ impl Plan<'_, '_> {
             .iter()
             .flat_map(|&i| a.norms[i].norm.nodes.iter().copied())
             .chain(units.iter().map(|u| u.add))
+            .chain(reshapes.iter().copied())
             .chain(
                 units
                     .iter()
@@ -237,6 +283,7 @@ impl Plan<'_, '_> {
             anchor,
         );
         self.patch.rewire(e, centred);
+        self.recentred = Some((e, centred));
         self.patch.sites += 1;
         Ok(())
     }
@@ -257,6 +304,16 @@ impl Plan<'_, '_> {
                     }
                 }
                 "Gather" if op.attribute("axis").is_none_or(|a| a.i() == 0) => gathers.push(n),
+                "Cast" | "Identity" => {
+                    let i = self
+                        .ix
+                        .inputs(n)
+                        .first()
+                        .copied()
+                        .flatten()
+                        .ok_or("an empty input")?;
+                    stack.push(i);
+                }
                 _ => return Err(format!("{} is not a table lookup", self.label(n))),
             }
         }
@@ -347,7 +404,7 @@ impl Plan<'_, '_> {
                     )),
                 }
             }
-            ("Reshape" | "Dropout" | "Identity", [Some(p), ..]) => through(self, *p),
+            ("Reshape" | "Dropout" | "Identity" | "Cast", [Some(p), ..]) => through(self, *p),
             ("Mul", [Some(p), Some(q)]) if scalar(self.ix, *q).is_some() => through(self, *p),
             ("Mul", [Some(p), Some(q)]) if scalar(self.ix, *p).is_some() => through(self, *q),
             ("MatMul", [Some(_), Some(w)]) => self.centre_weight(n, *w, false, None),
@@ -492,6 +549,13 @@ impl Plan<'_, '_> {
             .map(|(n, _)| n)
             .ok_or("a norm without producer")?;
         let name = self.name(norm.output);
+        if let (Some(own), Some(stream)) = (self.hidden_size(norm), self.hidden)
+            && own != stream
+        {
+            return Err(format!(
+                "norm #{i} normalizes {own} values, the stream has {stream}"
+            ));
+        }
         let h = self
             .hidden_size(norm)
             .or(self.hidden)
@@ -534,7 +598,7 @@ impl Plan<'_, '_> {
                     attr_float("epsilon", norm.epsilon as f32),
                 ],
             ),
-            vec![Some(norm.input.into()), Some(scale)],
+            vec![Some(self.stream_value(norm.input)), Some(scale)],
             vec![Some(result)],
             anchor,
         );
@@ -551,6 +615,14 @@ impl Plan<'_, '_> {
         }
         self.patch.sites += 1;
         Ok(())
+    }
+
+    /// What a converted norm reads: the stream value, or its explicit centring.
+    fn stream_value(&self, v: ValueId) -> ValueRef {
+        match self.recentred {
+            Some((old, centred)) if old == v => centred,
+            _ => v.into(),
+        }
     }
 
     /// The hidden size: the scale's or shift's length.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::inspect::load;
 use super::print_warnings;
 use super::progress::Step;
-use super::verify::parse_dim;
+use super::verify::{ToleranceArgs, parse_dim};
 
 #[derive(Args, Debug)]
 #[command(
@@ -41,6 +41,8 @@ pub struct BenchArgs {
     /// Untimed runs per model first.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    #[command(flatten)]
+    pub tolerance: ToleranceArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -57,7 +59,7 @@ struct ModelTiming {
     ratio: f64,
     /// Largest absolute difference of any output from the first model's.
     max_abs_vs_first: f64,
-    /// Whether the outputs match the first model's within rtol 1e-4, atol 1e-5.
+    /// Whether the outputs match the first model's within the tolerance (default rtol 1e-4, atol 1e-5).
     matches_first: bool,
 }
 
@@ -121,7 +123,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let comparisons: Vec<_> = outputs
             .iter()
             .zip(&reference)
-            .map(|(o, r)| compare(&o.name, &o.tensor, &r.tensor, Tolerance::default()))
+            .map(|(o, r)| {
+                compare(
+                    &o.name,
+                    &o.tensor,
+                    &r.tensor,
+                    Tolerance::from(args.tolerance),
+                )
+            })
             .collect();
         let t = &mut times[i];
         t.sort();

@@ -492,10 +492,11 @@ impl Graph {
             for (slot, input) in node.inputs.iter().enumerate() {
                 if let Some(r) = input {
                     let value = match r {
-                        // A node computing the replacement of `v` from `v` keeps reading `v`.
-                        ValueRef::Old(v) => Some(chase(*v))
-                            .filter(|c| producers.get(c).is_none_or(|&(p, _)| p != index))
-                            .unwrap_or(*v),
+                        // A new node reads what it names (the nodes computing a replacement of `v` read
+                        // `v` itself); only a value whose producer the patch removed is followed along the
+                        // rewiring.
+                        ValueRef::Old(v) if producers.contains_key(v) => *v,
+                        ValueRef::Old(v) => chase(*v),
                         new => resolve(*new),
                     };
                     connect(self, value, index, InputSlot::Operand(slot));
