@@ -63,7 +63,7 @@ fn what_cannot_stay_exact_is_refused_with_the_reason() {
         ("gemma2_peri.opset17", "placement is peri"),
         (
             "llama_rms.opset17",
-            "is an RMSNorm: centring would change it",
+            "its norms are RMSNorms already",
         ),
     ] {
         let (out, model) = convert(fixture, "layernorm-to-rmsnorm");
