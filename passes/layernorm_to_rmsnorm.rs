@@ -462,24 +462,11 @@ impl Plan<'_, '_> {
             .ok_or("a weight of no float type")?;
         let name = self.name(w);
         let new_w = self.patch.initializer(format!("{name}_centred"), tensor);
-        let op = self.ix.graph.graph[n].op().ok_or("not an op")?;
-        let mut inputs: Vec<Option<ValueRef>> = self
-            .ix
-            .inputs(n)
-            .iter()
-            .map(|v| v.map(ValueRef::Old))
-            .collect();
-        inputs[1] = Some(new_w);
+        let mut changes = vec![(1, new_w)];
         if let Some(c) = c {
-            inputs[2] = Some(self.centred_constant(c, n)?);
+            changes.push((2, self.centred_constant(c, n)?));
         }
-        let outputs = self.ix.graph.graph[n]
-            .outputs
-            .iter()
-            .map(|v| v.map(ValueRef::Old))
-            .collect();
-        self.patch.add_node(op.proto.clone(), inputs, outputs, n);
-        self.patch.remove(n);
+        self.replace_inputs(n, &changes)?;
         self.patch.sites += 1;
         Ok(())
     }
@@ -494,6 +481,15 @@ impl Plan<'_, '_> {
             .flatten()
             .ok_or("an Add without bias")?;
         let new_b = self.centred_constant(b, n)?;
+        self.replace_inputs(n, &[(slot, new_b)])
+    }
+
+    /// Replaces node `n` by a copy reading `changes` (slot, value) instead, producing the same values.
+    fn replace_inputs(
+        &mut self,
+        n: NodeIndex,
+        changes: &[(usize, ValueRef)],
+    ) -> Result<(), String> {
         let op = self.ix.graph.graph[n].op().ok_or("not an op")?;
         let mut inputs: Vec<Option<ValueRef>> = self
             .ix
@@ -501,10 +497,18 @@ impl Plan<'_, '_> {
             .iter()
             .map(|v| v.map(ValueRef::Old))
             .collect();
-        inputs[slot] = Some(new_b);
-        let out = self.ix.output(n).ok_or("an Add without output")?;
-        self.patch
-            .add_node(op.proto.clone(), inputs, vec![Some(out.into())], n);
+        for &(slot, v) in changes {
+            if inputs.len() <= slot {
+                inputs.resize(slot + 1, None);
+            }
+            inputs[slot] = Some(v);
+        }
+        let outputs = self.ix.graph.graph[n]
+            .outputs
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        self.patch.add_node(op.proto.clone(), inputs, outputs, n);
         self.patch.remove(n);
         Ok(())
     }

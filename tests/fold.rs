@@ -7,17 +7,7 @@ use common::*;
 use normshift::onnx::GraphProto;
 
 fn convert(bytes: &[u8]) -> (serde_json::Value, String) {
-    let (dir, input) = temp_model(bytes, "in.onnx");
-    let output = dir.path().join("out.onnx");
-    let out = normshift(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--passes",
-        "fold-norm-affine",
-        "--json",
-    ]);
+    let (out, _dir, output) = convert_bytes(bytes, &["--passes", "fold-norm-affine", "--json"]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), stdout(&out));
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["verification"]["ok"], true, "{report}");

@@ -18,19 +18,9 @@ struct Outcome {
 }
 
 fn fuse(bytes: &[u8], extra: &[&str]) -> Outcome {
-    let (dir, input) = temp_model(bytes, "in.onnx");
-    let output = dir.path().join("out.onnx");
-    let mut args = vec![
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--passes",
-        "fuse-layernorm,fuse-rmsnorm",
-        "--json",
-    ];
+    let mut args = vec!["--passes", "fuse-layernorm,fuse-rmsnorm", "--json"];
     args.extend(extra);
-    let out = normshift(&args);
+    let (out, _dir, output) = convert_bytes(bytes, &args);
     assert!(
         out.status.success(),
         "convert failed: {}\n{}",

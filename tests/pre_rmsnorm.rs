@@ -61,10 +61,7 @@ fn what_cannot_stay_exact_is_refused_with_the_reason() {
         ("bert_post.opset17", "placement is post"),
         ("deepnorm_post.opset17", "placement is post"),
         ("gemma2_peri.opset17", "placement is peri"),
-        (
-            "llama_rms.opset17",
-            "its norms are RMSNorms already",
-        ),
+        ("llama_rms.opset17", "its norms are RMSNorms already"),
     ] {
         let (out, model) = convert(fixture, "layernorm-to-rmsnorm");
         assert_eq!(out.status.code(), Some(2), "{fixture}");

@@ -47,16 +47,7 @@ fn old_model(form: Form, softmax_axis: i64) -> Vec<u8> {
 }
 
 fn convert(bytes: &[u8], passes: &str) -> (std::process::Output, String, bool) {
-    let (dir, input) = temp_model(bytes, "old.onnx");
-    let output = dir.path().join("new.onnx");
-    let out = normshift(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--passes",
-        passes,
-    ]);
+    let (out, _dir, output) = convert_bytes(bytes, &["--passes", passes]);
     let written = output.exists();
     let text = if written {
         normshift::io::load(&output)

@@ -111,6 +111,21 @@ pub fn temp_model(bytes: &[u8], name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// `normshift convert IN -o OUT ARGS...` with `bytes` written as IN in a fresh temporary folder. Returns the
+/// process output, the folder (deleted when dropped) and OUT's path.
+pub fn convert_bytes(bytes: &[u8], args: &[&str]) -> (Output, tempfile::TempDir, PathBuf) {
+    let (dir, input) = temp_model(bytes, "in.onnx");
+    let output = dir.path().join("out.onnx");
+    let mut all = vec![
+        "convert",
+        input.to_str().expect("a UTF-8 temporary path"),
+        "-o",
+        output.to_str().expect("a UTF-8 temporary path"),
+    ];
+    all.extend(args);
+    (normshift(&all), dir, output)
+}
+
 pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
