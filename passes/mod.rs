@@ -14,6 +14,9 @@ mod fuse;
 mod fuse_layernorm;
 mod fuse_rmsnorm;
 mod layernorm_to_rmsnorm;
+mod placement;
+mod post_to_pre;
+mod pre_to_post;
 mod remove_identity;
 mod remove_unused;
 mod unfuse_norms;
@@ -101,6 +104,8 @@ pub fn catalogue() -> Vec<Box<dyn Pass>> {
         Box::new(unfuse_norms::UnfuseNorms),
         Box::new(fold_norm_affine::FoldNormAffine),
         Box::new(layernorm_to_rmsnorm::LayerNormToRmsNorm),
+        Box::new(post_to_pre::PostToPre),
+        Box::new(pre_to_post::PreToPost),
         Box::new(eliminate_dead_nodes::EliminateDeadNodes),
         Box::new(remove_unused::RemoveUnused),
         Box::new(remove_identity::RemoveIdentity),

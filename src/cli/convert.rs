@@ -163,6 +163,18 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(report) = &report {
             print_report(report);
+            if !exact {
+                let changing: Vec<&str> = runs
+                    .iter()
+                    .filter(|r| r.class == PassClass::FunctionChanging)
+                    .map(|r| r.pass)
+                    .collect();
+                eprintln!(
+                    "the function changed, as {} does by design: the figures above (per output and input set: \
+                     max abs, max rel, relative L2, cosine) say by how much",
+                    changing.join(", ")
+                );
+            }
         }
         if ok {
             eprintln!(

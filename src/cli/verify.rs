@@ -141,11 +141,12 @@ pub fn print_report(report: &VerifyReport) {
             match &o.problem {
                 Some(p) => println!("    {verdict} {}: {p}", o.name),
                 None => println!(
-                    "    {verdict} {} {:?}  max_abs {:.3e}  max_rel {:.3e}  cosine {:.8}{}",
+                    "    {verdict} {} {:?}  max_abs {:.3e}  max_rel {:.3e}  rel_l2 {:.3e}  cosine {:.8}{}",
                     o.name,
                     o.shape,
                     o.max_abs,
                     o.max_rel,
+                    o.rel_l2,
                     o.cosine,
                     if o.ok {
                         String::new()

@@ -26,6 +26,8 @@ pub struct Comparison {
     pub shape: Vec<usize>,
     pub max_abs: f64,
     pub max_rel: f64,
+    /// ‖actual − reference‖₂ / ‖reference‖₂.
+    pub rel_l2: f64,
     pub cosine: f64,
     /// Elements outside tolerance.
     pub mismatched: usize,
@@ -75,6 +77,7 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
         shape: reference.shape().to_vec(),
         max_abs: f64::NAN,
         max_rel: f64::NAN,
+        rel_l2: f64::NAN,
         cosine: f64::NAN,
         mismatched: reference.len(),
         ok: false,
@@ -100,6 +103,7 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
     let tol = c.raised_tolerance.unwrap_or(tol);
     let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) =
         (0f64, 0f64, 0f64, 0f64, 0f64, 0usize);
+    let mut diff_sq = 0f64;
     for (&x, &y) in a.iter().zip(&b) {
         let d = (x - y).abs();
         // NaN in either is a mismatch unless both are NaN at the same place.
@@ -115,12 +119,18 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
                 max_rel = max_rel.max(d / y.abs().max(1e-12));
             }
         }
+        diff_sq += (x - y) * (x - y);
         dot += x * y;
         na += x * x;
         nb += y * y;
     }
     c.max_abs = max_abs;
     c.max_rel = max_rel;
+    c.rel_l2 = if nb == 0.0 {
+        if diff_sq == 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        (diff_sq / nb).sqrt()
+    };
     c.cosine = if na == 0.0 && nb == 0.0 {
         1.0
     } else {

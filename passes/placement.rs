@@ -1,0 +1,61 @@
+//! What `post-to-pre` and `pre-to-post` share: moving the skip connection of each residual unit across the norm
+//! that feeds the unit's branch. Not a pass itself.
+//!
+//! With `P_l` the norm whose output a unit's branch reads (the previous unit's post-norm, or the embedding
+//! norm for the first unit), a Post-LN unit is `x_{l+1} = N_l(x_l + F_l(x_l))` with `x_l = P_l(h_l)`. Moving its
+//! skip from `P_l`'s output to `P_l`'s input gives `h_{l+1} = h_l + F_l(P_l(h_l))`: every sublayer keeps reading
+//! through the norm it read through before, the trunk carries the raw sums, and the last post-norm is left as
+//! the final norm. That is the whole rewrite — one operand per unit — and moving the skip back is its exact
+//! inverse. The branches, the norms and their parameters are untouched.
+
+use petgraph::stable_graph::NodeIndex;
+
+use crate::analysis::{Analysis, NormInfo, ResidualUnit};
+use crate::ir::index::GraphIndex;
+use crate::ir::{Patch, ValueId, ValueRef};
+
+/// The node feeding the stream into `unit`'s residual Add, and which of its operands carries the stream: the
+/// Add itself, or the `Mul(x, α)` of a scaled skip.
+pub(super) fn skip_site(ix: &GraphIndex, unit: &ResidualUnit) -> Option<(NodeIndex, usize)> {
+    let x = unit.stream_in;
+    let inputs = ix.inputs(unit.add);
+    if let Some(slot) = inputs.iter().position(|v| *v == Some(x)) {
+        return Some((unit.add, slot));
+    }
+    inputs.iter().flatten().find_map(|&v| {
+        let (m, _) = ix.produced_by(v, "Mul")?;
+        let slot = ix.inputs(m).iter().position(|i| *i == Some(x))?;
+        Some((m, slot))
+    })
+}
+
+/// Replaces `node` by a copy whose operand `slot` reads `value` instead (same outputs).
+pub(super) fn move_operand(
+    ix: &GraphIndex,
+    patch: &mut Patch,
+    node: NodeIndex,
+    slot: usize,
+    value: ValueId,
+) {
+    let Some(op) = ix.graph.graph[node].op() else {
+        return;
+    };
+    let mut inputs: Vec<Option<ValueRef>> = ix
+        .inputs(node)
+        .iter()
+        .map(|v| v.map(ValueRef::Old))
+        .collect();
+    inputs[slot] = Some(value.into());
+    let outputs = ix.graph.graph[node]
+        .outputs
+        .iter()
+        .map(|v| v.map(ValueRef::Old))
+        .collect();
+    patch.add_node(op.proto.clone(), inputs, outputs, node);
+    patch.remove(node);
+}
+
+/// The norm whose output is `v`.
+pub(super) fn norm_producing(a: &Analysis, v: ValueId) -> Option<&NormInfo> {
+    a.norms.iter().find(|n| n.norm.output == v)
+}

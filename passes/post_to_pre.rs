@@ -1,0 +1,68 @@
+//! `post-to-pre` — a Post-LN model becomes Pre-LN. **Function-changing.**
+//!
+//! * Pattern: every residual unit `N_l(x_l + F_l(x_l))`.
+//! * Replacement (`placement.rs` has the mapping): each unit's skip moves from the norm that feeds its branch
+//!   to that norm's input, so `h_{l+1} = h_l + F_l(P_l(h_l))`. Each sublayer keeps reading through the norm it
+//!   read through before (the embedding norm for the first unit, the previous unit's post-norm after that), with
+//!   its scale, shift and ε; the trunk carries the raw sums; the last post-norm becomes the final norm. The
+//!   first unit computes exactly what it did; from the second unit on the function changes (Xiong et al. 2020;
+//!   Wang et al. 2019): Post-LN carries `γ ⊙ n + β` on the trunk, Pre-LN the unnormalized sum.
+//! * A model without an embedding norm (OPT-350m style) has no norm for its first unit to read through: that
+//!   unit is left as it is (its branch reads the raw embedding, as before), said in a note, so that
+//!   `pre-to-post` gives the original back. No norm is invented.
+//! * Preconditions, refused naming the unit: every unit is post; each unit's stream is the previous unit's
+//!   post-norm output.
+//! * Exact: no. `convert` reports the divergence and writes the model.
+
+use super::placement::{move_operand, norm_producing, skip_site};
+use super::{Pass, PassClass, PassContext, PassError};
+use crate::analysis::{Placement, analyze};
+use crate::ir::index::GraphIndex;
+use crate::ir::{Model, Patch};
+
+pub struct PostToPre;
+
+impl Pass for PostToPre {
+    fn name(&self) -> &'static str {
+        "post-to-pre"
+    }
+    fn description(&self) -> &'static str {
+        "Post-LN -> Pre-LN: each unit's skip moves across the norm feeding its branch (function-changing)"
+    }
+    fn class(&self) -> PassClass {
+        PassClass::FunctionChanging
+    }
+    fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
+        let ix = GraphIndex::new(&model.graph);
+        let a = analyze(&ix);
+        let refuse = |reason: String| PassError::Refused {
+            pass: "post-to-pre",
+            reason,
+        };
+        let mut patch = Patch::new();
+        for (l, unit) in a.residual_units.iter().enumerate() {
+            if unit.placement != Placement::Post {
+                return Err(refuse(format!("unit {l} is {}, not post", unit.placement)));
+            }
+            let Some(feeding) = norm_producing(&a, unit.stream_in) else {
+                if l == 0 {
+                    patch.note(
+                        "unit 0 has no embedding norm to read through: left as it is (its branch reads the raw \
+                         embedding, as before)"
+                            .into(),
+                    );
+                    continue;
+                }
+                return Err(refuse(format!(
+                    "unit {l}'s stream `{}` is not the output of the previous unit's post-norm",
+                    model.graph.value(unit.stream_in).name
+                )));
+            };
+            let (node, slot) = skip_site(&ix, unit)
+                .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
+            move_operand(&ix, &mut patch, node, slot, feeding.norm.input);
+            patch.sites += 1;
+        }
+        Ok(patch)
+    }
+}
