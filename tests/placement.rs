@@ -6,13 +6,18 @@ mod common;
 use common::*;
 
 fn text_of(path: &std::path::Path) -> String {
-    normshift::io::load(path).unwrap().to_text(Default::default())
+    normshift::io::load(path)
+        .unwrap()
+        .to_text(Default::default())
 }
 
 fn placement_of(path: &std::path::Path) -> String {
     let model = normshift::io::load(path).unwrap();
     let ix = normshift::ir::index::GraphIndex::new(&model.graph);
-    normshift::analysis::analyze(&ix).placement.as_str().to_string()
+    normshift::analysis::analyze(&ix)
+        .placement
+        .as_str()
+        .to_string()
 }
 
 #[test]
@@ -32,25 +37,44 @@ fn each_direction_is_undone_by_the_other() {
         assert_eq!(report["written"], true);
         assert_eq!(report["passes"][0]["class"], "function-changing");
         let first = &report["verification"]["runs"][0]["outputs"][0];
-        assert!(first["rel_l2"].as_f64().unwrap() > 1e-3, "{fixture}: {first}");
+        assert!(
+            first["rel_l2"].as_f64().unwrap() > 1e-3,
+            "{fixture}: {first}"
+        );
         assert_eq!(placement_of(&moved), placement, "{fixture}");
 
-        let (out, _dir2, returned) =
-            convert_bytes(&std::fs::read(&moved).unwrap(), &["--passes", back, "--no-verify"]);
+        let (out, _dir2, returned) = convert_bytes(
+            &std::fs::read(&moved).unwrap(),
+            &["--passes", back, "--no-verify"],
+        );
         assert!(out.status.success(), "{fixture}: {}", stderr(&out));
-        assert_eq!(text_of(&returned), text_of(&fixture_model(fixture)), "{fixture}");
+        assert_eq!(
+            text_of(&returned),
+            text_of(&fixture_model(fixture)),
+            "{fixture}"
+        );
     }
 }
 
 #[test]
 fn units_that_cannot_be_mapped_are_refused_by_number() {
     for (fixture, pass, reason) in [
-        ("neox_parallel.opset17", "pre-to-post", "unit 0 reads the stream through 2 different norms"),
+        (
+            "neox_parallel.opset17",
+            "pre-to-post",
+            "unit 0 reads the stream through 2 different norms",
+        ),
         ("gpt2_pre.opset17", "post-to-pre", "unit 0 is pre, not post"),
-        ("gemma2_peri.opset17", "pre-to-post", "unit 0 is peri, not pre"),
+        (
+            "gemma2_peri.opset17",
+            "pre-to-post",
+            "unit 0 is peri, not pre",
+        ),
     ] {
-        let (out, _dir, written) =
-            convert_bytes(&std::fs::read(fixture_model(fixture)).unwrap(), &["--passes", pass]);
+        let (out, _dir, written) = convert_bytes(
+            &std::fs::read(fixture_model(fixture)).unwrap(),
+            &["--passes", pass],
+        );
         assert_eq!(out.status.code(), Some(2), "{fixture}");
         assert!(stderr(&out).contains(reason), "{fixture}: {}", stderr(&out));
         assert!(!written.exists());
