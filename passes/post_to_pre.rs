@@ -22,6 +22,22 @@ use crate::ir::{Model, Patch};
 
 pub struct PostToPre;
 
+/// What the norm's statistics read: its input, or the output of the Cast the pattern starts with (exporters
+/// that cast the stream share that Cast between the norm and the skip, and the inverse must find it again).
+fn statistics_input(ix: &GraphIndex, norm: &crate::analysis::Norm) -> crate::ir::ValueId {
+    norm.nodes
+        .iter()
+        .filter_map(|&n| {
+            let op = ix.graph.graph[n].op()?;
+            let reads_input = ix.inputs(n).first().copied().flatten() == Some(norm.input);
+            (op.op_type() == "Cast" && reads_input)
+                .then(|| ix.output(n))
+                .flatten()
+        })
+        .next()
+        .unwrap_or(norm.input)
+}
+
 impl Pass for PostToPre {
     fn name(&self) -> &'static str {
         "post-to-pre"
@@ -60,7 +76,13 @@ impl Pass for PostToPre {
             };
             let (node, slot) = skip_site(&ix, unit)
                 .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
-            move_operand(&ix, &mut patch, node, slot, feeding.norm.input);
+            move_operand(
+                &ix,
+                &mut patch,
+                node,
+                slot,
+                statistics_input(&ix, &feeding.norm),
+            );
             patch.sites += 1;
         }
         Ok(patch)
