@@ -10,9 +10,41 @@
 
 use petgraph::stable_graph::NodeIndex;
 
-use crate::analysis::{Analysis, NormInfo, ResidualUnit};
+use super::PassError;
+use crate::analysis::{Analysis, NormInfo, ResidualUnit, analyze};
 use crate::ir::index::GraphIndex;
-use crate::ir::{Patch, ValueId, ValueRef};
+use crate::ir::{Model, Patch, ValueId, ValueRef};
+
+/// Where a unit's skip should read from after the rewrite: a value, or nothing to do (with a note).
+pub(super) enum Move {
+    To(ValueId),
+    Leave(String),
+}
+
+/// Runs `decide` on every residual unit in stream order and moves each unit's skip where it says. An error
+/// names the unit and refuses the whole pass.
+pub(super) fn plan_units(
+    model: &Model,
+    pass: &'static str,
+    mut decide: impl FnMut(&GraphIndex, &Analysis, usize, &ResidualUnit) -> Result<Move, String>,
+) -> Result<Patch, PassError> {
+    let ix = GraphIndex::new(&model.graph);
+    let a = analyze(&ix);
+    let refuse = |reason: String| PassError::Refused { pass, reason };
+    let mut patch = Patch::new();
+    for (l, unit) in a.residual_units.iter().enumerate() {
+        match decide(&ix, &a, l, unit).map_err(refuse)? {
+            Move::Leave(note) => patch.note(note),
+            Move::To(value) => {
+                let (node, slot) = skip_site(&ix, unit)
+                    .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
+                move_operand(&ix, &mut patch, node, slot, value);
+                patch.sites += 1;
+            }
+        }
+    }
+    Ok(patch)
+}
 
 /// The node feeding the stream into `unit`'s residual Add, and which of its operands carries the stream: the
 /// Add itself, or the `Mul(x, α)` of a scaled skip.

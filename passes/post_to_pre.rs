@@ -14,9 +14,9 @@
 //!   post-norm output.
 //! * Exact: no. `convert` reports the divergence and writes the model.
 
-use super::placement::{move_operand, norm_producing, skip_site};
+use super::placement::{Move, norm_producing, plan_units};
 use super::{Pass, PassClass, PassContext, PassError};
-use crate::analysis::{Placement, analyze};
+use crate::analysis::Placement;
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch};
 
@@ -49,42 +49,22 @@ impl Pass for PostToPre {
         PassClass::FunctionChanging
     }
     fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
-        let ix = GraphIndex::new(&model.graph);
-        let a = analyze(&ix);
-        let refuse = |reason: String| PassError::Refused {
-            pass: "post-to-pre",
-            reason,
-        };
-        let mut patch = Patch::new();
-        for (l, unit) in a.residual_units.iter().enumerate() {
+        plan_units(model, self.name(), |ix, a, l, unit| {
             if unit.placement != Placement::Post {
-                return Err(refuse(format!("unit {l} is {}, not post", unit.placement)));
+                return Err(format!("unit {l} is {}, not post", unit.placement));
             }
-            let Some(feeding) = norm_producing(&a, unit.stream_in) else {
-                if l == 0 {
-                    patch.note(
-                        "unit 0 has no embedding norm to read through: left as it is (its branch reads the raw \
-                         embedding, as before)"
-                            .into(),
-                    );
-                    continue;
-                }
-                return Err(refuse(format!(
+            match norm_producing(a, unit.stream_in) {
+                Some(feeding) => Ok(Move::To(statistics_input(ix, &feeding.norm))),
+                None if l == 0 => Ok(Move::Leave(
+                    "unit 0 has no embedding norm to read through: left as it is (its branch reads the raw \
+                     embedding, as before)"
+                        .into(),
+                )),
+                None => Err(format!(
                     "unit {l}'s stream `{}` is not the output of the previous unit's post-norm",
                     model.graph.value(unit.stream_in).name
-                )));
-            };
-            let (node, slot) = skip_site(&ix, unit)
-                .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
-            move_operand(
-                &ix,
-                &mut patch,
-                node,
-                slot,
-                statistics_input(&ix, &feeding.norm),
-            );
-            patch.sites += 1;
-        }
-        Ok(patch)
+                )),
+            }
+        })
     }
 }

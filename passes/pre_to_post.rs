@@ -11,10 +11,9 @@
 //!   through two different norms (GPT-NeoX) has no single norm to move the skip across.
 //! * Exact: no. `convert` reports the divergence and writes the model.
 
-use super::placement::{move_operand, skip_site};
+use super::placement::{Move, plan_units};
 use super::{Pass, PassClass, PassContext, PassError};
-use crate::analysis::{Placement, analyze};
-use crate::ir::index::GraphIndex;
+use crate::analysis::Placement;
 use crate::ir::{Model, Patch};
 
 pub struct PreToPost;
@@ -30,14 +29,7 @@ impl Pass for PreToPost {
         PassClass::FunctionChanging
     }
     fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
-        let ix = GraphIndex::new(&model.graph);
-        let a = analyze(&ix);
-        let refuse = |reason: String| PassError::Refused {
-            pass: "pre-to-post",
-            reason,
-        };
-        let mut patch = Patch::new();
-        for (l, unit) in a.residual_units.iter().enumerate() {
+        plan_units(model, self.name(), |_, a, l, unit| {
             let mut pre: Vec<usize> = unit
                 .branches
                 .iter()
@@ -46,28 +38,17 @@ impl Pass for PreToPost {
             pre.sort_unstable();
             pre.dedup();
             match (unit.placement, pre.as_slice()) {
-                (Placement::None, []) => {
-                    patch.note(format!(
-                        "unit {l} reads the stream through no norm: left as it is"
-                    ));
-                }
-                (Placement::Pre, [p]) => {
-                    let (node, slot) = skip_site(&ix, unit).ok_or_else(|| {
-                        refuse(format!("unit {l}'s skip connection is not found"))
-                    })?;
-                    move_operand(&ix, &mut patch, node, slot, a.norms[*p].norm.output);
-                    patch.sites += 1;
-                }
-                (Placement::Pre, _) => {
-                    return Err(refuse(format!(
-                        "unit {l} reads the stream through {} different norms (a parallel unit): there is no \
-                         single norm to move its skip across",
-                        pre.len()
-                    )));
-                }
-                (other, _) => return Err(refuse(format!("unit {l} is {other}, not pre"))),
+                (Placement::None, []) => Ok(Move::Leave(format!(
+                    "unit {l} reads the stream through no norm: left as it is"
+                ))),
+                (Placement::Pre, [p]) => Ok(Move::To(a.norms[*p].norm.output)),
+                (Placement::Pre, _) => Err(format!(
+                    "unit {l} reads the stream through {} different norms (a parallel unit): there is no \
+                     single norm to move its skip across",
+                    pre.len()
+                )),
+                (other, _) => Err(format!("unit {l} is {other}, not pre")),
             }
-        }
-        Ok(patch)
+        })
     }
 }
