@@ -5,8 +5,9 @@
 //!   to that norm's input, so `h_{l+1} = h_l + F_l(P_l(h_l))`. Each sublayer keeps reading through the norm it
 //!   read through before (the embedding norm for the first unit, the previous unit's post-norm after that), with
 //!   its scale, shift and ε; the trunk carries the raw sums; the last post-norm becomes the final norm. The
-//!   first unit computes exactly what it did; from the second unit on the function changes (Xiong et al. 2020;
-//!   Wang et al. 2019): Post-LN carries `γ ⊙ n + β` on the trunk, Pre-LN the unnormalized sum.
+//!   first sublayer reads exactly what it read before; from the first residual sum on the trunk differs
+//!   (Xiong et al. 2020; Wang et al. 2019): Post-LN carries `γ ⊙ n + β` on it, Pre-LN the unnormalized sum.
+//!   `convert` reports the drift unit by unit (`src/verify/drift.rs`).
 //! * A model without an embedding norm (OPT-350m style) has no norm for its first unit to read through: that
 //!   unit is left as it is (its branch reads the raw embedding, as before), said in a note, so that
 //!   `pre-to-post` gives the original back. No norm is invented.

@@ -42,6 +42,15 @@ fn each_direction_is_undone_by_the_other() {
             "{fixture}: {first}"
         );
         assert_eq!(placement_of(&moved), placement, "{fixture}");
+        // The drift profile: one row per unit (four units in each fixture), the stream already apart.
+        let drift = report["drift"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{fixture}: {report}"));
+        assert_eq!(drift.len(), 4, "{fixture}: {report}");
+        assert!(
+            drift.iter().all(|r| r["rel_l2"].as_f64().unwrap() > 0.0),
+            "{fixture}"
+        );
 
         let (out, _dir2, returned) = convert_bytes(
             &std::fs::read(&moved).unwrap(),

@@ -140,10 +140,26 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     } else {
         first_failing_pass(&args, &runs, &pipeline)?
     };
+    // For a function-changing pipeline: where the divergence starts and how it grows, unit by unit.
+    let drift = match (&report, exact) {
+        (Some(_), false) => {
+            let _step = Step::start("measuring the drift unit by unit");
+            let original = load(&args.input)?;
+            Some(
+                normshift::verify::drift_profile(&original, &model, &default_inputs())
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        _ => None,
+    };
     if args.json {
         let doc = serde_json::json!({
             "input": args.input, "output": args.output, "written": ok,
             "passes": runs, "file": written, "verification": report, "failing_pass": culprit,
+            "drift": drift.as_ref().map(|d| match d {
+                Ok(rows) => serde_json::json!(rows),
+                Err(e) => serde_json::json!({ "error": e }),
+            }),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -174,6 +190,25 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                      max abs, max rel, relative L2, cosine) say by how much",
                     changing.join(", ")
                 );
+                match &drift {
+                    Some(Ok(rows)) if !rows.is_empty() => {
+                        eprintln!(
+                            "drift profile (the stream as the next sublayer reads it, worst of 2 input sets):"
+                        );
+                        eprintln!("  unit   rel_l2      cosine       max_abs    value");
+                        for r in rows {
+                            eprintln!(
+                                "  {:<4}   {:<9.3e}   {:<10.8}   {:<9.3e}  {}",
+                                r.unit, r.rel_l2, r.cosine, r.max_abs, r.value
+                            );
+                        }
+                    }
+                    Some(Ok(_)) => {
+                        eprintln!("drift profile: no unit has a norm reading its sum to probe")
+                    }
+                    Some(Err(e)) => eprintln!("normshift: warning: no drift profile: {e}"),
+                    None => {}
+                }
             }
         }
         if ok {

@@ -6,11 +6,13 @@
 //! the row count of the table they index, other integer inputs (masks) are ones, floats are N(0, 1).
 
 mod compare;
+mod drift;
 mod inputs;
 mod run;
 mod testdata;
 
 pub use compare::{Comparison, Tolerance, compare};
+pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
 pub use run::{Runner, TractFailure};
 pub use testdata::{

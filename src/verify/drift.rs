@@ -1,0 +1,93 @@
+//! The drift profile of a function-changing rewrite: how far the two models' residual streams are apart after
+//! each unit, so that a user sees where divergence starts and how it grows with depth.
+//!
+//! The probe after unit `l` is the first norm reading unit `l`'s residual sum in the original model (its
+//! post-norm, or the next unit's pre-norm, or the final norm). The placement rewrites leave every norm node and
+//! its output name in place, so the same value exists in both models: both are run with the probes added as
+//! extra outputs, on the same inputs, and compared like outputs.
+
+use serde::Serialize;
+
+use super::report::{InputSource, verify_pair};
+use super::{Tolerance, VerifyError};
+use crate::analysis::analyze;
+use crate::io::{SaveOptions, save};
+use crate::ir::Model;
+use crate::ir::index::GraphIndex;
+
+/// One unit's figures, worst over the input sets.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftRow {
+    pub unit: usize,
+    /// The probed value (a norm output present in both models).
+    pub value: String,
+    pub rel_l2: f64,
+    pub cosine: f64,
+    pub max_abs: f64,
+}
+
+/// The probes of `model`: (unit, value name) for the first norm reading each unit's sum.
+pub fn probes(model: &Model) -> Vec<(usize, String)> {
+    let ix = GraphIndex::new(&model.graph);
+    let a = analyze(&ix);
+    a.residual_units
+        .iter()
+        .enumerate()
+        .filter_map(|(l, u)| {
+            let norm = a.norms.iter().find(|n| n.norm.input == u.sum)?;
+            Some((l, model.graph.value(norm.norm.output).name.clone()))
+        })
+        .collect()
+}
+
+/// Runs both models with the probes of `original` as extra outputs and compares them probe by probe.
+pub fn drift_profile(
+    original: &Model,
+    rewritten: &Model,
+    source: &InputSource,
+) -> Result<Vec<DriftRow>, VerifyError> {
+    let probes: Vec<(usize, String)> = probes(original)
+        .into_iter()
+        .filter(|(_, name)| rewritten.graph.value_id(name).is_some())
+        .collect();
+    if probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let scratch =
+        tempfile::tempdir().map_err(|e| VerifyError::Inputs(format!("a scratch folder: {e}")))?;
+    let probed = |model: &Model, file: &str| -> Result<(Model, std::path::PathBuf), VerifyError> {
+        let mut m = model.clone();
+        for (_, name) in &probes {
+            if let Some(id) = m.graph.value_id(name)
+                && !m.graph.outputs.contains(&id)
+            {
+                m.graph.outputs.push(id);
+            }
+        }
+        let path = scratch.path().join(file);
+        save(&m, &path, &SaveOptions::default())
+            .map_err(|e| VerifyError::Inputs(format!("writing a probed copy: {e}")))?;
+        Ok((m, path))
+    };
+    let (a, a_path) = probed(original, "original.onnx")?;
+    let (b, b_path) = probed(rewritten, "rewritten.onnx")?;
+    let report = verify_pair(&a_path, &a, &b_path, &b, source, Tolerance::default())?;
+    let rows = probes
+        .iter()
+        .map(|(unit, name)| {
+            let seen: Vec<_> = report
+                .runs
+                .iter()
+                .filter_map(|r| r.outputs.iter().find(|o| &o.name == name))
+                .collect();
+            DriftRow {
+                unit: *unit,
+                value: name.clone(),
+                rel_l2: seen.iter().map(|c| c.rel_l2).fold(0.0, f64::max),
+                cosine: seen.iter().map(|c| c.cosine).fold(1.0, f64::min),
+                max_abs: seen.iter().map(|c| c.max_abs).fold(0.0, f64::max),
+            }
+        })
+        .collect();
+    Ok(rows)
+}
