@@ -89,3 +89,25 @@ fn units_that_cannot_be_mapped_are_refused_by_number() {
         assert!(!written.exists());
     }
 }
+
+#[test]
+fn max_divergence_turns_the_report_into_a_gate() {
+    let original = std::fs::read(fixture_model("bert_post.opset17")).unwrap();
+    let (out, _dir, written) = convert_bytes(
+        &original,
+        &["--passes", "post-to-pre", "--max-divergence", "0.1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("above --max-divergence 0.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!written.exists());
+    let (out, _dir, written) = convert_bytes(
+        &original,
+        &["--passes", "post-to-pre", "--max-divergence", "0.9"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(written.exists());
+}

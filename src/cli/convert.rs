@@ -53,6 +53,10 @@ pub struct ConvertArgs {
     /// Run the passes up to and including PASS, then stop (verify and write as usual).
     #[arg(long, value_name = "PASS")]
     pub stop_after: Option<String>,
+    /// With function-changing passes: write OUT only if no output's relative L2 error exceeds X (on any input
+    /// set); otherwise exit 1 with the figures, as for an exact pass that failed.
+    #[arg(long, value_name = "X")]
+    pub max_divergence: Option<f64>,
     /// Skip the tract verification after passes.
     #[arg(long)]
     pub no_verify: bool,
@@ -128,14 +132,16 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let verify = !runs.is_empty() && !args.no_verify;
     let exact = runs.iter().all(|r| r.class == PassClass::Exact);
     let (written, report) = if verify {
-        write_verified(&args, &model, &options, exact)?
+        write_verified(&args, &model, &options, exact, args.max_divergence)?
     } else {
         let _step = Step::start(&format!("writing {}", args.output.display()));
         (save(&model, &args.output, &options)?, None)
     };
     // A function-changing pipeline is expected to differ: it is written and its report says by how much.
-    let ok = !exact || report.as_ref().is_none_or(|r| r.ok);
-    let culprit = if ok {
+    let ok = report
+        .as_ref()
+        .is_none_or(|r| accepted(r, exact, args.max_divergence));
+    let culprit = if ok || !exact {
         None
     } else {
         first_failing_pass(&args, &runs, &pipeline)?
@@ -222,14 +228,24 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                 }
             );
         } else {
-            let failing = match culprit {
-                Some(pass) => format!("pass {pass}"),
-                None => "the passes (though rerun one at a time, each verified)".into(),
-            };
-            eprintln!(
-                "normshift: {failing} changed the outputs beyond tolerance; {} was not written",
-                args.output.display()
-            );
+            if exact {
+                let failing = match culprit {
+                    Some(pass) => format!("pass {pass}"),
+                    None => "the passes (though rerun one at a time, each verified)".into(),
+                };
+                eprintln!(
+                    "normshift: {failing} changed the outputs beyond tolerance; {} was not written",
+                    args.output.display()
+                );
+            } else {
+                eprintln!(
+                    "normshift: the outputs moved by a relative L2 error of {:.3e}, above --max-divergence {}; {} \
+                     was not written",
+                    report.as_ref().map_or(f64::NAN, worst_rel_l2),
+                    args.max_divergence.unwrap_or(f64::NAN),
+                    args.output.display()
+                );
+            }
         }
     }
     Ok(if ok {
@@ -237,6 +253,30 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_MISMATCH)
     })
+}
+
+/// The largest relative L2 error of any output on any input set.
+fn worst_rel_l2(report: &normshift::verify::VerifyReport) -> f64 {
+    report
+        .runs
+        .iter()
+        .flat_map(|r| &r.outputs)
+        .map(|o| o.rel_l2)
+        .fold(0.0, f64::max)
+}
+
+/// Whether OUT may be written: an exact pipeline must match; a function-changing one must stay within
+/// `--max-divergence` when given.
+fn accepted(
+    report: &normshift::verify::VerifyReport,
+    exact: bool,
+    max_divergence: Option<f64>,
+) -> bool {
+    if exact {
+        report.ok
+    } else {
+        max_divergence.is_none_or(|x| worst_rel_l2(report) <= x)
+    }
 }
 
 /// After a failed verification of several exact passes: reruns them one at a time, verifying after each, and
@@ -284,6 +324,7 @@ fn write_verified(
     model: &normshift::Model,
     options: &SaveOptions,
     exact: bool,
+    max_divergence: Option<f64>,
 ) -> anyhow::Result<(
     normshift::io::SaveReport,
     Option<normshift::verify::VerifyReport>,
@@ -320,7 +361,7 @@ fn write_verified(
         };
         // The staged copy is an implementation detail: report what the user named.
         report.against = args.output.clone();
-        if report.ok || !exact {
+        if accepted(&report, exact, max_divergence) {
             if let Some(data) = &written.data_file {
                 let name = data.file_name().context("data file without a name")?;
                 std::fs::rename(data, out_dir.join(name))
