@@ -55,6 +55,8 @@ pub enum Target {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassContext {
     pub target: Target,
+    /// Placement rewrites: leave the units they cannot map as they are (with a note) instead of refusing.
+    pub allow_partial: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

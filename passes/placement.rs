@@ -10,7 +10,7 @@
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::PassError;
+use super::{PassContext, PassError};
 use crate::analysis::{Analysis, NormInfo, ResidualUnit, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
@@ -22,9 +22,10 @@ pub(super) enum Move {
 }
 
 /// Runs `decide` on every residual unit in stream order and moves each unit's skip where it says. An error
-/// names the unit and refuses the whole pass.
+/// names the unit and refuses the whole pass, or with `--allow-partial` leaves that unit as it is, in a note.
 pub(super) fn plan_units(
     model: &Model,
+    cx: &PassContext,
     pass: &'static str,
     mut decide: impl FnMut(&GraphIndex, &Analysis, usize, &ResidualUnit) -> Result<Move, String>,
 ) -> Result<Patch, PassError> {
@@ -33,7 +34,13 @@ pub(super) fn plan_units(
     let refuse = |reason: String| PassError::Refused { pass, reason };
     let mut patch = Patch::new();
     for (l, unit) in a.residual_units.iter().enumerate() {
-        match decide(&ix, &a, l, unit).map_err(refuse)? {
+        let decision = match decide(&ix, &a, l, unit) {
+            Err(reason) if cx.allow_partial => {
+                Move::Leave(format!("left unit {l} as it is: {reason}"))
+            }
+            other => other.map_err(refuse)?,
+        };
+        match decision {
             Move::Leave(note) => patch.note(note),
             Move::To(value) => {
                 let (node, slot) = skip_site(&ix, unit)

@@ -49,8 +49,8 @@ impl Pass for PostToPre {
     fn class(&self) -> PassClass {
         PassClass::FunctionChanging
     }
-    fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
-        plan_units(model, self.name(), |ix, a, l, unit| {
+    fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
+        plan_units(model, cx, self.name(), |ix, a, l, unit| {
             if unit.placement != Placement::Post {
                 return Err(format!("unit {l} is {}, not post", unit.placement));
             }

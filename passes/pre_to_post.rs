@@ -28,8 +28,8 @@ impl Pass for PreToPost {
     fn class(&self) -> PassClass {
         PassClass::FunctionChanging
     }
-    fn plan(&self, model: &Model, _: &PassContext) -> Result<Patch, PassError> {
-        plan_units(model, self.name(), |_, a, l, unit| {
+    fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
+        plan_units(model, cx, self.name(), |_, a, l, unit| {
             let mut pre: Vec<usize> = unit
                 .branches
                 .iter()

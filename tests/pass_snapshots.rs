@@ -19,7 +19,10 @@ fn before_after(bytes: Vec<u8>, passes: &[&str], target: Target) -> String {
     let before = model.to_text(Default::default());
     let names: Vec<String> = passes.iter().map(|s| s.to_string()).collect();
     let options = PipelineOptions {
-        context: PassContext { target },
+        context: PassContext {
+            target,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let runs = run_pipeline(&mut model, &names, &options).unwrap();

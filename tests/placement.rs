@@ -111,3 +111,31 @@ fn max_divergence_turns_the_report_into_a_gate() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(written.exists());
 }
+
+#[test]
+fn allow_partial_leaves_the_units_it_cannot_map_and_says_which() {
+    let original = std::fs::read(fixture_model("neox_parallel.opset17")).unwrap();
+    let (out, _dir, written) = convert_bytes(
+        &original,
+        &["--passes", "pre-to-post", "--allow-partial", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let run = &report["passes"][0];
+    assert_eq!(run["changes"], 0);
+    let notes: Vec<&str> = run["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes[0]
+            .starts_with("left unit 0 as it is: unit 0 reads the stream through 2 different norms"),
+        "{notes:?}"
+    );
+    assert_eq!(notes.len(), 2);
+    // Nothing changed, so it verifies like an exact pass.
+    assert_eq!(report["verification"]["ok"], true);
+    assert!(written.exists());
+}

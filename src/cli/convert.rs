@@ -57,6 +57,10 @@ pub struct ConvertArgs {
     /// set); otherwise exit 1 with the figures, as for an exact pass that failed.
     #[arg(long, value_name = "X")]
     pub max_divergence: Option<f64>,
+    /// post-to-pre / pre-to-post: rewrite the units that can be mapped and leave the others as they are (each
+    /// named in a note) instead of refusing the model.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Skip the tract verification after passes.
     #[arg(long)]
     pub no_verify: bool,
@@ -112,6 +116,7 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let pipeline = PipelineOptions {
         context: PassContext {
             target: args.target.into(),
+            allow_partial: args.allow_partial,
         },
         dump_ir: args.dump_ir.clone(),
         stop_after: args.stop_after.clone(),
@@ -130,7 +135,10 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         replace_sources: args.force,
     };
     let verify = !runs.is_empty() && !args.no_verify;
-    let exact = runs.iter().all(|r| r.class == PassClass::Exact);
+    // A function-changing pass that changed nothing leaves the function as it was.
+    let exact = runs
+        .iter()
+        .all(|r| r.class == PassClass::Exact || r.changes == 0);
     let (written, report) = if verify {
         write_verified(&args, &model, &options, exact, args.max_divergence)?
     } else {
