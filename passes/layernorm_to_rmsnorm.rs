@@ -466,7 +466,7 @@ impl Plan<'_, '_> {
         if let Some(c) = c {
             changes.push((2, self.centred_constant(c, n)?));
         }
-        self.replace_inputs(n, &changes)?;
+        self.patch.replace_inputs(self.ix, n, &changes);
         self.patch.sites += 1;
         Ok(())
     }
@@ -481,35 +481,7 @@ impl Plan<'_, '_> {
             .flatten()
             .ok_or("an Add without bias")?;
         let new_b = self.centred_constant(b, n)?;
-        self.replace_inputs(n, &[(slot, new_b)])
-    }
-
-    /// Replaces node `n` by a copy reading `changes` (slot, value) instead, producing the same values.
-    fn replace_inputs(
-        &mut self,
-        n: NodeIndex,
-        changes: &[(usize, ValueRef)],
-    ) -> Result<(), String> {
-        let op = self.ix.graph.graph[n].op().ok_or("not an op")?;
-        let mut inputs: Vec<Option<ValueRef>> = self
-            .ix
-            .inputs(n)
-            .iter()
-            .map(|v| v.map(ValueRef::Old))
-            .collect();
-        for &(slot, v) in changes {
-            if inputs.len() <= slot {
-                inputs.resize(slot + 1, None);
-            }
-            inputs[slot] = Some(v);
-        }
-        let outputs = self.ix.graph.graph[n]
-            .outputs
-            .iter()
-            .map(|v| v.map(ValueRef::Old))
-            .collect();
-        self.patch.add_node(op.proto.clone(), inputs, outputs, n);
-        self.patch.remove(n);
+        self.patch.replace_inputs(self.ix, n, &[(slot, new_b)]);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError};
 use crate::analysis::{Analysis, NormInfo, ResidualUnit, analyze};
 use crate::ir::index::GraphIndex;
-use crate::ir::{Model, Patch, ValueId, ValueRef};
+use crate::ir::{Model, Patch, ValueId};
 
 /// Where a unit's skip should read from after the rewrite: a value, or nothing to do (with a note).
 pub(super) enum Move {
@@ -45,7 +45,7 @@ pub(super) fn plan_units(
             Move::To(value) => {
                 let (node, slot) = skip_site(&ix, unit)
                     .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
-                move_operand(&ix, &mut patch, node, slot, value);
+                patch.replace_inputs(&ix, node, &[(slot, value.into())]);
                 patch.sites += 1;
             }
         }
@@ -66,32 +66,6 @@ pub(super) fn skip_site(ix: &GraphIndex, unit: &ResidualUnit) -> Option<(NodeInd
         let slot = ix.inputs(m).iter().position(|i| *i == Some(x))?;
         Some((m, slot))
     })
-}
-
-/// Replaces `node` by a copy whose operand `slot` reads `value` instead (same outputs).
-pub(super) fn move_operand(
-    ix: &GraphIndex,
-    patch: &mut Patch,
-    node: NodeIndex,
-    slot: usize,
-    value: ValueId,
-) {
-    let Some(op) = ix.graph.graph[node].op() else {
-        return;
-    };
-    let mut inputs: Vec<Option<ValueRef>> = ix
-        .inputs(node)
-        .iter()
-        .map(|v| v.map(ValueRef::Old))
-        .collect();
-    inputs[slot] = Some(value.into());
-    let outputs = ix.graph.graph[node]
-        .outputs
-        .iter()
-        .map(|v| v.map(ValueRef::Old))
-        .collect();
-    patch.add_node(op.proto.clone(), inputs, outputs, node);
-    patch.remove(node);
 }
 
 /// The norm whose output is `v`.

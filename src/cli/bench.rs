@@ -84,12 +84,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         other: args.seq,
     };
     let inputs = generate_inputs(&first, 0, &mut dims)?;
-    let output_names: Vec<String> = first
-        .graph
-        .outputs
-        .iter()
-        .map(|&v| first.graph.value(v).name.clone())
-        .collect();
+    let output_names = normshift::verify::output_names(&first);
     let runners = {
         let _step = Step::start("optimizing the models with tract");
         args.models

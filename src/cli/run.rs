@@ -80,12 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             generate_inputs(&model, args.seed, &mut dims)?
         }
     };
-    let output_names: Vec<String> = model
-        .graph
-        .outputs
-        .iter()
-        .map(|&v| model.graph.value(v).name.clone())
-        .collect();
+    let output_names = normshift::verify::output_names(&model);
     let outputs = {
         let _step = Step::start("running the model with tract");
         let runner = Runner::new(&args.model, &inputs)?;

@@ -160,6 +160,43 @@ impl Patch {
         self.notes.push(line);
     }
 
+    /// Replaces `node` by a copy that reads `changes` (input slot, value) instead, producing the same values and
+    /// reading the same subgraph captures. `ix` describes the graph the patch is made for.
+    pub fn replace_inputs(
+        &mut self,
+        ix: &super::index::GraphIndex,
+        node: NodeIndex,
+        changes: &[(usize, ValueRef)],
+    ) {
+        let Some(op) = ix.graph.graph[node].op() else {
+            return;
+        };
+        let mut inputs: Vec<Option<ValueRef>> = ix
+            .inputs(node)
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        for &(slot, v) in changes {
+            if inputs.len() <= slot {
+                inputs.resize(slot + 1, None);
+            }
+            inputs[slot] = Some(v);
+        }
+        let outputs = ix.graph.graph[node]
+            .outputs
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
+        self.add_node_capturing(
+            op.proto.clone(),
+            inputs,
+            outputs,
+            ix.graph.captured_values(node),
+            node,
+        );
+        self.remove(node);
+    }
+
     pub fn remove(&mut self, node: NodeIndex) {
         self.removed.push(node);
     }
@@ -275,8 +312,11 @@ fn set_opset(opsets: &mut Vec<OperatorSetIdProto>, domain: &str, version: i64) {
 }
 
 impl Graph {
-    fn check_patch(&self, patch: &Patch) -> Result<(), PatchError> {
-        let producers = self.producer_index();
+    fn check_patch(
+        &self,
+        patch: &Patch,
+        producers: &HashMap<ValueId, (NodeIndex, usize)>,
+    ) -> Result<(), PatchError> {
         for &n in &patch.removed {
             if self.graph.node_weight(n).and_then(Node::op).is_none() {
                 return Err(PatchError::NotAnOp(n));
@@ -359,7 +399,9 @@ impl Graph {
         if patch.is_empty() {
             return Ok(());
         }
-        self.check_patch(patch)?;
+        // One producer table for the whole patch: checked against, then kept up to date below.
+        let mut producers = self.producer_index();
+        self.check_patch(patch, &producers)?;
         let removed: HashSet<NodeIndex> = patch.removed.iter().copied().collect();
         let rewired: HashMap<ValueId, ValueRef> = patch.rewired.iter().copied().collect();
 
@@ -433,7 +475,16 @@ impl Graph {
             self.value_info.retain(|v| !dropped.contains(v));
         }
 
-        let new_values: Vec<ValueId> = patch.values.iter().map(|v| self.create_value(v)).collect();
+        // Entries of the nodes just removed go, before their indices can be handed out again.
+        producers.retain(|_, (n, _)| self.graph.contains_node(*n));
+        let mut new_values = Vec::with_capacity(patch.values.len());
+        for v in &patch.values {
+            let (id, source) = self.create_value(v);
+            if let Some(source) = source {
+                producers.insert(id, (source, 0));
+            }
+            new_values.push(id);
+        }
         let resolve = |r: ValueRef| match r {
             ValueRef::Old(v) => v,
             ValueRef::New(i) => new_values[i],
@@ -449,7 +500,6 @@ impl Graph {
             }
             resolve(current)
         };
-        let mut producers = self.producer_index();
         let mut added = Vec::with_capacity(patch.nodes.len());
         for (node, anchor) in patch.nodes.iter().zip(anchors) {
             self.next_inserted += 1;
@@ -527,8 +577,10 @@ impl Graph {
         }
     }
 
-    fn create_value(&mut self, v: &NewValue) -> ValueId {
+    /// Adds a new value; for an initializer, also its source node, returned.
+    fn create_value(&mut self, v: &NewValue) -> (ValueId, Option<NodeIndex>) {
         let id = self.add_value(&v.hint, None);
+        let mut source = None;
         if let Some(proto) = &v.initializer {
             let mut proto = proto.clone();
             proto.name = Some(self.value(id).name.clone());
@@ -540,11 +592,11 @@ impl Graph {
                 },
             );
             self.initializers.push(id);
-            self.graph.add_node(Node {
+            source = Some(self.graph.add_node(Node {
                 kind: NodeKind::Source,
                 outputs: vec![Some(id)],
-            });
+            }));
         }
-        id
+        (id, source)
     }
 }

@@ -42,4 +42,6 @@ pub enum VerifyError {
 }
 
 mod report;
-pub use report::{InputSource, RunReport, VerifyReport, verify_pair, verify_reference};
+pub use report::{
+    InputSource, RunReport, VerifyReport, output_names, verify_pair, verify_reference,
+};

@@ -58,7 +58,8 @@ impl VerifyReport {
     }
 }
 
-fn output_names(model: &Model) -> Vec<String> {
+/// The names of the model's graph outputs, in order (what a [`Runner`] run is labelled with).
+pub fn output_names(model: &Model) -> Vec<String> {
     model
         .graph
         .outputs
