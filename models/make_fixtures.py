@@ -258,27 +258,27 @@ def write_test_data(model, path, folder, seed=0):
         onnx.save_tensor(numpy_helper.from_array(v, o.name), os.path.join(folder, f"output_{k}.pb"))
 
 
-def bert_base(out_dir, layers=12):
-    """A BERT-base-size Post-LN export (hidden 768, 12 heads, MLP 3072, vocabulary 30522): ~435 MB at 12 layers."""
+def write_large(out_dir, file_name, family, opset, sizes):
+    """Builds `family` at `opset` with `sizes` = (hidden, heads, layers, vocabulary, mlp, positions) and saves it."""
     global HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS
-    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = 768, 12, layers, 30522, 3072, 512
-    model = build("bert_post", 14)
+    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = sizes
+    model = build(family, opset)
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "bert_base.onnx" if layers == 12 else f"bert_base_{layers}l.onnx")
+    path = os.path.join(out_dir, file_name)
     onnx.save(model, path)
     print(path, os.path.getsize(path), "bytes")
+
+
+def bert_base(out_dir, layers=12):
+    """A BERT-base-size Post-LN export (hidden 768, 12 heads, MLP 3072, vocabulary 30522): ~435 MB at 12 layers."""
+    name = "bert_base.onnx" if layers == 12 else f"bert_base_{layers}l.onnx"
+    write_large(out_dir, name, "bert_post", 14, (768, 12, layers, 30522, 3072, 512))
 
 
 def gpt2_small(out_dir):
     """A GPT-2-small-size Pre-LN export (hidden 768, 12 heads, 12 layers, MLP 3072, vocabulary 50257, 1024
     positions), opset 17 with fused LayerNormalization: ~500 MB. For `normshift bench`."""
-    global HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS
-    HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = 768, 12, 12, 50257, 3072, 1024
-    model = build("gpt2_pre", 17)
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "gpt2_small.onnx")
-    onnx.save(model, path)
-    print(path, os.path.getsize(path), "bytes")
+    write_large(out_dir, "gpt2_small.onnx", "gpt2_pre", 17, (768, 12, 12, 50257, 3072, 1024))
 
 
 def main():
