@@ -15,6 +15,17 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Ctrl-C or SIGTERM while a file is being written: remove what is unfinished, so that the output is either
+    // complete or absent, then stop as an interrupted program does (128 + SIGINT).
+    let installed = ctrlc::set_handler(|| {
+        normshift::io::unfinished::abandon();
+        eprintln!("normshift: interrupted; unfinished files removed");
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        eprintln!("normshift: cannot install the interrupt handler: {e}");
+        return ExitCode::from(2);
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -5,6 +5,7 @@ mod external;
 mod load;
 mod save;
 mod stream;
+pub mod unfinished;
 
 pub use external::ExternalDataError;
 pub use load::{LoadError, load, load_bytes};

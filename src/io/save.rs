@@ -9,6 +9,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::stream::StreamBuf;
+use super::unfinished;
 use super::{EXTERNAL_THRESHOLD, PROTOBUF_LIMIT};
 use crate::ir::{Model, ValidationError};
 use crate::onnx::tensor_proto::DataLocation;
@@ -124,9 +125,9 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<SaveRep
         blobs.iter().try_for_each(|b| w.write_all(b))
     })?;
     let model_tmp = write_temp(path, |w| encode_into(&proto, w))?;
-    data_tmp.commit()?;
     let model_bytes = model_tmp.len;
-    model_tmp.commit()?;
+    // The data file first: a model must never point at data that is not there yet.
+    commit(vec![data_tmp, model_tmp])?;
     Ok(SaveReport {
         model_bytes,
         data_file: Some(data_path),
@@ -189,7 +190,7 @@ fn encode_into(proto: &ModelProto, w: &mut BufWriter<File>) -> std::io::Result<(
 fn write_model(proto: &ModelProto, path: &Path) -> Result<u64, SaveError> {
     let tmp = write_temp(path, |w| encode_into(proto, w))?;
     let len = tmp.len;
-    tmp.commit()?;
+    commit(vec![tmp])?;
     Ok(len)
 }
 
@@ -201,21 +202,28 @@ struct TempFile {
     committed: bool,
 }
 
-impl TempFile {
-    fn commit(mut self) -> Result<(), SaveError> {
-        std::fs::rename(&self.tmp, &self.target).map_err(|source| SaveError::Io {
-            path: self.target.clone(),
-            source,
-        })?;
-        self.committed = true;
-        Ok(())
+/// Renames the temporaries into place, all of them before an interrupt can act (see [`unfinished`]).
+fn commit(mut files: Vec<TempFile>) -> Result<(), SaveError> {
+    let pairs: Vec<(&Path, &Path)> = files
+        .iter()
+        .map(|f| (f.tmp.as_path(), f.target.as_path()))
+        .collect();
+    let result = unfinished::rename_together(&pairs);
+    let renamed = match &result {
+        Ok(()) => files.len(),
+        Err((target, _)) => files.iter().position(|f| &f.target == target).unwrap_or(0),
+    };
+    for f in &mut files[..renamed] {
+        f.committed = true;
     }
+    result.map_err(|(path, source)| SaveError::Io { path, source })
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.tmp);
+            unfinished::end(&self.tmp);
         }
     }
 }
@@ -237,13 +245,14 @@ fn write_temp(
         path: target.into(),
         source,
     };
-    let file = File::create(&tmp).map_err(io)?;
+    unfinished::begin(&tmp).map_err(io)?;
     let mut guard = TempFile {
         tmp,
         target: target.into(),
         len: 0,
         committed: false,
     };
+    let file = File::create(&guard.tmp).map_err(io)?;
     let mut w = BufWriter::with_capacity(1 << 16, file);
     fill(&mut w).map_err(io)?;
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
