@@ -5,8 +5,10 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use normshift::onnx::StringStringEntryProto;
+use normshift::onnx::attribute_proto::AttributeType;
 use normshift::onnx::tensor_proto::DataLocation;
+use normshift::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto};
+use prost::Message;
 
 /// Runs `convert` on `bytes` and checks the failure: exit 2, one line mentioning `expect`, no output.
 fn refused(bytes: &[u8], expect: &str) {
@@ -185,4 +187,107 @@ fn a_missing_file_and_a_folder_are_one_line_errors() {
     let o = normshift(&["inspect", env!("CARGO_MANIFEST_DIR")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("folder"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_node_in_a_domain_without_an_opset_import() {
+    let bytes = tiny_model(|g| g.node[1].domain = Some("com.microsoft".into()));
+    refused(
+        &bytes,
+        "is in domain `com.microsoft`, which the model imports no opset for",
+    );
+}
+
+#[test]
+fn a_model_importing_no_opset_at_all() {
+    let mut model = ModelProto::decode(tiny_model(|_| {}).as_slice()).unwrap();
+    model.opset_import.clear();
+    refused(&model.encode_to_vec(), "imports no opset for");
+}
+
+fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
+}
+
+/// A branch of an `If`: `out = Identity(reads)`, `reads` coming from the enclosing scope.
+fn branch(reads: &str, out: &str) -> GraphProto {
+    GraphProto {
+        name: Some(format!("branch_{out}")),
+        node: vec![node("Identity", &[reads], &[out])],
+        output: vec![f32_info(out, &[2, 3])],
+        ..Default::default()
+    }
+}
+
+fn if_node(cond: &str, then: GraphProto, otherwise: GraphProto, out: &str) -> NodeProto {
+    let mut n = node("If", &[cond], &[out]);
+    n.attribute = vec![
+        graph_attr("then_branch", then),
+        graph_attr("else_branch", otherwise),
+    ];
+    n
+}
+
+fn bool_info(name: &str) -> normshift::onnx::ValueInfoProto {
+    let mut info = f32_info(name, &[]);
+    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(9);
+    }
+    info
+}
+
+#[test]
+fn a_cycle_through_a_subgraph() {
+    // `If`'s then-branch reads `t`, and `t` is computed from the `If`'s own output.
+    let bytes = tiny_model(|g| {
+        g.input.push(bool_info("c"));
+        g.node = vec![
+            if_node("c", branch("t", "o1"), branch("x", "o2"), "i"),
+            node("Relu", &["i"], &["t"]),
+            node("Identity", &["t"], &["y"]),
+        ];
+    });
+    refused(&bytes, "cycle");
+}
+
+/// `If` nodes nested `depth` deep, the innermost branches reading the graph input `x`.
+fn nested_ifs(depth: usize) -> Vec<u8> {
+    let mut then = branch("x", "o0");
+    for level in 1..depth {
+        let out = format!("o{level}");
+        then = GraphProto {
+            name: Some(format!("level_{level}")),
+            node: vec![if_node("c", then, branch("x", &format!("e{level}")), &out)],
+            output: vec![f32_info(&out, &[2, 3])],
+            ..Default::default()
+        };
+    }
+    tiny_model(|g| {
+        g.input.push(bool_info("c"));
+        g.node = vec![
+            if_node("c", then, branch("x", "top_else"), "s"),
+            node("Relu", &["s"], &["y"]),
+        ];
+        g.initializer.clear();
+    })
+}
+
+#[test]
+fn deeply_nested_subgraphs_are_refused_without_overflowing_the_stack() {
+    refused(&nested_ifs(500), "not an ONNX model");
+}
+
+#[test]
+fn moderately_nested_subgraphs_are_converted() {
+    let (o, _dir, out) = convert_bytes(&nested_ifs(20), &["--no-verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = normshift(&["analyze", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -20,6 +20,8 @@ impl Model {
         mut external: HashMap<String, bytes::Bytes>,
     ) -> Result<Model, ValidationError> {
         let graph_proto = proto.graph.take().ok_or(ValidationError::NoGraph)?;
+        let imported: HashSet<&str> = proto.opset_import.iter().map(|o| o.domain()).collect();
+        check_opset_imports(&graph_proto, &imported, 0)?;
         let mut warnings = Vec::new();
         let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings)?;
         Ok(Model {
@@ -233,6 +235,39 @@ impl Graph {
             }
         }
     }
+}
+
+/// Every node, in subgraphs too, must be in a domain the model imports an opset for: without one, its meaning
+/// is undefined (the ONNX checker refuses such a model too). `""` and `ai.onnx` name the same domain.
+fn check_opset_imports(
+    g: &GraphProto,
+    imported: &HashSet<&str>,
+    depth: usize,
+) -> Result<(), ValidationError> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(ValidationError::TooDeep(MAX_SUBGRAPH_DEPTH));
+    }
+    let default_domain = imported.contains("") || imported.contains("ai.onnx");
+    for n in &g.node {
+        let domain = n.domain();
+        let known = match domain {
+            "" | "ai.onnx" => default_domain,
+            d => imported.contains(d),
+        };
+        if !known {
+            return Err(ValidationError::NoOpsetImport {
+                node: n.name().into(),
+                op: n.op_type().into(),
+                domain: domain.into(),
+            });
+        }
+        for attr in &n.attribute {
+            for sub in attr.g.iter().chain(attr.graphs.iter()) {
+                check_opset_imports(sub, imported, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names that a node's subgraph attributes read from the enclosing scope.

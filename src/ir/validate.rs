@@ -20,6 +20,12 @@ pub enum ValidationError {
     Cycle(String),
     #[error("subgraphs are nested deeper than {0} levels")]
     TooDeep(usize),
+    #[error("node `{node}` ({op}) is in domain `{domain}`, which the model imports no opset for")]
+    NoOpsetImport {
+        node: String,
+        op: String,
+        domain: String,
+    },
     #[error(
         "input {slot} of node `{node}` lost its value (its producer was removed without rewiring)"
     )]
