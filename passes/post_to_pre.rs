@@ -18,20 +18,30 @@
 use super::placement::{Move, norm_producing, plan_units};
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::Placement;
+use crate::analysis::facts::Facts;
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch};
 
 pub struct PostToPre;
 
-/// What the norm's statistics read: its input, or the output of the Cast the pattern starts with (exporters
-/// that cast the stream share that Cast between the norm and the skip, and the inverse must find it again).
-fn statistics_input(ix: &GraphIndex, norm: &crate::analysis::Norm) -> crate::ir::ValueId {
+/// What the skip should carry: the norm's input, or the output of a Cast the pattern starts with when that Cast
+/// keeps the element type (exporters that write such a no-op Cast on the stream share it between the norm and
+/// the skip, and the inverse must find it again). A Cast that changes the type (fp16 → float32 for the
+/// statistics) never feeds the skip: the stream keeps its own type.
+fn statistics_input(
+    ix: &GraphIndex,
+    facts: &Facts,
+    norm: &crate::analysis::Norm,
+) -> crate::ir::ValueId {
+    let input_type = facts.elem_type(norm.input);
     norm.nodes
         .iter()
         .filter_map(|&n| {
             let op = ix.graph.graph[n].op()?;
             let reads_input = ix.inputs(n).first().copied().flatten() == Some(norm.input);
-            (op.op_type() == "Cast" && reads_input)
+            let keeps_type =
+                input_type.is_some() && op.attribute("to").map(|a| a.i() as i32) == input_type;
+            (op.op_type() == "Cast" && reads_input && keeps_type)
                 .then(|| ix.output(n))
                 .flatten()
         })
@@ -50,12 +60,14 @@ impl Pass for PostToPre {
         PassClass::FunctionChanging
     }
     fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
+        let mut facts: Option<Facts> = None;
         plan_units(model, cx, self.name(), |ix, a, l, unit| {
+            let facts = facts.get_or_insert_with(|| Facts::infer(ix));
             if unit.placement != Placement::Post {
                 return Err(format!("unit {l} is {}, not post", unit.placement));
             }
             match norm_producing(a, unit.stream_in) {
-                Some(feeding) => Ok(Move::To(statistics_input(ix, &feeding.norm))),
+                Some(feeding) => Ok(Move::To(statistics_input(ix, facts, &feeding.norm))),
                 None if l == 0 => Ok(Move::Leave(
                     "unit 0 has no embedding norm to read through: left as it is (its branch reads the raw \
                      embedding, as before)"

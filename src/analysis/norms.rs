@@ -26,9 +26,9 @@ use petgraph::visit::NodeIndexable;
 use serde::Serialize;
 
 use super::constants::{constant, integers, scalar};
+use super::facts::Facts;
 use crate::ir::index::GraphIndex;
 use crate::ir::{InputSlot, Op, ValueId};
-use crate::onnx::tensor_type;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NormKind {
@@ -81,12 +81,14 @@ pub struct Norm {
 /// Every norm in the graph, in the order of the node that produces its output.
 pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
     let order = ix.ops();
+    // Ranks decide which axes a positive `axes` attribute names; most intermediate values declare none.
+    let facts = Facts::infer(ix);
     // Nodes already part of a norm, by node index.
     let mut claimed = vec![false; ix.graph.graph.node_bound()];
     let mut norms = Vec::new();
     // LayerNorms first: the variance half of a LayerNorm is itself shaped like an RMSNorm of `x - mean`.
     for &n in order {
-        if let Some(norm) = fused(ix, n).or_else(|| decomposed_layernorm(ix, n)) {
+        if let Some(norm) = fused(ix, &facts, n).or_else(|| decomposed_layernorm(ix, &facts, n)) {
             norm.nodes.iter().for_each(|x| claimed[x.index()] = true);
             norms.push(norm);
         }
@@ -95,8 +97,8 @@ pub fn find_norms(ix: &GraphIndex) -> Vec<Norm> {
         if claimed[n.index()] {
             continue;
         }
-        if let Some(norm) =
-            decomposed_rmsnorm(ix, n).filter(|m| m.nodes.iter().all(|x| !claimed[x.index()]))
+        if let Some(norm) = decomposed_rmsnorm(ix, &facts, n)
+            .filter(|m| m.nodes.iter().all(|x| !claimed[x.index()]))
         {
             norm.nodes.iter().for_each(|x| claimed[x.index()] = true);
             norms.push(norm);
@@ -129,25 +131,12 @@ fn attr_f(op: &Op, name: &str, default: f32) -> f64 {
     op.attribute(name).map(|a| a.f()).unwrap_or(default) as f64
 }
 
-/// The rank the graph declares for a value, if any (looking through a `Cast`, which keeps the shape).
-fn rank(ix: &GraphIndex, v: ValueId) -> Option<usize> {
-    let g = ix.graph;
-    if let Some(t) = g.initializer(v) {
-        return Some(t.dims().len());
-    }
-    let declared = g
-        .value(v)
-        .ty()
-        .and_then(tensor_type)
-        .and_then(|(_, s)| s)
-        .map(|s| s.len());
-    declared.or_else(|| {
-        let (cast, _) = ix.produced_by(v, "Cast")?;
-        rank(ix, ix.inputs(cast).first().copied().flatten()?)
-    })
+/// The rank of a value: declared, or derived forward through the graph (see [`Facts`]).
+fn rank(facts: &Facts, v: ValueId) -> Option<usize> {
+    facts.rank(v)
 }
 
-fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
+fn fused(ix: &GraphIndex, facts: &Facts, n: NodeIndex) -> Option<Norm> {
     let op = ix.graph.graph[n].op()?;
     let inputs = ix.inputs(n);
     let at = |i: usize| inputs.get(i).copied().flatten();
@@ -164,7 +153,7 @@ fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
     };
     let input = at(0)?;
     let axis = attr_i(op, "axis", -1);
-    let axis = match rank(ix, input) {
+    let axis = match rank(facts, input) {
         Some(r) if axis >= 0 => axis - r as i64,
         _ => axis,
     };
@@ -191,14 +180,16 @@ fn fused(ix: &GraphIndex, n: NodeIndex) -> Option<Norm> {
 /// A pattern being matched: the nodes so far, and the values whose every reader must be inside it.
 struct Match<'a, 'g> {
     ix: &'a GraphIndex<'g>,
+    facts: &'a Facts,
     nodes: Vec<NodeIndex>,
     internal: Vec<ValueId>,
 }
 
 impl<'a, 'g> Match<'a, 'g> {
-    fn new(ix: &'a GraphIndex<'g>) -> Self {
+    fn new(ix: &'a GraphIndex<'g>, facts: &'a Facts) -> Self {
         Match {
             ix,
+            facts,
             nodes: Vec::new(),
             internal: Vec::new(),
         }
@@ -244,7 +235,7 @@ impl<'a, 'g> Match<'a, 'g> {
             return None;
         }
         if axes.iter().any(|&a| a >= 0) {
-            let r = rank(self.ix, x)? as i64;
+            let r = rank(self.facts, x)? as i64;
             axes.iter_mut().filter(|a| **a >= 0).for_each(|a| *a -= r);
         }
         axes.sort_unstable();
@@ -450,13 +441,13 @@ fn square_of(ix: &GraphIndex, n: NodeIndex) -> Option<ValueId> {
 }
 
 /// Starting at the first `ReduceMean` (the mean) of a decomposed LayerNorm.
-fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
+fn decomposed_layernorm(ix: &GraphIndex, facts: &Facts, mean_node: NodeIndex) -> Option<Norm> {
     let op = ix.graph.graph[mean_node].op()?;
     if !op_is(op, "ReduceMean") {
         return None;
     }
     let x = ix.inputs(mean_node).first().copied().flatten()?;
-    let mut m = Match::new(ix);
+    let mut m = Match::new(ix, facts);
     let axis = m.mean_axis(mean_node, x)?;
     let mean = m.take(mean_node)?;
     let sub = m.next(mean, "Sub")?;
@@ -481,9 +472,9 @@ fn decomposed_layernorm(ix: &GraphIndex, mean_node: NodeIndex) -> Option<Norm> {
 }
 
 /// Starting at the square (`Pow(x, 2)` or `Mul(x, x)`) of a decomposed RMSNorm.
-fn decomposed_rmsnorm(ix: &GraphIndex, sq_node: NodeIndex) -> Option<Norm> {
+fn decomposed_rmsnorm(ix: &GraphIndex, facts: &Facts, sq_node: NodeIndex) -> Option<Norm> {
     let x = square_of(ix, sq_node)?;
-    let mut m = Match::new(ix);
+    let mut m = Match::new(ix, facts);
     let sq = m.take(sq_node)?;
     let mean_node = m.next(sq, "ReduceMean")?;
     let axis = m.mean_axis(mean_node, x)?;

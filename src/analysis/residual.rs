@@ -443,6 +443,15 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
         .enumerate()
         .flat_map(|(i, m)| m.nodes.iter().map(move |&n| (n, i)))
         .collect();
+    // Norms by where their input comes from, in graph order: one lookup per unit instead of a scan of every norm.
+    let mut norms_reading: HashMap<ValueId, Vec<usize>> = HashMap::new();
+    for (i, m) in norms.iter().enumerate() {
+        norms_reading
+            .entry(origin(ix, m.input))
+            .or_default()
+            .push(i);
+    }
+    let reading = |v: ValueId| norms_reading.get(&v).map(Vec::as_slice).unwrap_or(&[]);
     let mut roles: Vec<Option<(Role, Option<usize>)>> = vec![None; norms.len()];
     let streams: HashSet<ValueId> = candidates.iter().map(|c| origin(ix, c.x)).collect();
 
@@ -487,10 +496,11 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     }
     // Post norms: read a sum and become the next stream.
     for (u, unit) in units.iter_mut().enumerate() {
-        let post = norms.iter().enumerate().find(|(i, m)| {
-            origin(ix, m.input) == unit.sum && roles[*i].is_none() && streams.contains(&m.output)
-        });
-        if let Some((i, _)) = post {
+        let post = reading(unit.sum)
+            .iter()
+            .copied()
+            .find(|&i| roles[i].is_none() && streams.contains(&norms[i].output));
+        if let Some(i) = post {
             unit.post_norm = Some(i);
             roles[i] = Some((Role::Post, Some(u)));
         }
@@ -507,9 +517,7 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             .branches
             .iter()
             .any(|b| !b.pre_norms.is_empty() || b.output_norm.is_some());
-        if let Some(i) =
-            (0..norms.len()).find(|&i| origin(ix, norms[i].input) == sum && roles[i].is_none())
-        {
+        if let Some(i) = reading(sum).iter().copied().find(|&i| roles[i].is_none()) {
             if others_post > others_not || (last == 0 && !own_other_norms) {
                 units[last].post_norm = Some(i);
                 roles[i] = Some((Role::Post, Some(last)));

@@ -423,52 +423,50 @@ impl Graph {
                 }
             }
         }
-        let rewired_edges: Vec<_> = self
-            .graph
-            .edge_indices()
-            .filter(|&e| rewired.contains_key(&self.graph[e].value))
-            .collect();
-        for e in rewired_edges {
+        // Edges carrying a rewired value are taken out (and re-added below, from the new producer).
+        let mut dropped_edges = HashSet::new();
+        for e in self.graph.edge_indices() {
+            let w = &self.graph[e];
+            if !rewired.contains_key(&w.value) {
+                continue;
+            }
             let Some((from, to)) = self.graph.edge_endpoints(e) else {
                 continue;
             };
-            // Edges out of removed nodes are already pending.
-            if removed.contains(&from) {
+            // Edges out of removed nodes are already pending; edges into them go with them.
+            if removed.contains(&from) || removed.contains(&to) {
                 continue;
             }
-            let Some(w) = self.graph.remove_edge(e) else {
-                continue;
-            };
-            if !removed.contains(&to) {
-                pending.push(PendingEdge {
-                    value: w.value,
-                    to,
-                    to_slot: w.to_slot,
-                });
-            }
+            dropped_edges.insert(e);
+            pending.push(PendingEdge {
+                value: w.value,
+                to,
+                to_slot: w.to_slot,
+            });
         }
-        for &n in &patch.removed {
-            self.graph.remove_node(n);
-        }
+        let mut dropped_nodes = removed.clone();
         if !patch.dropped_initializers.is_empty() {
             let dropped: HashSet<ValueId> = patch.dropped_initializers.iter().copied().collect();
-            let sources: Vec<NodeIndex> = self
-                .graph
-                .node_indices()
-                .filter(|&n| {
-                    self.graph[n].op().is_none()
-                        && self.graph[n]
-                            .outputs
-                            .iter()
-                            .flatten()
-                            .any(|v| dropped.contains(v))
-                })
-                .collect();
-            for n in sources {
-                self.graph.remove_node(n);
-            }
+            dropped_nodes.extend(self.graph.node_indices().filter(|&n| {
+                self.graph[n].op().is_none()
+                    && self.graph[n]
+                        .outputs
+                        .iter()
+                        .flatten()
+                        .any(|v| dropped.contains(v))
+            }));
             self.initializers.retain(|v| !dropped.contains(v));
             self.tensors.retain(|v, _| !dropped.contains(v));
+        }
+        // One rebuild, linear in the graph, keeping every other index: removing nodes one by one costs the
+        // degree of each neighbour per edge (petgraph walks its edge list), quadratic when many removed nodes
+        // read one shared constant.
+        if !dropped_nodes.is_empty() || !dropped_edges.is_empty() {
+            let graph = std::mem::take(&mut self.graph);
+            self.graph = graph.filter_map_owned(
+                |n, w| (!dropped_nodes.contains(&n)).then_some(w),
+                |e, w| (!dropped_edges.contains(&e)).then_some(w),
+            );
         }
         if !patch.dropped_value_info.is_empty() {
             let dropped: HashSet<ValueId> = patch.dropped_value_info.iter().copied().collect();
