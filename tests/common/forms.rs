@@ -7,7 +7,7 @@ use normshift::onnx::{
 };
 
 /// How to write the decomposed norm.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Form {
     pub rms: bool,
     /// 0: Div(d, s); 1: Mul(d, Reciprocal(s)); 2: Mul(d, Div(1, s))

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod forms;
+pub mod stacks;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
