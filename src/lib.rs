@@ -20,6 +20,7 @@ pub mod onnx;
 pub mod passes;
 pub mod summary;
 pub mod tensor;
+#[cfg(feature = "tract")]
 pub mod verify;
 
 pub use error::Error;

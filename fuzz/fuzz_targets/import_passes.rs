@@ -1,0 +1,7 @@
+//! Any bytes → load → analyze → every pass of the catalogue (see `checks.rs`).
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::import_passes(data));
