@@ -220,7 +220,7 @@ FAMILIES = {"bert_post": bert_post, "gpt2_pre": gpt2_pre, "llama_rms": llama_rms
 EXTRA_FAMILIES = {"gemma2_peri": gemma2_peri, "olmo2_out": olmo2_out, "neox_parallel": neox_parallel, "deepnorm_post": deepnorm_post}
 
 
-def build(family, opset, seed=0):
+def build(family, opset, seed=0, check=True):
     b = Builder(opset, seed)
     inputs, out = {**FAMILIES, **EXTRA_FAMILIES}[family](b)
     b.nodes.append(helper.make_node("Identity", [out], ["last_hidden_state"], name="/output/Identity"))
@@ -233,7 +233,8 @@ def build(family, opset, seed=0):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="normshift-fixtures", producer_version="1")
     model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
     return model
 
 
@@ -258,15 +259,23 @@ def write_test_data(model, path, folder, seed=0):
         onnx.save_tensor(numpy_helper.from_array(v, o.name), os.path.join(folder, f"output_{k}.pb"))
 
 
-def write_large(out_dir, file_name, family, opset, sizes):
-    """Builds `family` at `opset` with `sizes` = (hidden, heads, layers, vocabulary, mlp, positions) and saves it."""
+def write_large(out_dir, file_name, family, opset, sizes, external=False):
+    """Builds `family` at `opset` with `sizes` = (hidden, heads, layers, vocabulary, mlp, positions) and saves it,
+    with `external`, its weights in one data file beside it (`<file_name>.data`)."""
     global HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS
     HIDDEN, HEADS, LAYERS, VOCAB, FFN, POSITIONS = sizes
-    model = build(family, opset)
+    # Over 2 GB, the checker can only read the model from its file.
+    model = build(family, opset, check=not external)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, file_name)
-    onnx.save(model, path)
-    print(path, os.path.getsize(path), "bytes")
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=file_name + ".data", size_threshold=1024)
+        onnx.checker.check_model(path)
+        print(path, os.path.getsize(path), "bytes +", os.path.getsize(path + ".data"), "bytes of external data")
+    else:
+        onnx.save(model, path)
+        print(path, os.path.getsize(path), "bytes")
 
 
 def bert_base(out_dir, layers=12):
@@ -281,17 +290,27 @@ def gpt2_small(out_dir):
     write_large(out_dir, "gpt2_small.onnx", "gpt2_pre", 17, (768, 12, 12, 50257, 3072, 1024))
 
 
+def gpt2_xl(out_dir):
+    """A GPT-2-XL-size Pre-LN export (hidden 1600, 25 heads, 48 layers, MLP 6400, vocabulary 50257, 1024
+    positions; 1.56 B parameters), opset 14 with decomposed LayerNorms, weights in external data: ~6.2 GB. Needs
+    about 18 GB of memory to write. For the huge-model check (tests/bench_huge.sh)."""
+    write_large(out_dir, "gpt2_xl.onnx", "gpt2_pre", 14, (1600, 25, 48, 50257, 6400, 1024), external=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", help="output folder")
     p.add_argument("--bert-base", action="store_true", help="write only the BERT-base-size benchmark model")
     p.add_argument("--gpt2-small", action="store_true", help="write only the GPT-2-small-size benchmark model")
+    p.add_argument("--gpt2-xl", action="store_true", help="write only the GPT-2-XL-size model (6.2 GB, external data)")
     p.add_argument("--layers", type=int, default=12, help="with --bert-base: number of layers (24 and 48 for the depth benchmark)")
     a = p.parse_args()
     if a.bert_base:
         return bert_base(a.out, a.layers)
     if a.gpt2_small:
         return gpt2_small(a.out)
+    if a.gpt2_xl:
+        return gpt2_xl(a.out)
     plan = [(f, o) for f in FAMILIES for o in (14, 17)] + [(f, 17) for f in EXTRA_FAMILIES]
     for family, opset in plan:
         folder = os.path.join(a.out, f"{family}.opset{opset}")
