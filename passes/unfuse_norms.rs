@@ -158,13 +158,16 @@ impl Unfuse<'_, '_> {
         let epsilon = op.attribute("epsilon").map_or(1e-5, |a| a.f()) as f64;
         let axis = attr_i("axis", -1);
         let rank = self.facts.rank(x0);
+        // The axis must name a dimension of the input: from the back, -1 needs no rank; anything else does.
         let first_axis = match (axis, rank) {
-            (a, _) if a < 0 => a,
-            (a, Some(r)) if (a as usize) < r => a - r as i64,
-            _ => {
-                return Err(
-                    "its axis is counted from the front and the input's rank is unknown".into(),
-                );
+            (-1, _) => -1,
+            (a, Some(r)) if -(r as i64) <= a && a < 0 => a,
+            (a, Some(r)) if a >= 0 && (a as usize) < r => a - r as i64,
+            (a, Some(r)) => return Err(format!("its axis {a} is outside the input's rank {r}")),
+            (a, None) => {
+                return Err(format!(
+                    "its axis is {a} and the input's rank is unknown, so the axes to reduce are not known"
+                ));
             }
         };
         let axes: Vec<i64> = (first_axis..0).collect();
