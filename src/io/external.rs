@@ -173,5 +173,74 @@ pub fn map_file(path: &Path) -> std::io::Result<Bytes> {
     // SAFETY: the map is read-only; a file truncated by another process while mapped is the one hazard
     // mmap-based loaders (tract's, onnxruntime's) all accept.
     let map = unsafe { memmap2::Mmap::map(&file)? };
-    Ok(Bytes::from_owner(map))
+    Ok(Bytes::from_owner(Mapped::register(map)))
+}
+
+/// The address ranges of the live file mappings. Only pages inside one of them may be released with
+/// `MADV_DONTNEED` (see [`release_pages`]): done to heap memory, that would zero it.
+static MAPPINGS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// A file mapping, listed in [`MAPPINGS`] for as long as it lives.
+struct Mapped(memmap2::Mmap);
+
+impl Mapped {
+    fn register(map: memmap2::Mmap) -> Mapped {
+        let range = (map.as_ptr() as usize, map.len());
+        MAPPINGS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(range);
+        Mapped(map)
+    }
+}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        let start = self.0.as_ptr() as usize;
+        MAPPINGS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&(s, _)| s != start);
+    }
+}
+
+/// Tells the kernel that this process no longer needs the pages of `data` — when `data` lies in a file mapping —
+/// so that streaming gigabytes of weights from the input to the output does not grow the resident set by as
+/// much: the pages stay in the page cache and fault back in if read again. Anything else is left alone.
+pub fn release_pages(data: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        let start = data.as_ptr() as usize;
+        let end = start + data.len();
+        let mapped = MAPPINGS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|&(s, len)| s <= start && end <= s + len);
+        if !mapped {
+            return;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let first = start.div_ceil(page) * page;
+        let last = end / page * page;
+        if first < last {
+            // SAFETY: [first, last) lies inside a live read-only file mapping (checked above; `data` borrows
+            // from the mapping's owner, so it cannot be unmapped meanwhile). MADV_DONTNEED on such a mapping
+            // only drops this process's page table entries; the next read faults the same bytes in again.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
 }

@@ -122,7 +122,7 @@ pub fn save(model: &Model, path: &Path, options: &SaveOptions) -> Result<SaveRep
     }
     let data_bytes = blobs.iter().map(|b| b.len() as u64).sum();
     let data_tmp = write_temp(&data_path, |w| {
-        blobs.iter().try_for_each(|b| w.write_all(b))
+        blobs.iter().try_for_each(|b| stream_out(w, b))
     })?;
     let model_tmp = write_temp(path, |w| encode_into(&proto, w))?;
     let model_bytes = model_tmp.len;
@@ -179,6 +179,17 @@ fn move_out(model: &Model, proto: &mut ModelProto, location: &str) -> Vec<Bytes>
         blobs.push(data.clone());
     }
     blobs
+}
+
+/// Writes `data` in pieces, releasing each piece's input pages once written (see
+/// [`super::external::release_pages`]): peak memory stays near one piece, not the whole model.
+fn stream_out(w: &mut BufWriter<File>, data: &[u8]) -> std::io::Result<()> {
+    const PIECE: usize = 16 << 20;
+    for piece in data.chunks(PIECE) {
+        w.write_all(piece)?;
+        super::external::release_pages(piece);
+    }
+    Ok(())
 }
 
 fn encode_into(proto: &ModelProto, w: &mut BufWriter<File>) -> std::io::Result<()> {
