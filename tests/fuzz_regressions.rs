@@ -2,6 +2,7 @@
 //! malformed models) goes through the fuzz targets' own checks, `fuzz/checks.rs`: no panic, stable export.
 
 #[path = "../fuzz/checks.rs"]
+#[allow(dead_code)]
 mod checks;
 
 #[test]
