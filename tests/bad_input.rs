@@ -5,9 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use normshift::onnx::attribute_proto::AttributeType;
 use normshift::onnx::tensor_proto::DataLocation;
-use normshift::onnx::{AttributeProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto};
+use normshift::onnx::{GraphProto, ModelProto, NodeProto, StringStringEntryProto};
 use prost::Message;
 
 /// Runs `convert` on `bytes` and checks the failure: exit 2, one line mentioning `expect`, no output.
@@ -205,15 +204,6 @@ fn a_model_importing_no_opset_at_all() {
     refused(&model.encode_to_vec(), "imports no opset for");
 }
 
-fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Graph as i32),
-        g: Some(g),
-        ..Default::default()
-    }
-}
-
 /// A branch of an `If`: `out = Identity(reads)`, `reads` coming from the enclosing scope.
 fn branch(reads: &str, out: &str) -> GraphProto {
     GraphProto {
@@ -231,16 +221,6 @@ fn if_node(cond: &str, then: GraphProto, otherwise: GraphProto, out: &str) -> No
         graph_attr("else_branch", otherwise),
     ];
     n
-}
-
-fn bool_info(name: &str) -> normshift::onnx::ValueInfoProto {
-    let mut info = f32_info(name, &[]);
-    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
-        info.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        t.elem_type = Some(9);
-    }
-    info
 }
 
 #[test]

@@ -31,6 +31,6 @@ rm -f "$out"/gpt2_xl.onnx*
 measure "analyze" $ns analyze "$model"
 measure "convert --passes fuse-layernorm --no-verify" $ns convert "$model" -o "$out/fused.onnx" \
   --passes fuse-layernorm --no-verify
-$ns inspect "$out/fused.onnx" | grep -E "^(norms|ops|opset)" || true
+$ns inspect "$out/fused.onnx" | grep -E "opsets|LayerNormalization|ReduceMean|norms|layernorm"
 measure "run the output with tract (seq 8)" $ns run "$out/fused.onnx" --dim batch=1 --dim sequence=8
 tail -3 "$out/log"

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use normshift::onnx::{AttributeProto, GraphProto, ValueInfoProto, attribute_proto::AttributeType};
+use normshift::onnx::GraphProto;
 use normshift::passes;
 
 fn branch(name: &str, reads: &str) -> GraphProto {
@@ -16,28 +16,10 @@ fn branch(name: &str, reads: &str) -> GraphProto {
     }
 }
 
-fn graph_attr(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Graph as i32),
-        g: Some(g),
-        ..Default::default()
-    }
-}
-
 /// `y = If(c, then: Identity(n), else: Identity(x))` with `n = Neg(x)` read only inside the then-branch.
 fn if_model() -> Vec<u8> {
     tiny_model(|g| {
-        let mut cond = ValueInfoProto {
-            name: Some("c".into()),
-            ..f32_info("c", &[])
-        };
-        if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
-            cond.r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            t.elem_type = Some(9);
-        }
-        g.input.push(cond);
+        g.input.push(bool_info("c"));
         let mut iff = node("If", &["c"], &["y"]);
         iff.attribute = vec![
             graph_attr("then_branch", branch("then", "n")),

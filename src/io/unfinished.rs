@@ -61,10 +61,8 @@ pub(super) fn rename_together(pairs: &[(&Path, &Path)]) -> Result<(), (PathBuf, 
 pub fn abandon() -> usize {
     let mut r = registry();
     r.abandoned = true;
-    let removed = r
-        .temporaries
+    r.temporaries
         .drain(..)
         .filter(|p| std::fs::remove_file(p).is_ok())
-        .count();
-    removed
+        .count()
 }

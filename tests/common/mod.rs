@@ -179,3 +179,24 @@ pub fn tiny_model(edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
     };
     model.encode_to_vec()
 }
+
+/// A scalar boolean input (an `If` condition).
+pub fn bool_info(name: &str) -> ValueInfoProto {
+    let mut info = f32_info(name, &[]);
+    if let Some(type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(9);
+    }
+    info
+}
+
+/// A graph-valued attribute (`then_branch`, `body`, …).
+pub fn graph_attr(name: &str, g: GraphProto) -> normshift::onnx::AttributeProto {
+    normshift::onnx::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(normshift::onnx::attribute_proto::AttributeType::Graph as i32),
+        g: Some(g),
+        ..Default::default()
+    }
+}
