@@ -14,8 +14,9 @@
 //!   computed in float32 with Casts around it when the input is another float type (the fused ops' default
 //!   `stash_type = 1`). This is the form `fuse-layernorm` / `fuse-rmsnorm` recognise, so unfusing then fusing
 //!   gives the fused model back.
-//! * Preconditions: the mean / inverse-deviation outputs are unused; the first normalized axis is negative or
-//!   the input's rank is known. Other norms are left alone with a note.
+//! * Preconditions: the mean / inverse-deviation outputs are unused; the first normalized axis names a
+//!   dimension of the input — `-1`, or any axis within the input's rank when that is known. Other norms are left
+//!   alone with a note.
 //! * Exact: yes, up to float rounding.
 
 use petgraph::stable_graph::NodeIndex;
