@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     // Ctrl-C or SIGTERM while a file is being written: remove what is unfinished, so that the output is either
     // complete or absent, then stop as an interrupted program does (128 + SIGINT).
     let installed = ctrlc::set_handler(|| {
-        normshift::io::unfinished::abandon();
+        let _no_more_writes = normshift::io::unfinished::abandon();
         eprintln!("normshift: interrupted; unfinished files removed");
         std::process::exit(130);
     });

@@ -50,8 +50,10 @@ fn temporaries(dir: &Path) -> Vec<String> {
 
 /// After the process ended: either it finished (exit 0) and the output loads, or it was interrupted (exit 130)
 /// and there is no output at all; in both cases no temporary file.
-fn check_outcome(mut child: Child, dir: &Path, output: &Path) -> Option<i32> {
-    let status = child.wait().expect("waiting for normshift");
+fn check_outcome(child: Child, dir: &Path, output: &Path) -> Option<i32> {
+    let finished = child.wait_with_output().expect("waiting for normshift");
+    let status = finished.status;
+    let err = String::from_utf8_lossy(&finished.stderr);
     if status.code().is_none() {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
@@ -69,7 +71,7 @@ fn check_outcome(mut child: Child, dir: &Path, output: &Path) -> Option<i32> {
             assert!(!output.exists(), "an interrupted convert left {output:?}");
             assert!(!data.exists(), "an interrupted convert left {data:?}");
         }
-        other => panic!("unexpected exit {other:?}: {:?}", status),
+        other => panic!("unexpected exit {other:?}: {err}"),
     }
     status.code()
 }

@@ -56,13 +56,14 @@ pub(super) fn rename_together(pairs: &[(&Path, &Path)]) -> Result<(), (PathBuf, 
     Ok(())
 }
 
-/// Removes every unfinished temporary file and refuses further saves. Returns how many were removed. For the
-/// interrupt handler; the caller then exits.
-pub fn abandon() -> usize {
+/// Removes every unfinished temporary file and refuses further saves. For the interrupt handler, which should
+/// exit while holding the returned guard: until then no save can start, finish or report an error of its own,
+/// so the process ends with the handler's status and nothing half-written.
+pub fn abandon() -> impl Drop {
     let mut r = registry();
     r.abandoned = true;
-    r.temporaries
-        .drain(..)
-        .filter(|p| std::fs::remove_file(p).is_ok())
-        .count()
+    for p in r.temporaries.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+    r
 }
