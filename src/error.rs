@@ -1,7 +1,6 @@
 //! The library's top-level error: one variant per stage, each carrying that stage's typed error.
 
 use crate::io::{LoadError, SaveError};
-#[cfg(feature = "tract")]
 use crate::verify::VerifyError;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,7 +9,6 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Save(#[from] SaveError),
-    #[cfg(feature = "tract")]
     #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error(transparent)]

@@ -6,21 +6,24 @@
 //! * [`io`] — loading (memory-mapped, zero-copy weights, safe external data) and atomic, streaming saving;
 //! * [`ir`] — the petgraph IR a model is imported into and exported from, its validation and its text form;
 //! * [`passes`] — the pass catalogue (`passes/` at the top of the repository, one file per pass);
-//! * [`verify`] — running models with tract and comparing their outputs;
+//! * [`runtime`] — the runtimes that execute models (tract built in, onnxruntime loaded at run time);
+//! * [`verify`] — running models in a runtime and comparing their outputs;
+//! * [`convert`] — a whole conversion: passes, verification, the search for a failing pass, writing;
 //! * [`tensor`] — reading the numbers inside tensors.
 //!
 //! A model read and written with no pass in between comes back byte-identical.
 
 pub mod analysis;
+pub mod convert;
 pub mod error;
 pub mod io;
 pub mod ir;
 pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
+pub mod runtime;
 pub mod summary;
 pub mod tensor;
-#[cfg(feature = "tract")]
 pub mod verify;
 
 pub use error::Error;

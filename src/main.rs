@@ -1,5 +1,5 @@
 //! The `normshift` command line. Library errors are typed; here they become one line on stderr and an exit code:
-//! 0 success, 1 verification found a difference, 2 bad input or usage, 3 tract could not run a model.
+//! 0 success, 1 verification found a difference, 2 bad input or usage, 3 no runtime could run a model.
 
 mod cli;
 
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("normshift: {:#}", e);
+            eprintln!("normshift: {}", cli::one_line(&e));
             ExitCode::from(cli::exit_code_for(&e))
         }
     }

@@ -19,7 +19,8 @@ use normshift::analysis::residual::analyze;
 use normshift::ir::index::GraphIndex;
 use normshift::ir::text::TextOptions;
 use normshift::passes::{PassContext, PassError, by_name, run_one};
-use normshift::verify::{InputSource, Tolerance, verify_pair};
+use normshift::runtime::RuntimeKind;
+use normshift::verify::{InputSource, ModelRef, RuntimeChoice, Tolerance, verify_pair};
 use normshift::{Model, io};
 use proptest::prelude::*;
 use prost::Message;
@@ -130,12 +131,6 @@ fn run_passes(model: &mut Model, names: &[&str]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn save(model: &Model, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    io::save(model, &path, &Default::default()).expect("writing to a temporary folder");
-    path
-}
-
 /// The lines only in `a` (`-`) and only in `b` (`+`).
 fn line_diff(a: &str, b: &str) -> String {
     let only = |x: &str, y: &str, mark: char| {
@@ -179,11 +174,11 @@ proptest! {
         run_passes(&mut rewritten, &[
             "fuse-layernorm", "fuse-rmsnorm", "fold-norm-affine", "layernorm-to-rmsnorm", "cleanup",
         ])?;
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let a = save(&model, dir.path(), "a.onnx");
-        let b = save(&rewritten, dir.path(), "b.onnx");
+        let here = std::path::Path::new(".");
+        let a = ModelRef { model: &model, dir: here, label: std::path::Path::new("original") };
+        let b = ModelRef { model: &rewritten, dir: here, label: std::path::Path::new("rewritten") };
         let source = InputSource::Seeds { seeds: vec![0], dims: Default::default() };
-        let report = verify_pair(&a, &model, &b, &rewritten, &source, Tolerance::default())
+        let report = verify_pair(&a, &b, &source, Tolerance::default(), RuntimeChoice::Only(RuntimeKind::Tract))
             .map_err(|e| TestCaseError::fail(format!("tract: {e}")))?;
         let worst = report.runs.iter().flat_map(|r| &r.outputs).map(|o| o.max_abs).fold(0.0, f64::max);
         prop_assert!(report.ok, "exact passes changed the outputs by up to {worst}\n{}", text(&rewritten));

@@ -1,4 +1,5 @@
-//! `normshift bench`: tract latency of one or more models on the same inputs, measured interleaved.
+//! `normshift bench`: latency of one or more models, in one or more runtimes, on the same inputs, measured
+//! interleaved.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,17 +7,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use normshift::verify::{DimSizes, Runner, Tolerance, compare, generate_inputs};
+use normshift::runtime::{self, ModelSource, Prepared, RuntimeKind};
+use normshift::verify::{DimSizes, Tolerance, compare, generate_inputs};
 use serde::Serialize;
 
 use super::inspect::load;
 use super::print_warnings;
 use super::progress::Step;
-use super::verify::{ToleranceArgs, parse_dim};
+use super::verify::{RuntimeArg, ToleranceArgs, parse_dim};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  normshift bench gpt2.onnx gpt2-rms.onnx --batch 1 --seq 128 --runs 200\n\n\
+    after_help = "Examples:\n  normshift bench gpt2.onnx gpt2-rms.onnx --batch 1 --seq 128 --runs 200\n  \
+    normshift bench gpt2.onnx --runtime tract,ort       # the same model in both runtimes\n\n\
     Every model gets the same inputs (generated from the first model, seed 0). After the warm-up, each round \
     runs every model once, starting with a different one each round, so that a machine's slow moments fall on \
     all models alike. Reported: median, 10th and 90th percentile and minimum per model, the ratio of each \
@@ -35,6 +38,16 @@ pub struct BenchArgs {
     /// Size for a named symbolic dimension, overriding --batch/--seq.
     #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
     pub dims: Vec<(String, usize)>,
+    /// Runtimes to run every model in, side by side: `tract`, `ort`, both (`tract,ort`), or `auto` (tract,
+    /// or onnxruntime when tract cannot prepare one of the models).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "auto",
+        num_args = 1
+    )]
+    pub runtime: Vec<RuntimeArg>,
     /// Timed runs per model.
     #[arg(long, default_value_t = 50)]
     pub runs: usize,
@@ -51,6 +64,7 @@ pub struct BenchArgs {
 #[derive(Serialize)]
 struct ModelTiming {
     model: PathBuf,
+    runtime: RuntimeKind,
     median_ms: f64,
     p10_ms: f64,
     p90_ms: f64,
@@ -84,19 +98,45 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         other: args.seq,
     };
     let inputs = generate_inputs(&first, 0, &mut dims)?;
-    let output_names = normshift::verify::output_names(&first);
-    let runners = {
-        let _step = Step::start("optimizing the models with tract");
-        args.models
-            .iter()
-            .map(|m| Runner::new(m, &inputs))
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let models = args
+        .models
+        .iter()
+        .map(|path| {
+            let model = if path == &args.models[0] {
+                first.clone()
+            } else {
+                load(path)?
+            };
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            Ok(ModelSource::new(&model, dir, path.display().to_string())?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut runners: Vec<Runner> = Vec::new();
+    {
+        let _step = Step::start("preparing the models");
+        for arg in &args.runtime {
+            let prepared = match arg.kind() {
+                Some(kind) => prepare_all(kind, &models, &args.models, &inputs)?,
+                None => match prepare_all(RuntimeKind::Tract, &models, &args.models, &inputs) {
+                    Ok(p) => p,
+                    Err(tract) => {
+                        eprintln!("normshift: {tract}; timing with onnxruntime instead");
+                        prepare_all(RuntimeKind::Ort, &models, &args.models, &inputs)?
+                    }
+                },
+            };
+            runners.extend(prepared);
+        }
+    }
+    drop(models);
     let _step = Step::start("timing");
     let mut reference = Vec::new();
-    for (i, runner) in runners.iter().enumerate() {
+    for (i, (_, _, runner)) in runners.iter_mut().enumerate() {
         for _ in 0..args.warmup.max(1) {
-            let outputs = runner.run(&inputs, &output_names)?;
+            let outputs = runner.run(&inputs)?;
             if i == 0 {
                 reference = outputs;
             }
@@ -107,14 +147,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         for k in 0..runners.len() {
             let i = (round + k) % runners.len();
             let started = Instant::now();
-            runners[i].run(&inputs, &output_names)?;
+            runners[i].2.run(&inputs)?;
             times[i].push(started.elapsed());
         }
     }
     drop(_step);
     let mut rows = Vec::new();
-    for (i, runner) in runners.iter().enumerate() {
-        let outputs = runner.run(&inputs, &output_names)?;
+    for (i, (model, runtime, runner)) in runners.iter_mut().enumerate() {
+        let outputs = runner.run(&inputs)?;
         let comparisons: Vec<_> = outputs
             .iter()
             .zip(&reference)
@@ -130,7 +170,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let t = &mut times[i];
         t.sort();
         rows.push(ModelTiming {
-            model: args.models[i].clone(),
+            model: model.clone(),
+            runtime: *runtime,
             median_ms: ms(percentile(t, 0.5)),
             p10_ms: ms(percentile(t, 0.1)),
             p90_ms: ms(percentile(t, 0.9)),
@@ -164,9 +205,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "{:>10} {:>10} {:>10} {:>10} {:>7}  {:>10}  model",
             "median ms", "p10", "p90", "min", "ratio", "vs first"
         );
+        let both = rows.iter().any(|r| r.runtime != rows[0].runtime);
         for r in &rows {
             println!(
-                "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7.3}  {:>10}  {}",
+                "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7.3}  {:>10}  {}{}",
                 r.median_ms,
                 r.p10_ms,
                 r.p90_ms,
@@ -177,9 +219,32 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("DIFF {:.1e}", r.max_abs_vs_first)
                 },
-                r.model.display()
+                r.model.display(),
+                if both {
+                    format!("  [{}]", r.runtime)
+                } else {
+                    String::new()
+                }
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A model prepared in a runtime, with the path it was loaded from.
+type Runner = (PathBuf, RuntimeKind, Box<dyn Prepared>);
+
+/// Every model prepared in `kind` for `inputs`.
+fn prepare_all(
+    kind: RuntimeKind,
+    models: &[ModelSource],
+    paths: &[PathBuf],
+    inputs: &[normshift::verify::Named],
+) -> Result<Vec<Runner>, runtime::RuntimeError> {
+    let rt = runtime::open(kind)?;
+    models
+        .iter()
+        .zip(paths)
+        .map(|(m, p)| Ok((p.clone(), kind, rt.prepare(m, inputs)?)))
+        .collect()
 }

@@ -38,3 +38,20 @@ impl Drop for Step {
         }
     }
 }
+
+/// The library's progress reports as spinners, one stage at a time.
+#[derive(Default)]
+pub struct Stages {
+    current: Option<Step>,
+}
+
+impl normshift::convert::Progress for Stages {
+    fn stage(&mut self, what: &str) {
+        self.current = None;
+        self.current = Some(Step::start(what));
+    }
+
+    fn done(&mut self) {
+        self.current = None;
+    }
+}

@@ -1,4 +1,4 @@
-//! `normshift run`: one tract run of a model, outputs written in the ONNX test-data layout.
+//! `normshift run`: one run of a model, outputs written in the ONNX test-data layout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use normshift::verify::{
-    DimSizes, Named, Runner, generate_inputs, load_test_data, write_test_data,
+    DimSizes, InputSet, ModelRef, Named, first_that_runs, generate_inputs, load_test_data,
+    write_test_data,
 };
 
 use super::inspect::load;
 use super::print_warnings;
 use super::progress::Step;
-use super::verify::parse_dim;
+use super::verify::{RuntimeArg, parse_dim};
 
 #[derive(Args, Debug)]
 #[command(
@@ -37,6 +38,9 @@ pub struct RunArgs {
     /// Size for a symbolic input dimension, e.g. --dim sequence=128 (default: 2 for a leading axis, 7 otherwise).
     #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim, conflicts_with = "inputs")]
     pub dims: Vec<(String, usize)>,
+    /// Which runtime runs the model: `auto` (tract, or onnxruntime when tract cannot), `tract` or `ort`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeArg,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -44,22 +48,13 @@ pub struct RunArgs {
 
 /// Shape and simple statistics of one tensor, as `run` reports it.
 fn summary(t: &Named) -> serde_json::Value {
-    let values: Vec<f64> = t
-        .tensor
-        .cast_to::<f64>()
-        .ok()
-        .and_then(|c| {
-            c.to_plain_array_view::<f64>()
-                .ok()
-                .map(|v| v.iter().copied().collect())
-        })
-        .unwrap_or_default();
+    let values = t.tensor.to_f64();
     let n = values.len().max(1) as f64;
     let mean = values.iter().sum::<f64>() / n;
     let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     serde_json::json!({
         "name": t.name,
-        "type": format!("{:?}", t.tensor.datum_type()),
+        "type": t.tensor.elem_type(),
         "shape": t.tensor.shape(),
         "mean": mean,
         "std": std,
@@ -80,18 +75,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             generate_inputs(&model, args.seed, &mut dims)?
         }
     };
-    let output_names = normshift::verify::output_names(&model);
-    let outputs = {
-        let _step = Step::start("running the model with tract");
-        let runner = Runner::new(&args.model, &inputs)?;
-        runner.run(&inputs, &output_names)?
+    let sets = [InputSet {
+        label: "inputs".into(),
+        inputs,
+    }];
+    let normshift::verify::Outputs {
+        runtime,
+        sets: mut outputs,
+        note,
+    } = {
+        let _step = Step::start("running the model");
+        first_that_runs(
+            args.runtime.choice(),
+            &ModelRef::loaded(&model, &args.model),
+            &sets,
+        )?
     };
+    let outputs = outputs.pop().unwrap_or_default();
+    let [InputSet { inputs, .. }] = sets;
     if let Some(dir) = &args.output {
         write_test_data(dir, &inputs, &outputs)
             .with_context(|| format!("writing the outputs into {}", dir.display()))?;
     }
     let report = serde_json::json!({
         "model": args.model,
+        "runtime": runtime,
+        "runtime_note": note,
         "inputs": inputs.iter().map(summary).collect::<Vec<_>>(),
         "outputs": outputs.iter().map(summary).collect::<Vec<_>>(),
         "written": args.output,
@@ -100,6 +109,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
+    println!(
+        "run by {runtime}{}",
+        note.map(|n| format!(" ({n})")).unwrap_or_default()
+    );
     for (what, list) in [
         ("input ", &report["inputs"]),
         ("output", &report["outputs"]),

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
+use normshift::runtime::RuntimeKind;
 use normshift::verify::{
-    DimSizes, InputSource, Tolerance, VerifyReport, verify_pair, verify_reference,
+    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyReport, verify_pair,
+    verify_reference, verify_runtimes,
 };
 
 use super::inspect::load;
@@ -16,9 +18,11 @@ use super::{EXIT_MISMATCH, print_warnings};
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  normshift verify model.onnx rewritten.onnx --seeds 3\n  \
-    normshift verify model.onnx --reference model_dir/test_data_set_0\n\n\
+    normshift verify model.onnx --reference model_dir/test_data_set_0\n  \
+    normshift verify model.onnx --runtime tract,ort      # does tract compute what onnxruntime computes?\n  \
+    normshift verify decoder.onnx decoder2.onnx --dim past_sequence_length=0\n\n\
     An element passes when |a - b| <= atol + rtol * |reference|. Exit status: 0 all outputs match, \
-    1 some differ, 2 bad input, 3 tract could not run a model (the message names the node)."
+    1 some differ, 2 bad input, 3 no runtime could run a model (the message names the node)."
 )]
 pub struct VerifyArgs {
     /// The model to run (the reference side when a second model is given).
@@ -29,20 +33,83 @@ pub struct VerifyArgs {
     /// test_data_set_N folders.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["other", "inputs", "seeds"])]
     pub reference: Option<PathBuf>,
-    /// Inputs to use instead of generated ones (ONNX test-data layout: input_K.pb).
-    #[arg(long, value_name = "DIR", conflicts_with = "seeds")]
-    pub inputs: Option<PathBuf>,
-    /// How many seeded random input sets to compare on (seeds 0..N).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    pub seeds: u64,
-    /// Size for a symbolic input dimension, e.g. --dim sequence=16 (default: 2 for a leading axis, 7 otherwise).
-    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
-    pub dims: Vec<(String, usize)>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Which runtime runs the models: `auto` (tract; onnxruntime when tract cannot run one of them), `tract`,
+    /// `ort`; or two, `tract,ort`, to run one MODEL in both and compare the second against the first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "auto",
+        num_args = 1
+    )]
+    pub runtime: Vec<RuntimeArg>,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
     /// Print the full report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a command's inputs come from: a test-data folder, or seeds and dimension sizes to generate them.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Inputs to use instead of generated ones (ONNX test-data layout: input_K.pb, or test_data_set_N folders).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["seeds", "dims"])]
+    pub inputs: Option<PathBuf>,
+    /// How many seeded random input sets to compare on (seeds 0..N; default 1, for convert 2).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub seeds: Option<u64>,
+    /// Size for a symbolic input dimension, e.g. --dim sequence=16 --dim past_sequence_length=0 (default: 2
+    /// for a leading axis, 7 otherwise; a dim written as an expression of others gets its value).
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
+}
+
+impl InputArgs {
+    pub fn source(&self, default_seeds: u64) -> InputSource {
+        match &self.inputs {
+            Some(dir) => InputSource::Dir(dir.clone()),
+            None => InputSource::Seeds {
+                seeds: (0..self.seeds.unwrap_or(default_seeds)).collect(),
+                dims: DimSizes {
+                    by_name: self.dims.iter().cloned().collect(),
+                    ..Default::default()
+                },
+            },
+        }
+    }
+}
+
+/// A runtime as the command line names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeArg {
+    /// tract first; onnxruntime when tract cannot load or run a model (the report says why).
+    Auto,
+    /// tract, built in.
+    Tract,
+    /// onnxruntime, from ORT_DYLIB_PATH or the `onnxruntime` Python package, graph optimizations off.
+    Ort,
+}
+
+impl RuntimeArg {
+    pub fn choice(self) -> RuntimeChoice {
+        match self {
+            RuntimeArg::Auto => RuntimeChoice::Auto,
+            RuntimeArg::Tract => RuntimeChoice::Only(RuntimeKind::Tract),
+            RuntimeArg::Ort => RuntimeChoice::Only(RuntimeKind::Ort),
+        }
+    }
+
+    /// The runtime itself, for commands that run one model in each runtime named.
+    pub fn kind(self) -> Option<RuntimeKind> {
+        match self {
+            RuntimeArg::Auto => None,
+            RuntimeArg::Tract => Some(RuntimeKind::Tract),
+            RuntimeArg::Ort => Some(RuntimeKind::Ort),
+        }
+    }
 }
 
 /// Tolerances of a comparison: an element passes when |a - b| <= atol + rtol * |reference|.
@@ -70,8 +137,8 @@ pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
     let size = size
         .parse::<usize>()
         .map_err(|e| format!("size `{size}`: {e}"))?;
-    if name.is_empty() || size == 0 {
-        return Err("expected a name and a positive size".into());
+    if name.is_empty() {
+        return Err("expected a name and a size (0 allowed: an empty past, say)".into());
     }
     Ok((name.into(), size))
 }
@@ -80,28 +147,40 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let tol = Tolerance::from(args.tolerance);
     let a = load(&args.model)?;
     print_warnings(&a.warnings);
-    let report = match (&args.other, &args.reference) {
-        (Some(other), None) => {
+    let a_ref = ModelRef::loaded(&a, &args.model);
+    let report = match (&args.other, &args.reference, args.runtime.as_slice()) {
+        (None, None, [first, second]) => {
+            let (Some(reference), Some(other)) = (first.kind(), second.kind()) else {
+                bail!("--runtime with two runtimes names them: tract,ort or ort,tract");
+            };
+            if reference == other {
+                bail!("--runtime {reference},{other} names the same runtime twice");
+            }
+            let _step = Step::start(&format!("running the model in {reference} and in {other}"));
+            verify_runtimes(&a_ref, &args.inputs.source(1), tol, reference, other)?
+        }
+        (_, _, [_, _, ..]) => {
+            bail!(
+                "two runtimes (--runtime tract,ort) compare one model with itself: give no second model"
+            )
+        }
+        (Some(other), None, [runtime]) => {
             let b = load(other)?;
             print_warnings(&b.warnings);
-            let source = match &args.inputs {
-                Some(dir) => InputSource::Dir(dir.clone()),
-                None => InputSource::Seeds {
-                    seeds: (0..args.seeds).collect(),
-                    dims: DimSizes {
-                        by_name: args.dims.iter().cloned().collect(),
-                        ..Default::default()
-                    },
-                },
-            };
-            let _step = Step::start("running both models with tract");
-            verify_pair(&args.model, &a, other, &b, &source, tol)?
+            let _step = Step::start("running both models");
+            verify_pair(
+                &a_ref,
+                &ModelRef::loaded(&b, other),
+                &args.inputs.source(1),
+                tol,
+                runtime.choice(),
+            )?
         }
-        (None, Some(dir)) => {
-            let _step = Step::start("running the model with tract");
-            verify_reference(&args.model, &a, dir, tol)?
+        (None, Some(dir), [runtime]) => {
+            let _step = Step::start("running the model");
+            verify_reference(&a_ref, dir, tol, runtime.choice())?
         }
-        _ => bail!("give a second model to compare with, or --reference DIR"),
+        _ => bail!("give a second model to compare with, --reference DIR, or --runtime tract,ort"),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -116,13 +195,20 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn print_report(report: &VerifyReport) {
+    let judged = match report.reference_runtime {
+        Some(reference) => format!("{} against {reference}", report.runtime),
+        None => format!("run by {}", report.runtime),
+    };
     println!(
-        "{} vs {} (rtol {:e}, atol {:e})",
+        "{} vs {} (rtol {:e}, atol {:e}; {judged})",
         report.model.display(),
         report.against.display(),
         report.tolerance.rtol,
         report.tolerance.atol
     );
+    if let Some(note) = &report.runtime_note {
+        println!("  ({note})");
+    }
     for run in &report.runs {
         let shapes: Vec<String> = run
             .input_shapes

@@ -1,9 +1,10 @@
 //! Comparing two output tensors: the figures a user needs to judge a difference.
 
 use serde::Serialize;
-use tract_onnx::prelude::*;
 
-/// An element passes when `|a - b| <= atol + rtol * |b|`, `b` being the reference. For float16 outputs the
+use crate::runtime::TensorData;
+
+/// An element passes when `|a - b| <= atol + rtol * |b|`, `b` being the reference. For float16 and bfloat16 outputs the
 /// tolerance is raised to what the type can resolve (see [`Comparison::raised_tolerance`]).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Tolerance {
@@ -40,18 +41,10 @@ pub struct Comparison {
     pub raised_tolerance: Option<Tolerance>,
 }
 
-/// Unit roundoff of the half-precision types: below it, two correct computations may differ by one rounding.
-fn half_precision_epsilon(dt: DatumType) -> Option<f64> {
-    match dt {
-        DatumType::F16 => Some(2f64.powi(-10)),
-        _ => None,
-    }
-}
-
 /// The tolerance a comparison of `reference` can honour: for half-precision outputs at least one rounding of
 /// the type, relative to each element and to the largest element (an intermediate rounded at that magnitude).
-fn effective(tol: Tolerance, reference: &Tensor, values: &[f64]) -> Option<Tolerance> {
-    let eps = half_precision_epsilon(reference.datum_type())?;
+fn effective(tol: Tolerance, reference: &TensorData, values: &[f64]) -> Option<Tolerance> {
+    let eps = reference.elem_type().half_precision_epsilon()?;
     let largest = values
         .iter()
         .fold(0f64, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
@@ -62,16 +55,13 @@ fn effective(tol: Tolerance, reference: &Tensor, values: &[f64]) -> Option<Toler
     (raised.rtol > tol.rtol || raised.atol > tol.atol).then_some(raised)
 }
 
-fn as_f64(t: &Tensor) -> TractResult<Vec<f64>> {
-    Ok(t.cast_to::<f64>()?
-        .to_plain_array_view::<f64>()?
-        .iter()
-        .copied()
-        .collect())
-}
-
 /// Compares `actual` against `reference`.
-pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) -> Comparison {
+pub fn compare(
+    name: &str,
+    actual: &TensorData,
+    reference: &TensorData,
+    tol: Tolerance,
+) -> Comparison {
     let mut c = Comparison {
         name: name.into(),
         shape: reference.shape().to_vec(),
@@ -92,13 +82,15 @@ pub fn compare(name: &str, actual: &Tensor, reference: &Tensor, tol: Tolerance) 
         ));
         return c;
     }
-    let (a, b) = match (as_f64(actual), as_f64(reference)) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            c.problem = Some(format!("cannot read values as numbers: {e}"));
-            return c;
-        }
-    };
+    if actual.elem_type() != reference.elem_type() {
+        c.problem = Some(format!(
+            "element type {:?} vs reference {:?}",
+            actual.elem_type(),
+            reference.elem_type()
+        ));
+        return c;
+    }
+    let (a, b) = (actual.to_f64(), reference.to_f64());
     c.raised_tolerance = effective(tol, reference, &b);
     let tol = c.raised_tolerance.unwrap_or(tol);
     let (mut max_abs, mut max_rel, mut dot, mut na, mut nb, mut bad) =

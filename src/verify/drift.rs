@@ -8,10 +8,9 @@
 
 use serde::Serialize;
 
-use super::report::{InputSource, verify_pair};
+use super::report::{InputSource, ModelRef, RuntimeChoice, verify_pair};
 use super::{Tolerance, VerifyError};
 use crate::analysis::analyze;
-use crate::io::{SaveOptions, save};
 use crate::ir::Model;
 use crate::ir::index::GraphIndex;
 
@@ -40,38 +39,48 @@ pub fn probes(model: &Model) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// `model` with the probes as extra outputs (those it has).
+fn probed(model: &Model, probes: &[(usize, String)]) -> Model {
+    let mut m = model.clone();
+    for (_, name) in probes {
+        if let Some(id) = m.graph.value_id(name)
+            && !m.graph.outputs.contains(&id)
+        {
+            m.graph.outputs.push(id);
+        }
+    }
+    m
+}
+
 /// Runs both models with the probes of `original` as extra outputs and compares them probe by probe.
 pub fn drift_profile(
-    original: &Model,
-    rewritten: &Model,
+    original: &ModelRef,
+    rewritten: &ModelRef,
     source: &InputSource,
+    choice: RuntimeChoice,
 ) -> Result<Vec<DriftRow>, VerifyError> {
-    let probes: Vec<(usize, String)> = probes(original)
+    let probes: Vec<(usize, String)> = probes(original.model)
         .into_iter()
-        .filter(|(_, name)| rewritten.graph.value_id(name).is_some())
+        .filter(|(_, name)| rewritten.model.graph.value_id(name).is_some())
         .collect();
     if probes.is_empty() {
         return Ok(Vec::new());
     }
-    let scratch =
-        tempfile::tempdir().map_err(|e| VerifyError::Inputs(format!("a scratch folder: {e}")))?;
-    let probed = |model: &Model, file: &str| -> Result<(Model, std::path::PathBuf), VerifyError> {
-        let mut m = model.clone();
-        for (_, name) in &probes {
-            if let Some(id) = m.graph.value_id(name)
-                && !m.graph.outputs.contains(&id)
-            {
-                m.graph.outputs.push(id);
-            }
-        }
-        let path = scratch.path().join(file);
-        save(&m, &path, &SaveOptions::default())
-            .map_err(|e| VerifyError::Inputs(format!("writing a probed copy: {e}")))?;
-        Ok((m, path))
-    };
-    let (a, a_path) = probed(original, "original.onnx")?;
-    let (b, b_path) = probed(rewritten, "rewritten.onnx")?;
-    let report = verify_pair(&a_path, &a, &b_path, &b, source, Tolerance::default())?;
+    let a = probed(original.model, &probes);
+    let b = probed(rewritten.model, &probes);
+    let report = verify_pair(
+        &ModelRef {
+            model: &a,
+            ..*original
+        },
+        &ModelRef {
+            model: &b,
+            ..*rewritten
+        },
+        source,
+        Tolerance::default(),
+        choice,
+    )?;
     let rows = probes
         .iter()
         .map(|(unit, name)| {

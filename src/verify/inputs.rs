@@ -1,17 +1,23 @@
 //! Seeded, valid inputs for a model, derived from its graph.
+//!
+//! The sizes of symbolic dimensions are chosen so that the inputs agree with each other and with the graph:
+//! one size per symbol (every input with `sequence` gets the same), a dimension written as an expression of
+//! others (`past_sequence_length + sequence_length`, as KV-cache exports declare their attention mask) gets the
+//! value of that expression, and the channel axis of an image input gets what the weights of the `Conv` reading
+//! it expect (its spatial axes at least the kernel).
 
 use std::collections::{HashMap, VecDeque};
 
+use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-use tract_onnx::prelude::*;
 
-use super::{Named, VerifyError};
+use super::VerifyError;
 use crate::ir::index::GraphIndex;
 use crate::ir::{InputSlot, Model, ValueId};
-use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{Dim, tensor_type};
+use crate::runtime::{ElemType, Named, TensorData, Values};
 
 /// Sizes for symbolic dimensions: by name when given, otherwise `leading` for a leading (batch) axis and `other`
 /// for any other (sequence-like) axis: by default 2 and 7, 7 being deliberately not a power of two and not a
@@ -37,12 +43,26 @@ impl DimSizes {
     pub const LEADING: usize = 2;
     pub const OTHER: usize = 7;
 
-    fn size(&mut self, dim: &Dim, axis: usize) -> usize {
-        let default = if axis == 0 { self.leading } else { self.other };
+    /// The size of `dim` at `axis`; `hint` is what the graph says the axis must be when the symbol is not named.
+    fn size(&mut self, dim: &Dim, axis: usize, hint: Option<usize>) -> usize {
+        let default = hint.unwrap_or(if axis == 0 { self.leading } else { self.other });
         match dim {
             Dim::Fixed(n) if *n >= 0 => *n as usize,
-            // One size per symbol, so inputs that share `sequence` agree.
-            Dim::Symbol(s) => *self.by_name.entry(s.clone()).or_insert(default),
+            Dim::Symbol(s) => {
+                if let Some(&n) = self.by_name.get(s) {
+                    return n;
+                }
+                // An expression of other symbols: each of them sized as a sequence-like axis unless named.
+                if let Some(n) = expression::evaluate(s, &mut |name| {
+                    *self.by_name.entry(name.to_string()).or_insert(self.other) as i64
+                }) {
+                    let n = usize::try_from(n).unwrap_or(0);
+                    self.by_name.insert(s.clone(), n);
+                    return n;
+                }
+                // One size per symbol, so inputs that share `sequence` agree.
+                *self.by_name.entry(s.clone()).or_insert(default)
+            }
             _ => default,
         }
     }
@@ -97,6 +117,41 @@ pub fn gather_bound(ix: &GraphIndex, input: ValueId) -> Option<i64> {
     bound
 }
 
+/// The input's `Conv` (its data operand, through value-preserving ops), with the weight it convolves with.
+fn conv_weight<'g>(ix: &GraphIndex<'g>, input: ValueId) -> Option<(&'g crate::ir::Tensor, i64)> {
+    let g = ix.graph;
+    let mut v = input;
+    for _ in 0..8 {
+        let &(node, slot) = ix.consumers(v).first()?;
+        let op = g.graph[node].op()?;
+        match (op.op_type(), slot) {
+            ("Conv", InputSlot::Operand(0)) => {
+                let w = ix.inputs(node).get(1).copied().flatten()?;
+                let group = op.attribute("group").map(|a| a.i()).unwrap_or(1).max(1);
+                return g.initializer(w).map(|t| (t, group));
+            }
+            ("Cast" | "Identity", InputSlot::Operand(0)) => {
+                v = g.graph[node].outputs.first().copied().flatten()?
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// What a `Conv` reading the input requires of `axis`: its input channels on axis 1 (the weight's second
+/// dimension times `group`), at least its kernel on the spatial axes.
+fn conv_hint(ix: &GraphIndex, input: ValueId, axis: usize, other: usize) -> Option<usize> {
+    let (w, group) = conv_weight(ix, input)?;
+    let dims = w.dims();
+    let size = match axis {
+        0 => return None,
+        1 => dims.get(1)?.checked_mul(group)?,
+        a => (*dims.get(a)?).max(other as i64),
+    };
+    usize::try_from(size).ok()
+}
+
 /// One input set for `model`, reproducible from `seed`.
 pub fn generate_inputs(
     model: &Model,
@@ -121,32 +176,34 @@ pub fn generate_inputs(
         let shape: Vec<usize> = shape
             .iter()
             .enumerate()
-            .map(|(axis, d)| dims.size(d, axis))
+            .map(|(axis, d)| {
+                let hint = conv_hint(&ix, id, axis, dims.other);
+                dims.size(d, axis, hint)
+            })
             .collect();
         let len: usize = shape.iter().product();
-        let tensor = match DataType::try_from(elem) {
-            Ok(DataType::Float) => {
-                let v: Vec<f32> = (0..len).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
-                Tensor::from_shape(&shape, &v)
+        let normal = |rng: &mut StdRng| rng.sample::<f32, _>(StandardNormal);
+        let values = match ElemType::from_onnx(elem) {
+            Some(ElemType::F32) => Values::F32((0..len).map(|_| normal(&mut rng)).collect()),
+            Some(ElemType::F16) => {
+                Values::F16((0..len).map(|_| f16::from_f32(normal(&mut rng))).collect())
             }
-            Ok(DataType::Float16) => {
-                let v: Vec<f16> =
-                    (0..len).map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal))).collect();
-                Tensor::from_shape(&shape, &v)
+            Some(ElemType::Bf16) => Values::Bf16(
+                (0..len)
+                    .map(|_| half::bf16::from_f32(normal(&mut rng)))
+                    .collect(),
+            ),
+            Some(ElemType::F64) => {
+                Values::F64((0..len).map(|_| rng.sample(StandardNormal)).collect())
             }
-            Ok(DataType::Double) => {
-                let v: Vec<f64> = (0..len).map(|_| rng.sample::<f64, _>(StandardNormal)).collect();
-                Tensor::from_shape(&shape, &v)
-            }
-            Ok(DataType::Int64) => {
-                let v = integer_values(&ix, id, len, &mut rng);
-                Tensor::from_shape(&shape, &v)
-            }
-            Ok(DataType::Int32) => {
-                let v: Vec<i32> = integer_values(&ix, id, len, &mut rng).into_iter().map(|x| x as i32).collect();
-                Tensor::from_shape(&shape, &v)
-            }
-            Ok(DataType::Bool) => Tensor::from_shape(&shape, &vec![true; len]),
+            Some(ElemType::I64) => Values::I64(integer_values(&ix, id, len, &mut rng)),
+            Some(ElemType::I32) => Values::I32(
+                integer_values(&ix, id, len, &mut rng)
+                    .into_iter()
+                    .map(|x| x as i32)
+                    .collect(),
+            ),
+            Some(ElemType::Bool) => Values::Bool(vec![true; len]),
             _ => {
                 return Err(VerifyError::Inputs(format!(
                     "input `{}` has element type {}, for which no inputs can be generated; give --inputs",
@@ -154,8 +211,9 @@ pub fn generate_inputs(
                     crate::onnx::elem_type_name(elem)
                 )));
             }
-        }
-        .map_err(|e| VerifyError::Inputs(format!("input `{}`: {e}", value.name)))?;
+        };
+        let tensor = TensorData::new(shape, values)
+            .map_err(|e| VerifyError::Inputs(format!("input `{}`: {e}", value.name)))?;
         out.push(Named {
             name: value.name.clone(),
             tensor,
@@ -169,5 +227,151 @@ fn integer_values(ix: &GraphIndex, id: ValueId, len: usize, rng: &mut StdRng) ->
     match gather_bound(ix, id) {
         Some(rows) if rows > 0 => (0..len).map(|_| rng.random_range(0..rows)).collect(),
         _ => vec![1; len],
+    }
+}
+
+/// Dimension expressions as exporters write them: identifiers, integers, `+ - * / %` and parentheses.
+mod expression {
+    /// The value of `text`, each identifier's value from `lookup`; `None` when `text` is a plain identifier or
+    /// not an expression at all.
+    pub fn evaluate(text: &str, lookup: &mut dyn FnMut(&str) -> i64) -> Option<i64> {
+        let tokens = tokenize(text)?;
+        if tokens.len() < 2 {
+            return None;
+        }
+        let mut p = Parser {
+            tokens,
+            at: 0,
+            lookup,
+        };
+        let v = p.sum()?;
+        (p.at == p.tokens.len()).then_some(v)
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Token {
+        Name(String),
+        Number(i64),
+        Op(char),
+    }
+
+    fn tokenize(text: &str) -> Option<Vec<Token>> {
+        let mut out = Vec::new();
+        let mut chars = text.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                chars.next();
+            } else if c.is_ascii_digit() {
+                let mut n = String::new();
+                while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(d);
+                    chars.next();
+                }
+                out.push(Token::Number(n.parse().ok()?));
+            } else if c.is_alphabetic() || c == '_' {
+                let mut n = String::new();
+                while let Some(&d) = chars
+                    .peek()
+                    .filter(|d| d.is_alphanumeric() || matches!(d, '_' | '.' | ':'))
+                {
+                    n.push(d);
+                    chars.next();
+                }
+                out.push(Token::Name(n));
+            } else if "+-*/%()".contains(c) {
+                out.push(Token::Op(c));
+                chars.next();
+            } else {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    struct Parser<'a> {
+        tokens: Vec<Token>,
+        at: usize,
+        lookup: &'a mut dyn FnMut(&str) -> i64,
+    }
+
+    impl Parser<'_> {
+        fn peek_op(&self) -> Option<char> {
+            match self.tokens.get(self.at) {
+                Some(Token::Op(c)) => Some(*c),
+                _ => None,
+            }
+        }
+
+        fn sum(&mut self) -> Option<i64> {
+            let mut v = self.product()?;
+            while let Some(op @ ('+' | '-')) = self.peek_op() {
+                self.at += 1;
+                let r = self.product()?;
+                v = if op == '+' {
+                    v.checked_add(r)?
+                } else {
+                    v.checked_sub(r)?
+                };
+            }
+            Some(v)
+        }
+
+        fn product(&mut self) -> Option<i64> {
+            let mut v = self.atom()?;
+            while let Some(op @ ('*' | '/' | '%')) = self.peek_op() {
+                self.at += 1;
+                let r = self.atom()?;
+                v = match op {
+                    '*' => v.checked_mul(r)?,
+                    '/' => v.checked_div_euclid(r)?,
+                    _ => v.checked_rem_euclid(r)?,
+                };
+            }
+            Some(v)
+        }
+
+        fn atom(&mut self) -> Option<i64> {
+            let token = self.tokens.get(self.at)?.clone();
+            self.at += 1;
+            match token {
+                Token::Number(n) => Some(n),
+                Token::Name(name) => Some((self.lookup)(&name)),
+                Token::Op('(') => {
+                    let v = self.sum()?;
+                    (self.tokens.get(self.at) == Some(&Token::Op(')'))).then(|| self.at += 1)?;
+                    Some(v)
+                }
+                Token::Op('-') => self.atom().map(|v| -v),
+                Token::Op(_) => None,
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::evaluate;
+
+        #[test]
+        fn kv_cache_and_torch_dims_evaluate() {
+            let mut sizes = |n: &str| match n {
+                "past_sequence_length" => 5,
+                "sequence_length" => 3,
+                "s1" => 4,
+                _ => 0,
+            };
+            assert_eq!(
+                evaluate("past_sequence_length + sequence_length", &mut sizes),
+                Some(8)
+            );
+            assert_eq!(evaluate("2*s1 - 1", &mut sizes), Some(7));
+            assert_eq!(evaluate("(s1 + 4) / 3", &mut sizes), Some(2));
+            assert_eq!(
+                evaluate("sequence_length", &mut sizes),
+                None,
+                "a plain name is no expression"
+            );
+            assert_eq!(evaluate("batch size?", &mut sizes), None);
+            assert_eq!(evaluate("s1 +", &mut sizes), None);
+        }
     }
 }

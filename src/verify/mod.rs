@@ -1,47 +1,43 @@
-//! The verifier: runs models with tract and compares their outputs.
+//! The verifier: runs models through a [`Runtime`](crate::runtime::Runtime) and compares their outputs.
 //!
-//! tract needs concrete input shapes before `into_optimized()` (left symbolic, it fails on half of the decoder
-//! exports we tried), so every run pins the shapes of the inputs it is given. Inputs are either the user's (an
-//! ONNX test-data folder) or generated from a seed so that they are valid for the model: token ids stay below
-//! the row count of the table they index, other integer inputs (masks) are ones, floats are N(0, 1).
+//! Inputs are either the user's (an ONNX test-data folder) or generated from a seed so that they are valid for
+//! the model: token ids stay below the row count of the table they index, other integer inputs (masks) are
+//! ones, floats are N(0, 1), and symbolic dimensions get sizes that agree across the graph ([`inputs`]).
+//! Models are run from memory: nothing is written to verify a rewrite.
 
 mod compare;
 mod drift;
 mod inputs;
-mod run;
+mod report;
 mod testdata;
 
 pub use compare::{Comparison, Tolerance, compare};
 pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
-pub use run::{Runner, TractFailure};
-pub use testdata::{
-    TestData, load_test_data, read_tensor_file, tensor_from_proto, tensor_to_proto, test_data_sets,
-    write_test_data,
+pub use report::{
+    InputSet, InputSource, Judge, ModelRef, Outputs, RunReport, RuntimeChoice, VerifyReport,
+    first_that_runs, input_sets, output_names, run_sets, verify_pair, verify_reference,
+    verify_runtimes,
 };
+pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
+
+pub use crate::runtime::Named;
 
 use std::path::PathBuf;
-
-/// A named input or output tensor.
-#[derive(Debug, Clone)]
-pub struct Named {
-    pub name: String,
-    pub tensor: tract_onnx::prelude::Tensor,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
-    Tract(#[from] TractFailure),
+    Runtime(#[from] crate::runtime::RuntimeError),
+    /// `auto` tried every runtime and none could run the models: why, runtime by runtime.
+    #[error("no runtime can run the models: {0}")]
+    NoRuntime(String),
     #[error("cannot read test data {path}: {reason}")]
     TestData { path: PathBuf, reason: String },
     #[error("{0}")]
     Inputs(String),
     #[error("the models disagree on their outputs: {0}")]
     OutputMismatch(String),
+    #[error("the model cannot be encoded for a runtime: {0}")]
+    Encode(#[from] crate::ir::ValidationError),
 }
-
-mod report;
-pub use report::{
-    InputSource, RunReport, VerifyReport, output_names, verify_pair, verify_reference,
-};

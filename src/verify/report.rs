@@ -1,14 +1,17 @@
-//! Whole verifications: two models on the same inputs, or one model against stored outputs.
+//! Whole verifications: two models on the same inputs, one model against stored outputs, or one model in two
+//! runtimes. Each runs its models from memory through a [`Runtime`](crate::runtime::Runtime), chosen by a
+//! [`RuntimeChoice`].
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{
-    Comparison, DimSizes, Named, Runner, Tolerance, VerifyError, compare, generate_inputs,
-    load_test_data, test_data_sets,
+    Comparison, DimSizes, Tolerance, VerifyError, compare, generate_inputs, load_test_data,
+    test_data_sets,
 };
 use crate::ir::Model;
+use crate::runtime::{self, ModelSource, Named, RuntimeError, RuntimeKind};
 
 /// Where the inputs of a comparison come from.
 #[derive(Debug, Clone)]
@@ -17,6 +20,65 @@ pub enum InputSource {
     Seeds { seeds: Vec<u64>, dims: DimSizes },
     /// A test-data folder (`input_K.pb`), or a folder of `test_data_set_N` folders.
     Dir(PathBuf),
+}
+
+impl Default for InputSource {
+    /// Two seeded sets, as `convert` verifies with.
+    fn default() -> Self {
+        InputSource::Seeds {
+            seeds: vec![0, 1],
+            dims: DimSizes::default(),
+        }
+    }
+}
+
+/// Which runtime judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeChoice {
+    /// tract; when tract cannot load or run a model of the comparison, onnxruntime if it is available.
+    #[default]
+    Auto,
+    Only(RuntimeKind),
+}
+
+impl RuntimeChoice {
+    fn candidates(self) -> Vec<RuntimeKind> {
+        match self {
+            RuntimeChoice::Auto => RuntimeKind::ALL.to_vec(),
+            RuntimeChoice::Only(kind) => vec![kind],
+        }
+    }
+}
+
+/// A model to run: the IR, the folder its external data is relative to, and how reports name it.
+#[derive(Clone, Copy)]
+pub struct ModelRef<'a> {
+    pub model: &'a Model,
+    pub dir: &'a Path,
+    pub label: &'a Path,
+}
+
+impl<'a> ModelRef<'a> {
+    /// A model loaded from `path` (external data beside it).
+    pub fn loaded(model: &'a Model, path: &'a Path) -> ModelRef<'a> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        ModelRef {
+            model,
+            dir,
+            label: path,
+        }
+    }
+
+    fn source(&self) -> Result<ModelSource, VerifyError> {
+        Ok(ModelSource::new(
+            self.model,
+            self.dir,
+            self.label.display().to_string(),
+        )?)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,20 +97,17 @@ pub struct VerifyReport {
     pub tolerance: Tolerance,
     pub runs: Vec<RunReport>,
     pub ok: bool,
+    /// The runtime that ran `model` (and `against`, when that is a model run in the same runtime).
+    pub runtime: RuntimeKind,
+    /// When one model was run in two runtimes: the one whose outputs are the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_runtime: Option<RuntimeKind>,
+    /// Why `runtime` judged, when it was not the first choice (`auto`: tract could not run a model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_note: Option<String>,
 }
 
 impl VerifyReport {
-    fn new(model: &Path, against: &Path, tolerance: Tolerance, runs: Vec<RunReport>) -> Self {
-        let ok = !runs.is_empty() && runs.iter().all(|r| r.outputs.iter().all(|o| o.ok));
-        VerifyReport {
-            model: model.into(),
-            against: against.into(),
-            tolerance,
-            runs,
-            ok,
-        }
-    }
-
     /// The worst output of all runs, by max abs error.
     pub fn worst(&self) -> Option<&Comparison> {
         self.runs
@@ -56,9 +115,18 @@ impl VerifyReport {
             .flat_map(|r| &r.outputs)
             .max_by(|a, b| a.max_abs.total_cmp(&b.max_abs))
     }
+
+    /// The largest relative L2 error of any output on any input set.
+    pub fn worst_rel_l2(&self) -> f64 {
+        self.runs
+            .iter()
+            .flat_map(|r| &r.outputs)
+            .map(|o| o.rel_l2)
+            .fold(0.0, f64::max)
+    }
 }
 
-/// The names of the model's graph outputs, in order (what a [`Runner`] run is labelled with).
+/// The names of the model's graph outputs, in order.
 pub fn output_names(model: &Model) -> Vec<String> {
     model
         .graph
@@ -75,17 +143,26 @@ fn shapes(inputs: &[Named]) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-/// Input sets (label, tensors) for a model from `source`.
-fn input_sets(
-    model: &Model,
-    source: &InputSource,
-) -> Result<Vec<(String, Vec<Named>)>, VerifyError> {
+/// One labelled set of inputs.
+#[derive(Debug, Clone)]
+pub struct InputSet {
+    pub label: String,
+    pub inputs: Vec<Named>,
+}
+
+/// Input sets for a model from `source`.
+pub fn input_sets(model: &Model, source: &InputSource) -> Result<Vec<InputSet>, VerifyError> {
     match source {
         InputSource::Seeds { seeds, dims } => {
             let mut dims = dims.clone();
             seeds
                 .iter()
-                .map(|&s| Ok((format!("seed {s}"), generate_inputs(model, s, &mut dims)?)))
+                .map(|&s| {
+                    Ok(InputSet {
+                        label: format!("seed {s}"),
+                        inputs: generate_inputs(model, s, &mut dims)?,
+                    })
+                })
                 .collect()
         }
         InputSource::Dir(dir) => {
@@ -97,91 +174,322 @@ fn input_sets(
                 });
             }
             sets.iter()
-                .map(|d| Ok((d.display().to_string(), load_test_data(d)?.inputs)))
+                .map(|d| {
+                    Ok(InputSet {
+                        label: d.display().to_string(),
+                        inputs: load_test_data(d)?.inputs,
+                    })
+                })
                 .collect()
         }
     }
 }
 
+/// The shapes and types of a set: sets that agree share one prepared model.
+fn signature(inputs: &[Named]) -> Vec<(runtime::ElemType, Vec<usize>)> {
+    inputs
+        .iter()
+        .map(|i| (i.tensor.elem_type(), i.tensor.shape().to_vec()))
+        .collect()
+}
+
+/// A model prepared for one input signature.
+type PreparedFor = (
+    Vec<(runtime::ElemType, Vec<usize>)>,
+    Box<dyn runtime::Prepared>,
+);
+
+/// Runs `model` in `kind` on every set, preparing it once per distinct input signature and releasing it before
+/// returning.
+pub fn run_sets(
+    kind: RuntimeKind,
+    model: &ModelRef,
+    sets: &[InputSet],
+) -> Result<Vec<Vec<Named>>, VerifyError> {
+    let rt = runtime::open(kind)?;
+    let source = model.source()?;
+    let mut prepared: Option<PreparedFor> = None;
+    let mut outputs = Vec::with_capacity(sets.len());
+    for set in sets {
+        let sig = signature(&set.inputs);
+        if prepared.as_ref().is_none_or(|(s, _)| *s != sig) {
+            // The previous one is released before the next is prepared: one prepared model at a time.
+            drop(prepared.take());
+            prepared = Some((sig, rt.prepare(&source, &set.inputs)?));
+        }
+        let (_, p) = prepared.as_mut().expect("prepared just above");
+        outputs.push(p.run(&set.inputs)?);
+    }
+    Ok(outputs)
+}
+
+/// Compares each set's `actual` outputs with `reference`'s, output by output.
+fn compare_sets(
+    sets: &[InputSet],
+    actual: &[Vec<Named>],
+    reference: &[Vec<Named>],
+    tol: Tolerance,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<RunReport>, VerifyError> {
+    sets.iter()
+        .zip(actual.iter().zip(reference))
+        .map(|(set, (a, r))| {
+            if a.len() != r.len() {
+                return Err(VerifyError::OutputMismatch(format!(
+                    "{}: {} outputs against {}",
+                    what(),
+                    a.len(),
+                    r.len()
+                )));
+            }
+            Ok(RunReport {
+                inputs: set.label.clone(),
+                input_shapes: shapes(&set.inputs),
+                outputs: a
+                    .iter()
+                    .zip(r)
+                    .map(|(x, y)| {
+                        let name = if x.name.is_empty() { &y.name } else { &x.name };
+                        compare(name, &x.tensor, &y.tensor, tol)
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+fn all_ok(runs: &[RunReport]) -> bool {
+    !runs.is_empty() && runs.iter().all(|r| r.outputs.iter().all(|o| o.ok))
+}
+
+/// A runtime failure for the report's note: "tract cannot run X: ...".
+fn note_of(failures: &[RuntimeError]) -> Option<String> {
+    (!failures.is_empty()).then(|| {
+        failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// The outputs of a reference model on fixed input sets, computed once, against which candidates are judged:
+/// what `convert` needs to verify a rewrite and then, if it failed, each pass of the pipeline in turn.
+pub struct Judge<'a> {
+    reference: ModelRef<'a>,
+    choice: RuntimeChoice,
+    tolerance: Tolerance,
+    sets: Vec<InputSet>,
+    /// The runtime the reference outputs come from, and those outputs.
+    baseline: Option<(RuntimeKind, Vec<Vec<Named>>)>,
+    /// Runtimes that could not run a model of the comparison, in the order tried.
+    failures: Vec<RuntimeError>,
+}
+
+impl<'a> Judge<'a> {
+    /// Makes the input sets (from the reference model when generated); runs nothing yet.
+    pub fn new(
+        reference: ModelRef<'a>,
+        source: &InputSource,
+        tolerance: Tolerance,
+        choice: RuntimeChoice,
+    ) -> Result<Judge<'a>, VerifyError> {
+        Ok(Judge {
+            sets: input_sets(reference.model, source)?,
+            reference,
+            choice,
+            tolerance,
+            baseline: None,
+            failures: Vec::new(),
+        })
+    }
+
+    pub fn sets(&self) -> &[InputSet] {
+        &self.sets
+    }
+
+    /// Runs `candidate` on the sets and compares it with the reference, in the first runtime (of the choice)
+    /// that runs both.
+    pub fn check(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
+        let candidates = self.choice.candidates();
+        let mut last = None;
+        for kind in candidates.iter().copied() {
+            if self.failures.iter().any(|f| f.runtime() == kind) {
+                continue;
+            }
+            match self.check_in(kind, candidate) {
+                Ok(runs) => {
+                    let ok = all_ok(&runs);
+                    return Ok(VerifyReport {
+                        model: self.reference.label.into(),
+                        against: candidate.label.into(),
+                        tolerance: self.tolerance,
+                        runs,
+                        ok,
+                        runtime: kind,
+                        reference_runtime: None,
+                        runtime_note: note_of(&self.failures)
+                            .map(|n| format!("{n}; judged by {kind}")),
+                    });
+                }
+                Err(VerifyError::Runtime(e)) if candidates.len() > 1 => {
+                    self.failures.push(e.clone());
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match (last, candidates.len()) {
+            (Some(_), n) if n > 1 => Err(VerifyError::NoRuntime(
+                note_of(&self.failures).unwrap_or_default(),
+            )),
+            (Some(e), _) => Err(e.into()),
+            (None, _) => Err(VerifyError::NoRuntime(
+                note_of(&self.failures).unwrap_or_else(|| "no runtime to try".into()),
+            )),
+        }
+    }
+
+    fn check_in(
+        &mut self,
+        kind: RuntimeKind,
+        candidate: &ModelRef,
+    ) -> Result<Vec<RunReport>, VerifyError> {
+        if self.baseline.as_ref().is_none_or(|(k, _)| *k != kind) {
+            self.baseline = None;
+            let outputs = run_sets(kind, &self.reference, &self.sets)?;
+            self.baseline = Some((kind, outputs));
+        }
+        let actual = run_sets(kind, candidate, &self.sets)?;
+        let (_, reference) = self.baseline.as_ref().expect("computed just above");
+        compare_sets(&self.sets, &actual, reference, self.tolerance, &|| {
+            format!(
+                "{} against {}",
+                candidate.label.display(),
+                self.reference.label.display()
+            )
+        })
+    }
+}
+
 /// Runs `a` and `b` on the same inputs and compares every output of `b` against `a`'s.
 pub fn verify_pair(
-    a_path: &Path,
-    a: &Model,
-    b_path: &Path,
-    b: &Model,
+    a: &ModelRef,
+    b: &ModelRef,
     source: &InputSource,
     tol: Tolerance,
+    choice: RuntimeChoice,
 ) -> Result<VerifyReport, VerifyError> {
-    let names = output_names(a);
-    let mut runs = Vec::new();
-    for (label, inputs) in input_sets(a, source)? {
-        let ra = Runner::new(a_path, &inputs)?.run(&inputs, &names)?;
-        let rb = Runner::new(b_path, &inputs)?.run(&inputs, &output_names(b))?;
-        if ra.len() != rb.len() {
-            return Err(VerifyError::OutputMismatch(format!(
-                "{} has {} outputs, {} has {}",
-                a_path.display(),
-                ra.len(),
-                b_path.display(),
-                rb.len()
-            )));
-        }
-        let outputs = ra
-            .iter()
-            .zip(&rb)
-            .map(|(x, y)| compare(&x.name, &y.tensor, &x.tensor, tol))
-            .collect();
-        runs.push(RunReport {
-            inputs: label,
-            input_shapes: shapes(&inputs),
-            outputs,
-        });
-    }
-    Ok(VerifyReport::new(a_path, b_path, tol, runs))
+    Judge::new(*a, source, tol, choice)?.check(b)
 }
 
 /// Runs `model` on each test-data set under `dir` and compares with its `output_K.pb`.
 pub fn verify_reference(
-    path: &Path,
-    model: &Model,
+    model: &ModelRef,
     dir: &Path,
     tol: Tolerance,
+    choice: RuntimeChoice,
 ) -> Result<VerifyReport, VerifyError> {
-    let sets = test_data_sets(dir);
-    if sets.is_empty() {
+    let dirs = test_data_sets(dir);
+    if dirs.is_empty() {
         return Err(VerifyError::TestData {
             path: dir.into(),
             reason: "no input_0.pb and no test_data_set_* folder".into(),
         });
     }
-    let names = output_names(model);
-    let mut runs = Vec::new();
-    for set in sets {
-        let data = load_test_data(&set)?;
+    let mut sets = Vec::new();
+    let mut expected = Vec::new();
+    for d in dirs {
+        let data = load_test_data(&d)?;
         if data.outputs.is_empty() {
             return Err(VerifyError::TestData {
-                path: set,
+                path: d,
                 reason: "no output_0.pb to compare with".into(),
             });
         }
-        let got = Runner::new(path, &data.inputs)?.run(&data.inputs, &names)?;
-        if got.len() != data.outputs.len() {
-            return Err(VerifyError::OutputMismatch(format!(
-                "the model has {} outputs, the reference {}",
-                got.len(),
-                data.outputs.len()
-            )));
-        }
-        let outputs = got
-            .iter()
-            .zip(&data.outputs)
-            .map(|(x, r)| compare(&x.name, &x.tensor, &r.tensor, tol))
-            .collect();
-        runs.push(RunReport {
-            inputs: set.display().to_string(),
-            input_shapes: shapes(&data.inputs),
-            outputs,
+        sets.push(InputSet {
+            label: d.display().to_string(),
+            inputs: data.inputs,
         });
+        expected.push(data.outputs);
     }
-    Ok(VerifyReport::new(path, dir, tol, runs))
+    let Outputs {
+        runtime: kind,
+        sets: actual,
+        note,
+    } = first_that_runs(choice, model, &sets)?;
+    let runs = compare_sets(&sets, &actual, &expected, tol, &|| {
+        format!("{} against {}", model.label.display(), dir.display())
+    })?;
+    Ok(VerifyReport {
+        model: model.label.into(),
+        against: dir.into(),
+        tolerance: tol,
+        ok: all_ok(&runs),
+        runs,
+        runtime: kind,
+        reference_runtime: None,
+        runtime_note: note,
+    })
+}
+
+/// What a model computed on each input set, the runtime that ran it, and why that one (when not the first).
+pub struct Outputs {
+    pub runtime: RuntimeKind,
+    pub sets: Vec<Vec<Named>>,
+    pub note: Option<String>,
+}
+
+/// Runs `model` on `sets` in the first runtime of `choice` that can, with a note naming those that could not.
+pub fn first_that_runs(
+    choice: RuntimeChoice,
+    model: &ModelRef,
+    sets: &[InputSet],
+) -> Result<Outputs, VerifyError> {
+    let candidates = choice.candidates();
+    let mut failures = Vec::new();
+    for kind in candidates.iter().copied() {
+        match run_sets(kind, model, sets) {
+            Ok(outputs) => {
+                let note = note_of(&failures).map(|n| format!("{n}; run by {kind}"));
+                return Ok(Outputs {
+                    runtime: kind,
+                    sets: outputs,
+                    note,
+                });
+            }
+            Err(VerifyError::Runtime(e)) if candidates.len() > 1 => failures.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(VerifyError::NoRuntime(
+        note_of(&failures).unwrap_or_default(),
+    ))
+}
+
+/// Runs one model in two runtimes on the same inputs and compares the second's outputs against the first's:
+/// does tract compute what onnxruntime computes?
+pub fn verify_runtimes(
+    model: &ModelRef,
+    source: &InputSource,
+    tol: Tolerance,
+    reference: RuntimeKind,
+    other: RuntimeKind,
+) -> Result<VerifyReport, VerifyError> {
+    let sets = input_sets(model.model, source)?;
+    let expected = run_sets(reference, model, &sets)?;
+    let actual = run_sets(other, model, &sets)?;
+    let runs = compare_sets(&sets, &actual, &expected, tol, &|| {
+        format!("{} in {other} against {reference}", model.label.display())
+    })?;
+    Ok(VerifyReport {
+        model: model.label.into(),
+        against: model.label.into(),
+        tolerance: tol,
+        ok: all_ok(&runs),
+        runs,
+        runtime: other,
+        reference_runtime: Some(reference),
+        runtime_note: None,
+    })
 }
