@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::forms::LN;
+use common::stacks::{NormSpec, Placement, StackSpec, UnitSpec, residual_stack};
 use common::*;
 
 /// `y = x + w` with a `w` of `floats` elements, so that writing the model takes a while.
@@ -21,12 +23,16 @@ fn large_model(floats: usize) -> Vec<u8> {
 }
 
 fn start_convert(input: &Path, output: &Path) -> Child {
+    start_convert_with(input, output, &["--no-verify", "--external-data"])
+}
+
+fn start_convert_with(input: &Path, output: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_normshift"))
         .arg("convert")
         .arg(input)
         .arg("-o")
         .arg(output)
-        .args(["--no-verify", "--external-data"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -105,5 +111,75 @@ fn an_interrupt_at_any_moment_leaves_all_or_nothing() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         interrupt(&child);
         check_outcome(child, dir.path(), &output);
+    }
+}
+
+/// A Post-LN stack the size of BERT-base (453 MB of weights: 24 units of two 1536×1536 layers), its norms
+/// decomposed, so that `fuse-layernorm` changes it and verification runs both models in full.
+fn bert_base_size_stack() -> Vec<u8> {
+    let hidden = 1536;
+    let norm = NormSpec {
+        form: LN,
+        eps: 1e-5,
+        gamma: vec![1.0; hidden],
+        beta: vec![0.0; hidden],
+    };
+    let unit = UnitSpec {
+        norm: norm.clone(),
+        w1: vec![0.01; hidden * hidden],
+        w2: vec![-0.01; hidden * hidden],
+    };
+    residual_stack(&StackSpec {
+        placement: Placement::Post,
+        hidden,
+        seq: 4,
+        units: vec![unit; 24],
+        outer: norm,
+        opset: 17,
+        shared_parameters: false,
+    })
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading the folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_interrupt_during_a_verified_conversion_leaves_the_folder_as_it_was() {
+    let (dir, input) = temp_model(&bert_base_size_stack(), "in.onnx");
+    let output = dir.path().join("out.onnx");
+    let args = ["--passes", "fuse-layernorm"];
+    // Once to the end: how long a whole verified conversion takes, and that it does write.
+    let started = Instant::now();
+    let child = start_convert_with(&input, &output, &args);
+    assert_eq!(check_outcome(child, dir.path(), &output), Some(0));
+    let whole = started.elapsed();
+    assert_eq!(names_in(dir.path()), ["in.onnx", "out.onnx"]);
+    std::fs::remove_file(&output).expect("removing the output");
+    // Then interrupted from 0.2 s to just before its end: loading, the pass, verification, the write.
+    for fraction in [0.0, 0.25, 0.5, 0.75, 0.95] {
+        let delay = Duration::from_millis(200).max(whole.mul_f64(fraction));
+        let child = start_convert_with(&input, &output, &args);
+        std::thread::sleep(delay);
+        interrupt(&child);
+        let status = check_outcome(child, dir.path(), &output);
+        let left = names_in(dir.path());
+        match status {
+            Some(0) => {
+                assert_eq!(left, ["in.onnx", "out.onnx"], "finished at {delay:?}");
+                std::fs::remove_file(&output).expect("removing the output");
+            }
+            _ => assert_eq!(
+                left,
+                ["in.onnx"],
+                "interrupted at {delay:?} of {whole:?}: {left:?}"
+            ),
+        }
     }
 }

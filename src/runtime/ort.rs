@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
@@ -102,10 +103,14 @@ fn environment() -> Result<&'static Environment, String> {
         let loaded = contain(|| -> Result<Environment, String> {
             let builder =
                 ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
-            builder
+            let env = builder
                 .with_name("normshift")
                 .build()
-                .map_err(|e| format!("starting onnxruntime from {}: {e}", lib.display()))
+                .map_err(|e| format!("starting onnxruntime from {}: {e}", lib.display()))?;
+            // onnxruntime logs a failing kernel to stderr before returning its status; the status is what we
+            // report, in one line, so its own log stays quiet.
+            env.set_log_level(LogLevel::Fatal);
+            Ok(env)
         });
         loaded.and_then(|r| r)
     })

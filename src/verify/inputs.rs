@@ -43,8 +43,15 @@ impl DimSizes {
     pub const LEADING: usize = 2;
     pub const OTHER: usize = 7;
 
-    /// The size of `dim` at `axis`; `hint` is what the graph says the axis must be when the symbol is not named.
-    fn size(&mut self, dim: &Dim, axis: usize, hint: Option<usize>) -> usize {
+    /// The size of `dim` at `axis`; `hint` is what the graph says the axis must be when the symbol is not named,
+    /// `derived` what it says of symbols (an expression of others, or a number).
+    fn size(
+        &mut self,
+        dim: &Dim,
+        axis: usize,
+        hint: Option<usize>,
+        derived: &HashMap<String, String>,
+    ) -> usize {
         let default = hint.unwrap_or(if axis == 0 { self.leading } else { self.other });
         match dim {
             Dim::Fixed(n) if *n >= 0 => *n as usize,
@@ -52,8 +59,13 @@ impl DimSizes {
                 if let Some(&n) = self.by_name.get(s) {
                     return n;
                 }
+                let text = derived.get(s).unwrap_or(s);
+                if let Ok(n) = text.trim().parse::<usize>() {
+                    self.by_name.insert(s.clone(), n);
+                    return n;
+                }
                 // An expression of other symbols: each of them sized as a sequence-like axis unless named.
-                if let Some(n) = expression::evaluate(s, &mut |name| {
+                if let Some(n) = expression::evaluate(text, &mut |name| {
                     *self.by_name.entry(name.to_string()).or_insert(self.other) as i64
                 }) {
                     let n = usize::try_from(n).unwrap_or(0);
@@ -152,6 +164,86 @@ fn conv_hint(ix: &GraphIndex, input: ValueId, axis: usize, other: usize) -> Opti
     usize::try_from(size).ok()
 }
 
+/// The symbol a value declares at `axis`, if it declares one there.
+fn symbol_at(ix: &GraphIndex, v: ValueId, axis: usize) -> Option<String> {
+    let (_, shape) = ix.graph.value(v).ty().and_then(tensor_type)?;
+    match shape?.get(axis)? {
+        Dim::Symbol(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The width (last dimension) of a projection's output: `MatMul(x, W)` with a constant `W`, through a bias
+/// `Add`.
+fn projection_width(ix: &GraphIndex, v: ValueId, depth: usize) -> Option<i64> {
+    let (node, op) = ix.producer_op(v)?;
+    let inputs = ix.inputs(node);
+    match op.op_type() {
+        "MatMul" => ix
+            .graph
+            .initializer(inputs.get(1).copied().flatten()?)?
+            .dims()
+            .last()
+            .copied(),
+        "Add" if depth > 0 => inputs
+            .iter()
+            .flatten()
+            .filter(|&&i| ix.graph.initializer(i).is_none())
+            .find_map(|&i| projection_width(ix, i, depth - 1)),
+        _ => None,
+    }
+}
+
+/// What a KV-cache attention op's contract fixes of its graph inputs' symbols. onnxruntime's
+/// `GroupQueryAttention` reads `past_key`/`past_value` as `[batch, kv_heads, past, head_size]` and writes
+/// `present` over `past + new` positions, the length of the attention mask: so the past's last symbol is the
+/// head size (the query projection's width over the heads it packs) and the present's length symbol is the
+/// past's plus the new tokens' (the sequence axis of the token ids).
+fn attention_dims(ix: &GraphIndex) -> HashMap<String, String> {
+    let g = ix.graph;
+    let mut derived = HashMap::new();
+    let tokens = g.runtime_inputs().find(|&i| gather_bound(ix, i).is_some());
+    for &node in ix.ops() {
+        let Some(op) = g.graph[node].op() else {
+            continue;
+        };
+        if op.op_type() != "GroupQueryAttention" {
+            continue;
+        }
+        let inputs = ix.inputs(node);
+        let input = |k: usize| inputs.get(k).copied().flatten();
+        let attr = |name: &str| op.attribute(name).map(|a| a.i());
+        let (Some(heads), Some(kv_heads)) = (attr("num_heads"), attr("kv_num_heads")) else {
+            continue;
+        };
+        let packed = input(1).is_none();
+        let head_size = input(0)
+            .and_then(|q| projection_width(ix, q, 2))
+            .map(|w| w / if packed { heads + 2 * kv_heads } else { heads }.max(1));
+        for k in [3, 4] {
+            if let (Some(past), Some(size)) = (input(k), head_size)
+                && g.is_runtime_input(past)
+                && let Some(sym) = symbol_at(ix, past, 3)
+            {
+                derived.insert(sym, size.to_string());
+            }
+        }
+        let past_len = input(3)
+            .filter(|&p| g.is_runtime_input(p))
+            .and_then(|p| symbol_at(ix, p, 2));
+        let new_len = tokens.and_then(|t| symbol_at(ix, t, 1));
+        let present = g.graph[node].outputs.get(1).copied().flatten();
+        if let (Some(present), Some(past), Some(new)) = (present, past_len, new_len)
+            && let Some(total) = symbol_at(ix, present, 2)
+            && total != past
+            && total != new
+        {
+            derived.insert(total, format!("{past} + {new}"));
+        }
+    }
+    derived
+}
+
 /// One input set for `model`, reproducible from `seed`.
 pub fn generate_inputs(
     model: &Model,
@@ -161,6 +253,7 @@ pub fn generate_inputs(
     let g = &model.graph;
     let ix = GraphIndex::new(g);
     let mut rng = StdRng::seed_from_u64(seed);
+    let derived = attention_dims(&ix);
     let mut out = Vec::new();
     for id in g.runtime_inputs() {
         let value = g.value(id);
@@ -178,7 +271,7 @@ pub fn generate_inputs(
             .enumerate()
             .map(|(axis, d)| {
                 let hint = conv_hint(&ix, id, axis, dims.other);
-                dims.size(d, axis, hint)
+                dims.size(d, axis, hint, &derived)
             })
             .collect();
         let len: usize = shape.iter().product();

@@ -279,7 +279,10 @@ pub struct Judge<'a> {
     reference: ModelRef<'a>,
     choice: RuntimeChoice,
     tolerance: Tolerance,
+    source: InputSource,
     sets: Vec<InputSet>,
+    /// Set when the generated inputs had to be made again at batch 1: why.
+    batch_note: Option<String>,
     /// The runtime the reference outputs come from, and those outputs.
     baseline: Option<(RuntimeKind, Vec<Vec<Named>>)>,
     /// Runtimes that could not run a model of the comparison, in the order tried.
@@ -296,6 +299,8 @@ impl<'a> Judge<'a> {
     ) -> Result<Judge<'a>, VerifyError> {
         Ok(Judge {
             sets: input_sets(reference.model, source)?,
+            source: source.clone(),
+            batch_note: None,
             reference,
             choice,
             tolerance,
@@ -308,9 +313,53 @@ impl<'a> Judge<'a> {
         &self.sets
     }
 
+    /// Where the sets came from (after a retry at batch 1, the inputs generated that way).
+    pub fn source(&self) -> &InputSource {
+        &self.source
+    }
+
     /// Runs `candidate` on the sets and compares it with the reference, in the first runtime (of the choice)
     /// that runs both.
+    ///
+    /// Generated inputs that no runtime can run the reference on are generated once more with every unnamed
+    /// leading (batch) axis 1, and the report says so: some kernels take batch 1 only (onnxruntime's
+    /// `RotaryEmbedding` in torch's opset-23 exports, `GroupQueryAttention` with a past and several new tokens).
     pub fn check(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
+        match self.check_all(candidate) {
+            Err(VerifyError::NoRuntime(why)) if self.baseline.is_none() => {
+                let InputSource::Seeds { seeds, dims } = &self.source else {
+                    return Err(VerifyError::NoRuntime(why));
+                };
+                if dims.leading == 1 {
+                    return Err(VerifyError::NoRuntime(why));
+                }
+                let source = InputSource::Seeds {
+                    seeds: seeds.clone(),
+                    dims: DimSizes {
+                        leading: 1,
+                        ..dims.clone()
+                    },
+                };
+                let note = format!(
+                    "generated inputs at batch {}: {why}; generated again at batch 1",
+                    dims.leading
+                );
+                self.sets = input_sets(self.reference.model, &source)?;
+                self.source = source;
+                self.failures.clear();
+                self.batch_note = Some(note);
+                self.check_all(candidate).map_err(|e| match e {
+                    VerifyError::NoRuntime(again) => {
+                        VerifyError::NoRuntime(format!("{why}; and at batch 1: {again}"))
+                    }
+                    e => e,
+                })
+            }
+            done => done,
+        }
+    }
+
+    fn check_all(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
         let candidates = self.choice.candidates();
         let mut last = None;
         for kind in candidates.iter().copied() {
@@ -328,8 +377,7 @@ impl<'a> Judge<'a> {
                         ok,
                         runtime: kind,
                         reference_runtime: None,
-                        runtime_note: note_of(&self.failures)
-                            .map(|n| format!("{n}; judged by {kind}")),
+                        runtime_note: self.note(kind),
                     });
                 }
                 Err(VerifyError::Runtime(e)) if candidates.len() > 1 => {
@@ -347,6 +395,16 @@ impl<'a> Judge<'a> {
             (None, _) => Err(VerifyError::NoRuntime(
                 note_of(&self.failures).unwrap_or_else(|| "no runtime to try".into()),
             )),
+        }
+    }
+
+    /// Why `kind` judged and on what inputs, when that was not the first plan.
+    fn note(&self, kind: RuntimeKind) -> Option<String> {
+        let runtimes = note_of(&self.failures).map(|n| format!("{n}; judged by {kind}"));
+        match (&self.batch_note, runtimes) {
+            (Some(b), Some(r)) => Some(format!("{b}; {r}")),
+            (Some(b), None) => Some(format!("{b}; judged by {kind}")),
+            (None, r) => r,
         }
     }
 
