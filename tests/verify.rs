@@ -157,3 +157,137 @@ fn a_model_no_runtime_can_run_exits_3_naming_the_node() {
     assert!(stderr(&o).contains("the_bad_node"), "{}", stderr(&o));
     assert!(!stdout(&o).contains("PASS"));
 }
+
+/// A value info of element type `elem` whose dims are numbers or symbols (`"past + seq"` is a symbol too).
+fn info(name: &str, elem: i32, dims: &[&str]) -> normshift::onnx::ValueInfoProto {
+    use normshift::onnx::tensor_shape_proto::{Dimension, dimension::Value};
+    let mut v = f32_info(name, &[]);
+    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
+        v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(elem);
+        t.shape = Some(normshift::onnx::TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|d| Dimension {
+                    value: Some(match d.parse::<i64>() {
+                        Ok(n) => Value::DimValue(n),
+                        Err(_) => Value::DimParam(d.to_string()),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    v
+}
+
+fn shapes_of(
+    bytes: Vec<u8>,
+    named: &[(&str, usize)],
+) -> std::collections::HashMap<String, Vec<usize>> {
+    let model = normshift::io::load_bytes(
+        bytes.into(),
+        std::path::Path::new("m.onnx"),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let mut dims = DimSizes {
+        by_name: named.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+        ..Default::default()
+    };
+    generate_inputs(&model, 0, &mut dims)
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.name, i.tensor.shape().to_vec()))
+        .collect()
+}
+
+#[test]
+fn a_dim_written_as_an_expression_of_others_gets_its_value() {
+    // An optimum KV-cache decoder: the mask covers the past and the new tokens.
+    let bytes = tiny_model(|g| {
+        g.initializer = vec![f32_tensor("table", &[10, 4], &[0.5; 40])];
+        g.input = vec![
+            info("ids", 7, &["batch", "seq"]),
+            info("past.key", 1, &["batch", "2", "past", "4"]),
+            info("mask", 7, &["batch", "past + seq"]),
+        ];
+        g.node = vec![node("Gather", &["table", "ids"], &["y"])];
+        g.output = vec![info("y", 1, &["batch", "seq", "4"])];
+    });
+    let shapes = shapes_of(bytes.clone(), &[("past", 3)]);
+    assert_eq!(shapes["ids"], [2, 7]);
+    assert_eq!(shapes["past.key"], [2, 2, 3, 4]);
+    assert_eq!(shapes["mask"], [2, 10], "past 3 + sequence 7");
+    let empty_past = shapes_of(bytes, &[("past", 0)]);
+    assert_eq!(empty_past["past.key"], [2, 2, 0, 4]);
+    assert_eq!(empty_past["mask"], [2, 7]);
+}
+
+#[test]
+fn group_query_attention_fixes_the_head_size_and_the_total_length() {
+    // onnxruntime-genai's decoder: packed QKV of width (2 heads + 2 × 1 kv head) × 4, past [b, 1, past, kv_dim],
+    // present and mask over `total`, which nothing declares as past + seq: the op's contract says it is.
+    let int32 = |name: &str, dims: &[i64], v: &[i32]| normshift::onnx::TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(6),
+        int32_data: v.to_vec(),
+        ..Default::default()
+    };
+    let mut bytes = tiny_model(|g| {
+        g.initializer = vec![
+            f32_tensor("table", &[10, 8], &[0.5; 80]),
+            f32_tensor("w_qkv", &[8, 16], &[0.1; 128]),
+            int32("seqlens", &[1], &[0]),
+            int32("total_len", &[], &[1]),
+        ];
+        g.input = vec![
+            info("ids", 7, &["batch", "seq"]),
+            info("mask", 7, &["batch", "total"]),
+            info("past_key", 1, &["batch", "1", "past", "kv_dim"]),
+            info("past_value", 1, &["batch", "1", "past", "kv_dim"]),
+        ];
+        let mut gqa = node(
+            "GroupQueryAttention",
+            &[
+                "qkv",
+                "",
+                "",
+                "past_key",
+                "past_value",
+                "seqlens",
+                "total_len",
+            ],
+            &["y", "present_key", "present_value"],
+        );
+        gqa.domain = Some("com.microsoft".into());
+        gqa.attribute = vec![
+            common::forms::int("num_heads", 2),
+            common::forms::int("kv_num_heads", 1),
+        ];
+        g.node = vec![
+            node("Gather", &["table", "ids"], &["x"]),
+            node("MatMul", &["x", "w_qkv"], &["qkv"]),
+            gqa,
+        ];
+        g.output = vec![
+            info("y", 1, &["batch", "seq", "8"]),
+            info("present_key", 1, &["batch", "1", "total", "kv_dim"]),
+            info("present_value", 1, &["batch", "1", "total", "kv_dim"]),
+        ];
+    });
+    let mut proto =
+        <normshift::onnx::ModelProto as prost::Message>::decode(bytes.as_slice()).unwrap();
+    proto
+        .opset_import
+        .push(normshift::onnx::OperatorSetIdProto {
+            domain: Some("com.microsoft".into()),
+            version: Some(1),
+        });
+    bytes = prost::Message::encode_to_vec(&proto);
+    let shapes = shapes_of(bytes, &[("past", 5)]);
+    assert_eq!(shapes["past_key"], [2, 1, 5, 4], "head size 16 / (2 + 2·1)");
+    assert_eq!(shapes["mask"], [2, 12], "total = past 5 + sequence 7");
+}

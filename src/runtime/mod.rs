@@ -5,6 +5,7 @@
 //! runtime's own types crosses this boundary, so verification, `run` and `bench` work with either, and a panic
 //! inside a runtime comes back as that runtime's [`RuntimeError`], never as a crash of the process.
 
+#[cfg_attr(not(any(feature = "tract", feature = "onnxruntime")), allow(dead_code))]
 mod guard;
 #[cfg(feature = "onnxruntime")]
 mod ort;
