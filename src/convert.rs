@@ -216,7 +216,9 @@ fn judge(
     if report.exact {
         if !checked.ok {
             progress.stage("finding the pass at fault");
-            let failing = failing_pass(original, &report.passes, options, &mut judge, &candidate)?;
+            // The mismatch stands whatever the search finds; a search that cannot run names no pass.
+            let failing = failing_pass(original, &report.passes, options, &mut judge, &candidate)
+                .unwrap_or(None);
             report.failing_pass = failing;
             report.refusal = Some(Refusal::Mismatch {
                 failing_pass: failing,

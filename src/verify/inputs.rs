@@ -219,7 +219,13 @@ fn attention_dims(ix: &GraphIndex) -> HashMap<String, String> {
         let packed = input(1).is_none();
         let head_size = input(0)
             .and_then(|q| projection_width(ix, q, 2))
-            .map(|w| w / if packed { heads + 2 * kv_heads } else { heads }.max(1));
+            .and_then(|w| {
+                w.checked_div(if packed {
+                    heads.checked_add(kv_heads.checked_mul(2)?)?
+                } else {
+                    heads
+                })
+            });
         for k in [3, 4] {
             if let (Some(past), Some(size)) = (input(k), head_size)
                 && g.is_runtime_input(past)
@@ -274,7 +280,12 @@ pub fn generate_inputs(
                 dims.size(d, axis, hint, &derived)
             })
             .collect();
-        let len: usize = shape.iter().product();
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| {
+                VerifyError::Inputs(format!("input `{}`: shape {shape:?} overflows", value.name))
+            })?;
         let normal = |rng: &mut StdRng| rng.sample::<f32, _>(StandardNormal);
         let values = match ElemType::from_onnx(elem) {
             Some(ElemType::F32) => Values::F32((0..len).map(|_| normal(&mut rng)).collect()),
@@ -434,7 +445,7 @@ mod expression {
                     (self.tokens.get(self.at) == Some(&Token::Op(')'))).then(|| self.at += 1)?;
                     Some(v)
                 }
-                Token::Op('-') => self.atom().map(|v| -v),
+                Token::Op('-') => self.atom()?.checked_neg(),
                 Token::Op(_) => None,
             }
         }

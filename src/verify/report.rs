@@ -283,9 +283,9 @@ pub struct Judge<'a> {
     sets: Vec<InputSet>,
     /// Set when the generated inputs had to be made again at batch 1: why.
     batch_note: Option<String>,
-    /// The runtime the reference outputs come from, and those outputs.
-    baseline: Option<(RuntimeKind, Vec<Vec<Named>>)>,
-    /// Runtimes that could not run a model of the comparison, in the order tried.
+    /// The reference's outputs, per runtime that ran it.
+    baselines: Vec<(RuntimeKind, Vec<Vec<Named>>)>,
+    /// Runtimes that could not run the reference (or could not be had), in the order tried.
     failures: Vec<RuntimeError>,
 }
 
@@ -304,7 +304,7 @@ impl<'a> Judge<'a> {
             reference,
             choice,
             tolerance,
-            baseline: None,
+            baselines: Vec::new(),
             failures: Vec::new(),
         })
     }
@@ -326,7 +326,14 @@ impl<'a> Judge<'a> {
     /// `RotaryEmbedding` in torch's opset-23 exports, `GroupQueryAttention` with a past and several new tokens).
     pub fn check(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
         match self.check_all(candidate) {
-            Err(VerifyError::NoRuntime(why)) if self.baseline.is_none() => {
+            // Only when the reference itself ran nowhere: a candidate's failure is the candidate's.
+            Err(
+                e @ (VerifyError::NoRuntime(_) | VerifyError::Runtime(RuntimeError::Failed { .. })),
+            ) if self.baselines.is_empty() => {
+                let why = match e {
+                    VerifyError::NoRuntime(why) => why,
+                    other => other.to_string(),
+                };
                 let InputSource::Seeds { seeds, dims } = &self.source else {
                     return Err(VerifyError::NoRuntime(why));
                 };
@@ -361,46 +368,66 @@ impl<'a> Judge<'a> {
 
     fn check_all(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
         let candidates = self.choice.candidates();
-        let mut last = None;
+        let several = candidates.len() > 1;
+        // Failures of this candidate only: another candidate (a later step of the failing-pass search) may run.
+        let mut failed_here: Vec<RuntimeError> = Vec::new();
         for kind in candidates.iter().copied() {
             if self.failures.iter().any(|f| f.runtime() == kind) {
                 continue;
             }
-            match self.check_in(kind, candidate) {
-                Ok(runs) => {
-                    let ok = all_ok(&runs);
-                    return Ok(VerifyReport {
-                        model: self.reference.label.into(),
-                        against: candidate.label.into(),
-                        tolerance: self.tolerance,
-                        runs,
-                        ok,
-                        runtime: kind,
-                        reference_runtime: None,
-                        runtime_note: self.note(kind),
-                    });
+            if let Err(e) = self.baseline_in(kind) {
+                match e {
+                    VerifyError::Runtime(e) if several => {
+                        self.failures.push(e);
+                        continue;
+                    }
+                    e => return Err(e),
                 }
-                Err(VerifyError::Runtime(e)) if candidates.len() > 1 => {
-                    self.failures.push(e.clone());
-                    last = Some(e);
+            }
+            let actual = match run_sets(kind, candidate, &self.sets) {
+                Ok(actual) => actual,
+                Err(VerifyError::Runtime(e)) if several => {
+                    failed_here.push(e);
+                    continue;
                 }
                 Err(e) => return Err(e),
-            }
+            };
+            let reference = self
+                .baselines
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, o)| o)
+                .expect("computed by baseline_in");
+            let runs = compare_sets(&self.sets, &actual, reference, self.tolerance, &|| {
+                format!(
+                    "{} against {}",
+                    candidate.label.display(),
+                    self.reference.label.display()
+                )
+            })?;
+            let mut tried = self.failures.clone();
+            tried.extend(failed_here);
+            return Ok(VerifyReport {
+                model: self.reference.label.into(),
+                against: candidate.label.into(),
+                tolerance: self.tolerance,
+                ok: all_ok(&runs),
+                runs,
+                runtime: kind,
+                reference_runtime: None,
+                runtime_note: self.note(&tried, kind),
+            });
         }
-        match (last, candidates.len()) {
-            (Some(_), n) if n > 1 => Err(VerifyError::NoRuntime(
-                note_of(&self.failures).unwrap_or_default(),
-            )),
-            (Some(e), _) => Err(e.into()),
-            (None, _) => Err(VerifyError::NoRuntime(
-                note_of(&self.failures).unwrap_or_else(|| "no runtime to try".into()),
-            )),
-        }
+        let mut tried = self.failures.clone();
+        tried.extend(failed_here);
+        Err(VerifyError::NoRuntime(
+            note_of(&tried).unwrap_or_else(|| "no runtime to try".into()),
+        ))
     }
 
     /// Why `kind` judged and on what inputs, when that was not the first plan.
-    fn note(&self, kind: RuntimeKind) -> Option<String> {
-        let runtimes = note_of(&self.failures).map(|n| format!("{n}; judged by {kind}"));
+    fn note(&self, tried: &[RuntimeError], kind: RuntimeKind) -> Option<String> {
+        let runtimes = note_of(tried).map(|n| format!("{n}; judged by {kind}"));
         match (&self.batch_note, runtimes) {
             (Some(b), Some(r)) => Some(format!("{b}; {r}")),
             (Some(b), None) => Some(format!("{b}; judged by {kind}")),
@@ -408,25 +435,13 @@ impl<'a> Judge<'a> {
         }
     }
 
-    fn check_in(
-        &mut self,
-        kind: RuntimeKind,
-        candidate: &ModelRef,
-    ) -> Result<Vec<RunReport>, VerifyError> {
-        if self.baseline.as_ref().is_none_or(|(k, _)| *k != kind) {
-            self.baseline = None;
+    /// The reference's outputs in `kind`, computed once per runtime.
+    fn baseline_in(&mut self, kind: RuntimeKind) -> Result<(), VerifyError> {
+        if !self.baselines.iter().any(|(k, _)| *k == kind) {
             let outputs = run_sets(kind, &self.reference, &self.sets)?;
-            self.baseline = Some((kind, outputs));
+            self.baselines.push((kind, outputs));
         }
-        let actual = run_sets(kind, candidate, &self.sets)?;
-        let (_, reference) = self.baseline.as_ref().expect("computed just above");
-        compare_sets(&self.sets, &actual, reference, self.tolerance, &|| {
-            format!(
-                "{} against {}",
-                candidate.label.display(),
-                self.reference.label.display()
-            )
-        })
+        Ok(())
     }
 }
 
