@@ -266,9 +266,17 @@ fn failing_pass(
         return Ok(Some(only.pass));
     }
     let names: Vec<String> = runs.iter().map(|r| r.pass.to_string()).collect();
+    let mut done = names.iter();
     passes::first_failing(original, &names, &options.pipeline.context, |model| {
+        // Messages name each step for what it is: the original after the passes so far, not OUT.
+        let label = PathBuf::from(format!(
+            "{} (the original after {})",
+            candidate.label.display(),
+            done.next().map_or("?", String::as_str)
+        ));
         let step = ModelRef {
             model,
+            label: &label,
             ..*candidate
         };
         Ok::<bool, ConvertError>(judge.check(&step)?.ok)

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use normshift::convert::{
@@ -29,16 +29,6 @@ fn run(fixture: &str, options: &ConvertOptions) -> (tempfile::TempDir, PathBuf, 
     let output = dir.path().join("out.onnx");
     let report = convert(&model, &input, &output, options, &mut Quiet).expect("conversion runs");
     (dir, output, report)
-}
-
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("reading the folder")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]

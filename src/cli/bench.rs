@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use normshift::runtime::{self, ModelSource, Prepared, RuntimeKind};
-use normshift::verify::{DimSizes, Tolerance, compare, generate_inputs};
+use normshift::runtime::{Prepared, RuntimeKind};
+use normshift::verify::{DimSizes, ModelRef, Tolerance, compare, generate_inputs, prepare_models};
 use serde::Serialize;
 
 use super::inspect::load;
@@ -107,28 +107,25 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             } else {
                 load(path)?
             };
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            Ok(ModelSource::new(&model, dir, path.display().to_string())?)
+            Ok(ModelRef::loaded(&model, path).source()?)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut runners: Vec<Runner> = Vec::new();
     {
         let _step = Step::start("preparing the models");
         for arg in &args.runtime {
-            let prepared = match arg.kind() {
-                Some(kind) => prepare_all(kind, &models, &args.models, &inputs)?,
-                None => match prepare_all(RuntimeKind::Tract, &models, &args.models, &inputs) {
-                    Ok(p) => p,
-                    Err(tract) => {
-                        eprintln!("normshift: {tract}; timing with onnxruntime instead");
-                        prepare_all(RuntimeKind::Ort, &models, &args.models, &inputs)?
-                    }
-                },
-            };
-            runners.extend(prepared);
+            let prepared = prepare_models(arg.choice(), &models, &inputs)?;
+            if let Some(note) = &prepared.note {
+                eprintln!("normshift: {note}");
+            }
+            let kind = prepared.runtime;
+            runners.extend(
+                args.models
+                    .iter()
+                    .cloned()
+                    .zip(prepared.models)
+                    .map(|(p, m)| (p, kind, m)),
+            );
         }
     }
     drop(models);
@@ -233,18 +230,3 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 /// A model prepared in a runtime, with the path it was loaded from.
 type Runner = (PathBuf, RuntimeKind, Box<dyn Prepared>);
-
-/// Every model prepared in `kind` for `inputs`.
-fn prepare_all(
-    kind: RuntimeKind,
-    models: &[ModelSource],
-    paths: &[PathBuf],
-    inputs: &[normshift::verify::Named],
-) -> Result<Vec<Runner>, runtime::RuntimeError> {
-    let rt = runtime::open(kind)?;
-    models
-        .iter()
-        .zip(paths)
-        .map(|(m, p)| Ok((p.clone(), kind, rt.prepare(m, inputs)?)))
-        .collect()
-}

@@ -220,7 +220,7 @@ pub fn print_report(report: &VerifyReport) {
             let verdict = if o.ok { "ok  " } else { "DIFF" };
             if let Some(t) = o.raised_tolerance {
                 println!(
-                    "    (float16 output {}: tolerance raised to rtol {:.1e}, atol {:.1e}, one rounding of the type)",
+                    "    (half-precision output {}: tolerance raised to rtol {:.1e}, atol {:.1e}, one rounding of the type)",
                     o.name, t.rtol, t.atol
                 );
             }

@@ -200,6 +200,9 @@ impl TensorData {
                 crate::onnx::elem_type_name(proto.data_type())
             )
         })?;
+        if proto.data_location() == crate::onnx::tensor_proto::DataLocation::External {
+            return Err("its data is stored externally, which test data cannot be".into());
+        }
         let values = match proto.raw_data.as_deref() {
             Some(raw) => values_from_raw(ty, raw)?,
             None => values_from_typed(ty, proto),

@@ -15,9 +15,9 @@ pub use compare::{Comparison, Tolerance, compare};
 pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
 pub use report::{
-    InputSet, InputSource, Judge, ModelRef, Outputs, RunReport, RuntimeChoice, VerifyReport,
-    first_that_runs, input_sets, output_names, run_sets, verify_pair, verify_reference,
-    verify_runtimes,
+    InputSet, InputSource, Judge, ModelRef, Outputs, PreparedModels, RunReport, RuntimeChoice,
+    VerifyReport, first_that_runs, input_sets, output_names, prepare_models, run_sets, verify_pair,
+    verify_reference, verify_runtimes,
 };
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
 

@@ -72,7 +72,8 @@ impl<'a> ModelRef<'a> {
         }
     }
 
-    fn source(&self) -> Result<ModelSource, VerifyError> {
+    /// The model encoded for a runtime.
+    pub fn source(&self) -> Result<ModelSource, VerifyError> {
         Ok(ModelSource::new(
             self.model,
             self.dir,
@@ -334,24 +335,13 @@ impl<'a> Judge<'a> {
                     VerifyError::NoRuntime(why) => why,
                     other => other.to_string(),
                 };
-                let InputSource::Seeds { seeds, dims } = &self.source else {
+                let Some((source, sets, leading)) = self.at_batch_one()? else {
                     return Err(VerifyError::NoRuntime(why));
-                };
-                if dims.leading == 1 {
-                    return Err(VerifyError::NoRuntime(why));
-                }
-                let source = InputSource::Seeds {
-                    seeds: seeds.clone(),
-                    dims: DimSizes {
-                        leading: 1,
-                        ..dims.clone()
-                    },
                 };
                 let note = format!(
-                    "generated inputs at batch {}: {why}; generated again at batch 1",
-                    dims.leading
+                    "generated inputs at batch {leading}: {why}; generated again at batch 1"
                 );
-                self.sets = input_sets(self.reference.model, &source)?;
+                self.sets = sets;
                 self.source = source;
                 self.failures.clear();
                 self.batch_note = Some(note);
@@ -364,6 +354,31 @@ impl<'a> Judge<'a> {
             }
             done => done,
         }
+    }
+
+    /// Generated inputs made again with every unnamed leading axis 1 (and the batch they had), unless they were
+    /// not generated, were at batch 1 already, or come out the same (no symbolic leading axis, or one `--dim`
+    /// names).
+    fn at_batch_one(&self) -> Result<Option<(InputSource, Vec<InputSet>, usize)>, VerifyError> {
+        let InputSource::Seeds { seeds, dims } = &self.source else {
+            return Ok(None);
+        };
+        if dims.leading == 1 {
+            return Ok(None);
+        }
+        let source = InputSource::Seeds {
+            seeds: seeds.clone(),
+            dims: DimSizes {
+                leading: 1,
+                ..dims.clone()
+            },
+        };
+        let sets = input_sets(self.reference.model, &source)?;
+        let unchanged = sets
+            .iter()
+            .zip(&self.sets)
+            .all(|(a, b)| signature(&a.inputs) == signature(&b.inputs));
+        Ok((!unchanged).then_some((source, sets, dims.leading)))
     }
 
     fn check_all(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
@@ -565,4 +580,44 @@ pub fn verify_runtimes(
         reference_runtime: Some(reference),
         runtime_note: None,
     })
+}
+
+/// Models prepared in one runtime for the same inputs: what `bench` times.
+pub struct PreparedModels {
+    pub runtime: RuntimeKind,
+    pub models: Vec<Box<dyn runtime::Prepared>>,
+    /// Why this runtime, when it was not the first of the choice.
+    pub note: Option<String>,
+}
+
+/// Prepares every model in the first runtime of `choice` that prepares them all.
+pub fn prepare_models(
+    choice: RuntimeChoice,
+    models: &[ModelSource],
+    inputs: &[Named],
+) -> Result<PreparedModels, VerifyError> {
+    let candidates = choice.candidates();
+    let mut failures = Vec::new();
+    for kind in candidates.iter().copied() {
+        let prepared = runtime::open(kind).and_then(|rt| {
+            models
+                .iter()
+                .map(|m| rt.prepare(m, inputs))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match prepared {
+            Ok(models) => {
+                return Ok(PreparedModels {
+                    runtime: kind,
+                    models,
+                    note: note_of(&failures).map(|n| format!("{n}; run by {kind}")),
+                });
+            }
+            Err(e) if candidates.len() > 1 => failures.push(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(VerifyError::NoRuntime(
+        note_of(&failures).unwrap_or_default(),
+    ))
 }

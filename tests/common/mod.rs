@@ -153,6 +153,17 @@ pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     }
 }
 
+/// The names of the entries of `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading the folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A model `y = Relu(x + w)` over f32[2, 3], edited by `edit` before encoding.
 pub fn tiny_model(edit: impl FnOnce(&mut GraphProto)) -> Vec<u8> {
     let mut graph = GraphProto {
