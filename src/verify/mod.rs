@@ -16,7 +16,7 @@ pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
 pub use report::{
     InputSet, InputSource, Judge, ModelRef, Outputs, PreparedModels, RunReport, RuntimeChoice,
-    VerifyReport, first_that_runs, input_sets, output_names, prepare_models, run_sets, verify_pair,
+    VerifyReport, first_that_runs, input_sets, prepare_models, run_sets, verify_pair,
     verify_reference, verify_runtimes,
 };
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};

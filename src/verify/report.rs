@@ -127,16 +127,6 @@ impl VerifyReport {
     }
 }
 
-/// The names of the model's graph outputs, in order.
-pub fn output_names(model: &Model) -> Vec<String> {
-    model
-        .graph
-        .outputs
-        .iter()
-        .map(|&v| model.graph.value(v).name.clone())
-        .collect()
-}
-
 fn shapes(inputs: &[Named]) -> Vec<(String, Vec<usize>)> {
     inputs
         .iter()
@@ -521,6 +511,30 @@ pub fn verify_reference(
     })
 }
 
+/// `work` in the first runtime of `choice` that does it without a runtime failure, with that runtime and a note
+/// naming those that failed before it (`done` says what it did: "run", "judged").
+fn in_first_runtime<T>(
+    choice: RuntimeChoice,
+    done: &str,
+    mut work: impl FnMut(RuntimeKind) -> Result<T, VerifyError>,
+) -> Result<(RuntimeKind, T, Option<String>), VerifyError> {
+    let candidates = choice.candidates();
+    let mut failures = Vec::new();
+    for kind in candidates.iter().copied() {
+        match work(kind) {
+            Ok(t) => {
+                let note = note_of(&failures).map(|n| format!("{n}; {done} by {kind}"));
+                return Ok((kind, t, note));
+            }
+            Err(VerifyError::Runtime(e)) if candidates.len() > 1 => failures.push(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(VerifyError::NoRuntime(
+        note_of(&failures).unwrap_or_default(),
+    ))
+}
+
 /// What a model computed on each input set, the runtime that ran it, and why that one (when not the first).
 pub struct Outputs {
     pub runtime: RuntimeKind,
@@ -534,25 +548,13 @@ pub fn first_that_runs(
     model: &ModelRef,
     sets: &[InputSet],
 ) -> Result<Outputs, VerifyError> {
-    let candidates = choice.candidates();
-    let mut failures = Vec::new();
-    for kind in candidates.iter().copied() {
-        match run_sets(kind, model, sets) {
-            Ok(outputs) => {
-                let note = note_of(&failures).map(|n| format!("{n}; run by {kind}"));
-                return Ok(Outputs {
-                    runtime: kind,
-                    sets: outputs,
-                    note,
-                });
-            }
-            Err(VerifyError::Runtime(e)) if candidates.len() > 1 => failures.push(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(VerifyError::NoRuntime(
-        note_of(&failures).unwrap_or_default(),
-    ))
+    let (runtime, sets, note) =
+        in_first_runtime(choice, "run", |kind| run_sets(kind, model, sets))?;
+    Ok(Outputs {
+        runtime,
+        sets,
+        note,
+    })
 }
 
 /// Runs one model in two runtimes on the same inputs and compares the second's outputs against the first's:
@@ -596,28 +598,16 @@ pub fn prepare_models(
     models: &[ModelSource],
     inputs: &[Named],
 ) -> Result<PreparedModels, VerifyError> {
-    let candidates = choice.candidates();
-    let mut failures = Vec::new();
-    for kind in candidates.iter().copied() {
-        let prepared = runtime::open(kind).and_then(|rt| {
-            models
-                .iter()
-                .map(|m| rt.prepare(m, inputs))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        match prepared {
-            Ok(models) => {
-                return Ok(PreparedModels {
-                    runtime: kind,
-                    models,
-                    note: note_of(&failures).map(|n| format!("{n}; run by {kind}")),
-                });
-            }
-            Err(e) if candidates.len() > 1 => failures.push(e),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(VerifyError::NoRuntime(
-        note_of(&failures).unwrap_or_default(),
-    ))
+    let (runtime, models, note) = in_first_runtime(choice, "run", |kind| {
+        let rt = runtime::open(kind)?;
+        Ok(models
+            .iter()
+            .map(|m| rt.prepare(m, inputs))
+            .collect::<Result<Vec<_>, _>>()?)
+    })?;
+    Ok(PreparedModels {
+        runtime,
+        models,
+        note,
+    })
 }
