@@ -25,37 +25,12 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target, upgrade_opset};
 use crate::analysis::constants::constant;
 use crate::analysis::facts::Facts;
-use crate::analysis::{Norm, NormForm, NormKind, Param, analyze};
+use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
 use crate::onnx::{Dim, tensor_type};
 use crate::tensor::to_f64;
-
-/// The op a norm becomes.
-struct FusedOp {
-    op_type: &'static str,
-    domain: &'static str,
-    /// Default-domain opset the op needs (0: none).
-    opset: i64,
-    /// Whether the op takes the residual `Add` in.
-    skip: bool,
-}
-
-fn fused_op(kind: NormKind, skip: bool) -> FusedOp {
-    let (op_type, domain, opset) = match (kind, skip) {
-        (NormKind::LayerNorm, false) => ("LayerNormalization", "", 17),
-        (NormKind::RmsNorm, false) => ("RMSNormalization", "", 23),
-        (NormKind::LayerNorm, true) => ("SkipLayerNormalization", "com.microsoft", 0),
-        (NormKind::RmsNorm, true) => ("SkipSimplifiedLayerNormalization", "com.microsoft", 0),
-    };
-    FusedOp {
-        op_type,
-        domain,
-        opset,
-        skip,
-    }
-}
 
 /// Plans fusing every decomposed norm of `kind`, with the opset upgrade the fused ops need.
 pub(super) fn plan(
@@ -67,12 +42,13 @@ pub(super) fn plan(
     let ix = GraphIndex::new(&model.graph);
     let analysis = analyze(&ix);
     let facts = Facts::infer(&ix);
-    // Residual sums, for the Skip* ops: the sum's value → the Add node.
+    // Residual sums, for the Skip* ops: the sum's value → the Add node (sums already inside a Skip op aside).
     let sums: HashMap<ValueId, NodeIndex> = match cx.target {
         Target::Ort => analysis
             .residual_units
             .iter()
-            .map(|u| (u.sum, u.add))
+            .filter(|u| u.fused_norm.is_none())
+            .filter_map(|u| Some((u.sum?, u.add)))
             .collect(),
         Target::Onnx => HashMap::new(),
     };
@@ -81,26 +57,50 @@ pub(super) fn plan(
     let mut opset = 0;
     for info in &analysis.norms {
         let norm = &info.norm;
-        if norm.kind != kind {
+        if norm.kind != kind || norm.takes_sum() || norm.embedding {
             continue;
         }
+        let label = &model.graph.value(norm.output).name;
         let site = Site {
             ix: &ix,
             facts: &facts,
             norm,
             k: norm.axis.unsigned_abs() as usize,
         };
-        let skip_add = sums
-            .get(&norm.input)
-            .copied()
-            .filter(|add| !taken_adds.contains(add))
-            .filter(|_| site.skip_fusable());
+        // With `--target ort`, a norm of a residual sum takes the sum's Add in, or says why it does not.
+        let skip_add = match sums.get(&norm.input).copied() {
+            None => None,
+            Some(add) if taken_adds.contains(&add) => {
+                patch.note(format!(
+                    "`{label}` reads a residual sum that another norm's Skip op takes in: no Skip op for it"
+                ));
+                None
+            }
+            Some(add) => match site.skip_unfit() {
+                None => Some(add),
+                Some(reason) => {
+                    patch.note(format!(
+                        "`{label}` reads a residual sum but stays without its Add: {reason}"
+                    ));
+                    None
+                }
+            },
+        };
         // A norm already fused is only rewritten to take in its residual Add (onnxruntime's Skip* ops).
-        let fused_standard = norm.form == NormForm::Fused && site.standard_op_alone();
-        if norm.form == NormForm::Fused && (skip_add.is_none() || !fused_standard) {
-            continue;
+        if norm.form == NormForm::Fused {
+            match (skip_add, site.extra_outputs_read()) {
+                (None, _) => continue,
+                (Some(_), true) => {
+                    patch.note(format!(
+                        "`{label}` reads a residual sum but stays without its Add: its mean or inverse \
+                         deviation output is read, which the Skip ops do not write"
+                    ));
+                    continue;
+                }
+                (Some(_), false) => {}
+            }
         }
-        match site.plan(fused_op(kind, skip_add.is_some()), skip_add) {
+        match site.plan(FusedSlots::for_fusion(kind, skip_add.is_some()), skip_add) {
             Ok((site_patch, needs)) => {
                 if let Some(add) = skip_add {
                     taken_adds.insert(add);
@@ -108,10 +108,7 @@ pub(super) fn plan(
                 opset = opset.max(needs);
                 patch.merge(site_patch);
             }
-            Err(reason) => patch.note(format!(
-                "left `{}` alone: {reason}",
-                model.graph.value(norm.output).name
-            )),
+            Err(reason) => patch.note(format!("left `{label}` alone: {reason}")),
         }
     }
     if patch.sites == 0 {
@@ -201,38 +198,53 @@ impl Site<'_, '_> {
         })
     }
 
-    /// Whether the norm is one standard `LayerNormalization` / `RMSNormalization` node whose mean and
-    /// inverse-deviation outputs nobody reads.
-    fn standard_op_alone(&self) -> bool {
-        let [n] = self.norm.nodes[..] else {
-            return false;
-        };
-        let Some(op) = self.op_of(n) else {
-            return false;
-        };
-        let standard = op.domain().is_empty()
-            && matches!(op.op_type(), "LayerNormalization" | "RMSNormalization");
-        let extra_read = self.ix.graph.graph[n]
-            .outputs
-            .iter()
-            .skip(1)
-            .flatten()
-            .any(|&v| self.ix.use_count(v) > 0);
-        standard && !extra_read
+    /// Whether a fused norm's mean or inverse-deviation outputs are read (a Skip op cannot take it over then).
+    fn extra_outputs_read(&self) -> bool {
+        self.norm.nodes.iter().any(|&n| {
+            self.ix.graph.graph[n]
+                .outputs
+                .iter()
+                .skip(1)
+                .flatten()
+                .any(|&v| self.ix.use_count(v) > 0 || self.ix.is_graph_output(v))
+        })
     }
 
-    /// Whether the onnxruntime Skip* ops can take this norm: last axis only, no Casts, rank 2 or 3.
-    fn skip_fusable(&self) -> bool {
-        let no_casts = self
+    /// Why onnxruntime's Skip* ops cannot take this norm, if they cannot: they normalize the last axis only,
+    /// have no stash type (so no Casts around the statistics), and take inputs of rank 2 or 3.
+    fn skip_unfit(&self) -> Option<String> {
+        let casts = self
             .norm
             .nodes
             .iter()
-            .all(|&n| self.op_of(n).is_none_or(|op| op.op_type() != "Cast"));
-        self.k == 1 && no_casts && matches!(self.facts.rank(self.norm.input), Some(2 | 3))
+            .any(|&n| self.op_of(n).is_some_and(|op| op.op_type() == "Cast"));
+        if self.k != 1 {
+            return Some(format!(
+                "it normalizes the last {} axes, the Skip ops only the last",
+                self.k
+            ));
+        }
+        if casts {
+            return Some(
+                "it computes its statistics through Casts, and the Skip ops have no stash type"
+                    .into(),
+            );
+        }
+        match self.facts.rank(self.norm.input) {
+            Some(2 | 3) => None,
+            Some(r) => Some(format!(
+                "its input has rank {r}, the Skip ops take rank 2 or 3"
+            )),
+            None => Some(
+                "the rank of its input is neither declared nor derivable, and the Skip ops take rank 2 or 3 \
+                 only"
+                    .into(),
+            ),
+        }
     }
 
     /// The patch for this norm and the default-domain opset it needs.
-    fn plan(&self, op: FusedOp, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), String> {
+    fn plan(&self, op: &FusedSlots, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), String> {
         let g = self.ix.graph;
         let casts = self.casts()?;
         let input_type = self.facts.elem_type(self.norm.input);
@@ -314,7 +326,7 @@ impl Site<'_, '_> {
             None => self.norm.output.into(),
         };
         outputs.push(Some(result));
-        if op.skip {
+        if let Some(sum_slot) = op.sum {
             // The sum stays readable when something besides the norm reads it.
             let sum = self.norm.input;
             let inside: HashSet<NodeIndex> = self.norm.nodes.iter().copied().collect();
@@ -325,11 +337,12 @@ impl Site<'_, '_> {
                     .iter()
                     .any(|(n, _)| !inside.contains(n));
             if read_elsewhere {
-                outputs.extend([None, None, Some(sum.into())]);
+                outputs.resize(sum_slot, None);
+                outputs.push(Some(sum.into()));
             }
         }
         let mut attrs = vec![attr_float("epsilon", self.norm.epsilon as f32)];
-        if !op.skip {
+        if op.has_axis {
             attrs.insert(0, attr_int("axis", self.norm.axis));
         }
         patch.add_node(

@@ -7,7 +7,8 @@
 //! * Writers centred (new initializers; shared weights are never changed in place): embedding and position
 //!   tables read by `Gather` (each row minus its mean); the output projections of every branch, `MatMul(·, W)`
 //!   and `Gemm` (each row of `W` minus its mean across the hidden axis) and their bias (minus its mean); through
-//!   `Add`, `Reshape`, `Dropout`, `Identity` and a constant-scalar `Mul`. A writer that is not linear (an
+//!   `Add`, `Reshape`, `Dropout`, `Identity` and a constant-scalar `Mul`; a per-channel constant `Mul` after a
+//!   projection (LayerScale, `x + λ ⊙ F(N(x))`) is folded into that projection first. A writer that is not linear (an
 //!   embedding norm, as in BLOOM) gets an explicit centring `x − ReduceMean(x)` after it.
 //! * Replacement: each LayerNorm over the last axis reading the stream → `RMSNormalization(x, γ)` (opset 23,
 //!   upgrading the model), followed by `Add(β)` when it has a shift (run `fold-norm-affine` first to move `γ`
@@ -24,7 +25,7 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{Pass, PassClass, PassContext, PassError, upgrade_opset};
 use crate::analysis::constants::{constant, scalar};
-use crate::analysis::{Analysis, NormKind, Placement, analyze};
+use crate::analysis::{Analysis, NormKind, NormSummary, Placement, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, i64_tensor, node};
@@ -102,10 +103,24 @@ impl Plan<'_, '_> {
                 a.placement
             ));
         }
-        if a.norm == "rmsnorm" {
+        if a.norm == NormSummary::RmsNorm {
             return Err("its norms are RMSNorms already".into());
         }
         let units = &a.residual_units;
+        // The centring rewrites each unit's sum and the norms reading it; a fused Skip op holds both in one node.
+        let mut sums = Vec::with_capacity(units.len());
+        for (i, u) in units.iter().enumerate() {
+            match (u.fused_norm, u.sum) {
+                (None, Some(sum)) => sums.push(sum),
+                _ => {
+                    return Err(format!(
+                        "unit {i}'s residual sum is computed inside {} together with its norm: run \
+                         `unfuse-norms` first",
+                        self.label(u.add)
+                    ));
+                }
+            }
+        }
         // The stream: what enters each unit and each unit's sum.
         // Between units the stream may pass through Reshapes (OPT flattens it around its MLP): the values in
         // between are stream too, and the Reshapes are among its allowed readers.
@@ -114,7 +129,7 @@ impl Plan<'_, '_> {
         for (i, u) in units.iter().enumerate() {
             let mut v = u.stream_in;
             if i > 0 {
-                let previous = units[i - 1].sum;
+                let previous = sums[i - 1];
                 while v != previous {
                     match self.ix.produced_by(v, "Reshape") {
                         Some((r, _)) if self.ix.use_count(v) > 0 => {
@@ -141,7 +156,7 @@ impl Plan<'_, '_> {
             }
             stream.push(v);
         }
-        stream.push(units[units.len() - 1].sum);
+        stream.push(sums[sums.len() - 1]);
         // Reshapes of the stream (e.g. before the final norm) carry it on.
         let mut i = 0;
         while i < stream.len() {
@@ -380,6 +395,16 @@ impl Plan<'_, '_> {
             }
             plan.centre(v)
         };
+        if op.op_type() == "Mul"
+            && op.domain().is_empty()
+            && let [Some(p), Some(q)] = inputs[..]
+            && let Some((inner, scale)) = self
+                .channel_scale(q)
+                .map(|s| (p, s))
+                .or_else(|| self.channel_scale(p).map(|s| (q, s)))
+        {
+            return self.fold_channel_scale(n, v, inner, &scale);
+        }
         match (op.op_type(), &inputs[..]) {
             ("Add", [Some(p), Some(q)]) => {
                 match (
@@ -429,6 +454,127 @@ impl Plan<'_, '_> {
                 self.label(n)
             )),
         }
+    }
+
+    /// The values of a per-channel constant scale (LayerScale's `λ`): a constant of more than one element
+    /// that varies only along its last axis.
+    fn channel_scale(&self, c: ValueId) -> Option<Vec<f64>> {
+        let t = constant(self.ix, c)?;
+        let dims = t.dims();
+        let (&h, rest) = dims.split_last()?;
+        (h > 1 && rest.iter().all(|&d| d == 1))
+            .then(|| to_f64(&t).ok())
+            .flatten()
+    }
+
+    /// `λ ⊙ (x·W + b)` (LayerScale on a branch output) becomes `x·W' + b'` with `W' = W·diag(λ)` and
+    /// `b' = λ ⊙ b`, both centred across the hidden axis: the scale is linear, so it folds into the projection
+    /// before it, and the projection is centred as any other.
+    fn fold_channel_scale(
+        &mut self,
+        mul: NodeIndex,
+        out: ValueId,
+        inner: ValueId,
+        scale: &[f64],
+    ) -> Result<(), String> {
+        let label = self.label(mul);
+        let unfit = |what: &str| format!("{label} scales the stream per channel, {what}");
+        if !self.private_to(inner, mul) {
+            return Err(unfit("and what it scales is read elsewhere"));
+        }
+        // An optional bias Add, then the MatMul.
+        let (bias, product) = match self.ix.produced_by(inner, "Add") {
+            Some((add, _)) => match self.ix.inputs(add) {
+                [Some(a), Some(b)] if constant(self.ix, *b).is_some() => (Some((add, *b)), *a),
+                [Some(a), Some(b)] if constant(self.ix, *a).is_some() => (Some((add, *a)), *b),
+                _ => return Err(unfit("and what it scales is not a projection")),
+            },
+            None => (None, inner),
+        };
+        if let Some((add, _)) = bias
+            && !self.private_to(product, add)
+        {
+            return Err(unfit("and its projection's output is read elsewhere"));
+        }
+        let (mm, mm_op) = self
+            .ix
+            .produced_by(product, "MatMul")
+            .ok_or_else(|| unfit("and what it scales is not a MatMul projection"))?;
+        let [Some(x), Some(w)] = self.ix.inputs(mm)[..] else {
+            return Err(unfit("and its MatMul has an empty operand"));
+        };
+        let t =
+            constant(self.ix, w).ok_or_else(|| unfit("and its MatMul's weight is not constant"))?;
+        let h = scale.len();
+        if t.dims().len() != 2 || t.dims()[1] as usize != h {
+            return Err(unfit(
+                "and its MatMul's weight is not 2-D with one column per channel",
+            ));
+        }
+        let scaled: Vec<f64> = to_f64(&t)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * scale[i % h])
+            .collect();
+        self.hidden = Some(h);
+        let tensor = float_tensor(t.elem_type(), t.dims().to_vec(), &centre_rows(&scaled, h))
+            .ok_or("a weight of no float type")?;
+        let new_w = self
+            .patch
+            .initializer(format!("{}_scaled_centred", self.name(w)), tensor);
+        let mm_proto = mm_op.proto.clone();
+        match bias {
+            Some((add, b)) => {
+                let bt = constant(self.ix, b).ok_or("a bias that is not constant")?;
+                if bt.elem_count() as usize != h {
+                    return Err(unfit("and its bias is not one value per channel"));
+                }
+                let values: Vec<f64> = to_f64(&bt)
+                    .map_err(|e| e.to_string())?
+                    .iter()
+                    .zip(scale)
+                    .map(|(v, s)| v * s)
+                    .collect();
+                let tensor =
+                    float_tensor(bt.elem_type(), bt.dims().to_vec(), &centre_rows(&values, h))
+                        .ok_or("a bias of no float type")?;
+                let new_b = self
+                    .patch
+                    .initializer(format!("{}_scaled_centred", self.name(b)), tensor);
+                let projected = self.patch.value(format!("{}_scaled", self.name(product)));
+                self.patch.add_node(
+                    mm_proto,
+                    vec![Some(x.into()), Some(new_w)],
+                    vec![Some(projected)],
+                    mm,
+                );
+                let add_proto = self.ix.graph.graph[add]
+                    .op()
+                    .ok_or("not an op")?
+                    .proto
+                    .clone();
+                self.patch.add_node(
+                    add_proto,
+                    vec![Some(projected), Some(new_b)],
+                    vec![Some(out.into())],
+                    mul,
+                );
+                self.patch.remove(add);
+            }
+            None => {
+                self.patch.add_node(
+                    mm_proto,
+                    vec![Some(x.into()), Some(new_w)],
+                    vec![Some(out.into())],
+                    mul,
+                );
+            }
+        }
+        self.patch.remove(mm);
+        self.patch.remove(mul);
+        self.patch.sites += 1;
+        Ok(())
     }
 
     /// A linear layer's weight with each row centred across the hidden (output) axis, and its `Gemm` bias.

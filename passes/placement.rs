@@ -8,17 +8,144 @@
 //! the final norm. That is the whole rewrite — one operand per unit — and moving the skip back is its exact
 //! inverse. The branches, the norms and their parameters are untouched.
 
+use std::collections::BTreeMap;
+
 use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError};
-use crate::analysis::{Analysis, NormInfo, ResidualUnit, analyze};
+use crate::analysis::{
+    Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, embed_slots, shape_steps,
+};
 use crate::ir::index::GraphIndex;
-use crate::ir::{Model, Patch, ValueId};
+use crate::ir::{Model, Patch, ValueId, ValueRef};
 
 /// Where a unit's skip should read from after the rewrite: a value, or nothing to do (with a note).
 pub(super) enum Move {
-    To(ValueId),
+    To(ValueRef),
     Leave(String),
+}
+
+/// The edits of one rewrite, gathered per node so that a node changed for two reasons (a Skip op that is one
+/// unit's sum and the norm the next unit reads through) is replaced once.
+pub(super) struct Rewrites<'a, 'g> {
+    ix: &'a GraphIndex<'g>,
+    patch: Patch,
+    /// Node → (input slot changes, output slot to name).
+    edits: BTreeMap<NodeIndex, (Vec<(usize, ValueRef)>, Option<(usize, ValueRef)>)>,
+}
+
+impl Rewrites<'_, '_> {
+    /// The value `norm` normalizes: its input, or the sum of a fused Skip op — which the op is made to write
+    /// out when the file left that output unnamed.
+    pub(super) fn normalized(&mut self, norm: &Norm, plain: ValueId) -> ValueRef {
+        if !norm.takes_sum() && !norm.embedding {
+            return plain.into();
+        }
+        if let Some(sum) = norm.sum {
+            return sum.into();
+        }
+        let node = norm.nodes[0];
+        let slot = match self.ix.graph.graph[node].op().and_then(FusedSlots::of) {
+            Some(f) => f.sum.unwrap_or(3),
+            None => embed_slots::EMBEDDING_SUM,
+        };
+        let name = format!("{}/sum", self.ix.graph.value(norm.output).name);
+        let value = self.patch.value(name);
+        self.edits.entry(node).or_default().1 = Some((slot, value));
+        value
+    }
+
+    /// `to` carried through the same shape-only ops (`Reshape`, `Flatten`, ...) that lead from `origin` to
+    /// `stream`, so that it has the stream's shape. An existing node that already applies the step to `to` is
+    /// reused (so that a rewrite and its inverse give the original graph back); otherwise a copy is added.
+    pub(super) fn with_shape_of(
+        &mut self,
+        a: &Analysis,
+        stream: ValueId,
+        to: ValueRef,
+    ) -> ValueRef {
+        let ix = self.ix;
+        let chain = steps_after_norm(ix, a, stream);
+        let mut current = to;
+        for &n in chain.iter().rev() {
+            let Some(op) = ix.graph.graph[n].op() else {
+                continue;
+            };
+            let rest: Vec<Option<ValueId>> = ix.inputs(n).iter().skip(1).copied().collect();
+            let existing = match current {
+                ValueRef::Old(c) => ix.consumers(c).iter().find_map(|&(m, _)| {
+                    let other = ix.graph.graph[m].op()?;
+                    let same = other.op_type() == op.op_type()
+                        && other.domain() == op.domain()
+                        && other.proto.attribute == op.proto.attribute
+                        && ix.inputs(m).first().copied().flatten() == Some(c)
+                        && ix
+                            .inputs(m)
+                            .iter()
+                            .skip(1)
+                            .copied()
+                            .eq(rest.iter().copied());
+                    same.then(|| ix.output(m)).flatten()
+                }),
+                ValueRef::New(_) => None,
+            };
+            current = match existing {
+                Some(out) => out.into(),
+                None => {
+                    let name = ix.output(n).map(|o| ix.graph.value(o).name.clone());
+                    let out = self
+                        .patch
+                        .value(format!("{}/skip", name.unwrap_or_default()));
+                    let mut inputs = vec![Some(current)];
+                    inputs.extend(rest.iter().map(|r| r.map(ValueRef::Old)));
+                    self.patch
+                        .add_node(op.proto.clone(), inputs, vec![Some(out)], n);
+                    out
+                }
+            };
+        }
+        current
+    }
+
+    fn finish(mut self) -> Patch {
+        let ix = self.ix;
+        for (node, (changes, sum)) in std::mem::take(&mut self.edits) {
+            let Some(op) = ix.graph.graph[node].op() else {
+                continue;
+            };
+            let mut inputs: Vec<Option<ValueRef>> = ix
+                .inputs(node)
+                .iter()
+                .map(|v| v.map(ValueRef::Old))
+                .collect();
+            for (slot, v) in changes {
+                if inputs.len() <= slot {
+                    inputs.resize(slot + 1, None);
+                }
+                inputs[slot] = Some(v);
+            }
+            let mut outputs: Vec<Option<ValueRef>> = ix.graph.graph[node]
+                .outputs
+                .iter()
+                .map(|v| v.map(ValueRef::Old))
+                .collect();
+            if let Some((slot, v)) = sum {
+                if outputs.len() <= slot {
+                    outputs.resize(slot + 1, None);
+                }
+                outputs[slot] = Some(v);
+            }
+            self.patch.add_node_capturing(
+                op.proto.clone(),
+                inputs,
+                outputs,
+                ix.graph.captured_values(node),
+                node,
+            );
+            self.patch.remove(node);
+        }
+        self.patch
+    }
 }
 
 /// Runs `decide` on every residual unit in stream order and moves each unit's skip where it says. An error
@@ -27,30 +154,74 @@ pub(super) fn plan_units(
     model: &Model,
     cx: &PassContext,
     pass: &'static str,
-    mut decide: impl FnMut(&GraphIndex, &Analysis, usize, &ResidualUnit) -> Result<Move, String>,
+    mut decide: impl FnMut(
+        &GraphIndex,
+        &Analysis,
+        usize,
+        &ResidualUnit,
+        &mut Rewrites,
+    ) -> Result<Move, String>,
 ) -> Result<Patch, PassError> {
     let ix = GraphIndex::new(&model.graph);
     let a = analyze(&ix);
     let refuse = |reason: String| PassError::Refused { pass, reason };
-    let mut patch = Patch::new();
+    let mut rewrites = Rewrites {
+        ix: &ix,
+        patch: Patch::new(),
+        edits: BTreeMap::new(),
+    };
     for (l, unit) in a.residual_units.iter().enumerate() {
-        let decision = match decide(&ix, &a, l, unit) {
+        let decision = match decide(&ix, &a, l, unit, &mut rewrites) {
             Err(reason) if cx.allow_partial => {
                 Move::Leave(format!("left unit {l} as it is: {reason}"))
             }
             other => other.map_err(refuse)?,
         };
         match decision {
-            Move::Leave(note) => patch.note(note),
+            Move::Leave(note) => rewrites.patch.note(note),
             Move::To(value) => {
                 let (node, slot) = skip_site(&ix, unit)
                     .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
-                patch.replace_inputs(&ix, node, &[(slot, value.into())]);
-                patch.sites += 1;
+                rewrites
+                    .edits
+                    .entry(node)
+                    .or_default()
+                    .0
+                    .push((slot, value));
+                rewrites.patch.sites += 1;
             }
         }
     }
-    Ok(patch)
+    Ok(rewrites.finish())
+}
+
+/// The shape-only ops between `stream` and the norm output (or other value) it comes from, nearest `stream`
+/// first: the walk stops at a value a norm writes or reads. A norm's own Casts are part of the norm, not steps.
+fn steps_after_norm(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> Vec<NodeIndex> {
+    let mut steps = Vec::new();
+    let mut v = stream;
+    for n in shape_steps(ix, stream) {
+        let norm_edge = a.norms.iter().any(|m| {
+            m.norm.output == v || m.norm.normalized() == Some(v) || m.norm.nodes.contains(&n)
+        });
+        if norm_edge {
+            break;
+        }
+        steps.push(n);
+        match ix.inputs(n).first().copied().flatten() {
+            Some(input) => v = input,
+            None => break,
+        }
+    }
+    steps
+}
+
+/// The value `stream` carries before the shape-only ops that follow a norm (see [`steps_after_norm`]).
+pub(super) fn before_steps(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> ValueId {
+    steps_after_norm(ix, a, stream)
+        .last()
+        .and_then(|&n| ix.inputs(n).first().copied().flatten())
+        .unwrap_or(stream)
 }
 
 /// The node feeding the stream into `unit`'s residual Add, and which of its operands carries the stream: the

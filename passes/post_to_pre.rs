@@ -15,7 +15,7 @@
 //!   post-norm output.
 //! * Exact: no. `convert` reports the divergence and writes the model.
 
-use super::placement::{Move, norm_producing, plan_units};
+use super::placement::{Move, before_steps, norm_producing, plan_units};
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::Placement;
 use crate::analysis::facts::Facts;
@@ -61,13 +61,24 @@ impl Pass for PostToPre {
     }
     fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
         let mut facts: Option<Facts> = None;
-        plan_units(model, cx, self.name(), |ix, a, l, unit| {
+        plan_units(model, cx, self.name(), |ix, a, l, unit, rewrites| {
             let facts = facts.get_or_insert_with(|| Facts::infer(ix));
             if unit.placement != Placement::Post {
                 return Err(format!("unit {l} is {}, not post", unit.placement));
             }
-            match norm_producing(a, unit.stream_in) {
-                Some(feeding) => Ok(Move::To(statistics_input(ix, facts, &feeding.norm))),
+            // The stream may reach the unit through shape-only ops (OPT flattens it around its MLP): the norm
+            // is found before them, and the new skip goes through the same ops.
+            match norm_producing(a, before_steps(ix, a, unit.stream_in)) {
+                Some(feeding) => {
+                    let plain = statistics_input(ix, facts, &feeding.norm);
+                    let target = rewrites.normalized(&feeding.norm, plain);
+                    Ok(Move::To(rewrites.with_shape_of(a, unit.stream_in, target)))
+                }
+                None if l == 0 && a.embedding_norm => Ok(Move::Leave(
+                    "unit 0 reads the embedding norm through a projection (the embedding is narrower than \
+                     the stream): the projection is part of the embedding, and unit 0 is left as it is"
+                        .into(),
+                )),
                 None if l == 0 => Ok(Move::Leave(
                     "unit 0 has no embedding norm to read through: left as it is (its branch reads the raw \
                      embedding, as before)"

@@ -29,7 +29,7 @@ impl Pass for PreToPost {
         PassClass::FunctionChanging
     }
     fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
-        plan_units(model, cx, self.name(), |_, a, l, unit| {
+        plan_units(model, cx, self.name(), |_, a, l, unit, rewrites| {
             let mut pre: Vec<usize> = unit
                 .branches
                 .iter()
@@ -41,7 +41,11 @@ impl Pass for PreToPost {
                 (Placement::None, []) => Ok(Move::Leave(format!(
                     "unit {l} reads the stream through no norm: left as it is"
                 ))),
-                (Placement::Pre, [p]) => Ok(Move::To(a.norms[*p].norm.output)),
+                (Placement::Pre, [p]) => Ok(Move::To(rewrites.with_shape_of(
+                    a,
+                    unit.stream_in,
+                    a.norms[*p].norm.output.into(),
+                ))),
                 (Placement::Pre, _) => Err(format!(
                     "unit {l} reads the stream through {} different norms (a parallel unit): there is no \
                      single norm to move its skip across",

@@ -23,8 +23,9 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::facts::Facts;
+use crate::analysis::{FusedSlots, NormKind, embed_slots};
 use crate::ir::index::GraphIndex;
-use crate::ir::{Model, Patch, ValueRef};
+use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_int, attr_ints, float_tensor, i64_tensor, node};
 use crate::onnx::tensor_proto::DataType;
 
@@ -46,7 +47,7 @@ impl Pass for UnfuseNorms {
         let opset = model.opset_version("").unwrap_or(1);
         let mut patch = Patch::new();
         for &n in ix.ops() {
-            let Some(shape) = FusedShape::of(&ix, n) else {
+            let Some(form) = ix.graph.graph[n].op().and_then(Fused::of) else {
                 continue;
             };
             let mut site = Patch::new();
@@ -55,7 +56,7 @@ impl Pass for UnfuseNorms {
                 facts: &facts,
                 opset,
                 node: n,
-                shape,
+                form,
             };
             match unfuse.plan(&mut site) {
                 Ok(()) => patch.merge(site),
@@ -69,62 +70,28 @@ impl Pass for UnfuseNorms {
     }
 }
 
-/// Where a fused op keeps its operands.
-#[derive(Clone, Copy)]
-struct FusedShape {
-    rms: bool,
-    skip: Option<usize>,
-    scale: usize,
-    shift: Option<usize>,
-    /// Input slot of a Skip op's bias.
-    bias: Option<usize>,
-    /// Output slot of a Skip op's sum.
-    sum: Option<usize>,
-}
-
-impl FusedShape {
-    fn of(ix: &GraphIndex, n: NodeIndex) -> Option<FusedShape> {
-        let op = ix.graph.graph[n].op()?;
-        let plain = |rms| FusedShape {
-            rms,
-            skip: None,
-            scale: 1,
-            shift: (!rms).then_some(2),
-            bias: None,
-            sum: None,
-        };
-        Some(match (op.domain(), op.op_type()) {
-            ("", "LayerNormalization") => plain(false),
-            ("", "RMSNormalization") | ("com.microsoft", "SimplifiedLayerNormalization") => {
-                plain(true)
-            }
-            ("com.microsoft", "SkipLayerNormalization") => FusedShape {
-                rms: false,
-                skip: Some(1),
-                scale: 2,
-                shift: Some(3),
-                bias: Some(4),
-                sum: Some(3),
-            },
-            ("com.microsoft", "SkipSimplifiedLayerNormalization") => FusedShape {
-                rms: true,
-                skip: Some(1),
-                scale: 2,
-                shift: None,
-                bias: Some(3),
-                sum: Some(3),
-            },
-            _ => return None,
-        })
-    }
-}
-
 struct Unfuse<'a, 'g> {
     ix: &'a GraphIndex<'g>,
     facts: &'a Facts,
     opset: i64,
     node: NodeIndex,
-    shape: FusedShape,
+    form: Fused,
+}
+
+/// What a fused node is: one of the norm ops of analysis's slot table, or onnxruntime's embedding layer.
+#[derive(Clone, Copy)]
+enum Fused {
+    Norm(&'static FusedSlots),
+    Embed,
+}
+
+impl Fused {
+    fn of(op: &crate::ir::Op) -> Option<Fused> {
+        if op.op_type() == embed_slots::OP_TYPE && op.domain() == "com.microsoft" {
+            return Some(Fused::Embed);
+        }
+        FusedSlots::of(op).map(Fused::Norm)
+    }
 }
 
 impl Unfuse<'_, '_> {
@@ -135,30 +102,80 @@ impl Unfuse<'_, '_> {
         let inputs = ix.inputs(n);
         let input = |slot: Option<usize>| slot.and_then(|s| inputs.get(s).copied().flatten());
         let outputs = &ix.graph.graph[n].outputs;
-        let y = outputs
-            .first()
-            .copied()
-            .flatten()
-            .ok_or("its result is unnamed")?;
-        let sum_out = self
-            .shape
-            .sum
-            .and_then(|s| outputs.get(s).copied().flatten());
-        let statistics_used = outputs
+        let output = |slot: usize| outputs.get(slot).copied().flatten();
+        let y = output(0).ok_or("its result is unnamed")?;
+        // The slots this expansion reads and writes, and what it cannot provide.
+        let (slots, sum_slot, default_epsilon) = match self.form {
+            Fused::Norm(f) => (Some(f), f.sum, f.default_epsilon),
+            Fused::Embed => (
+                None,
+                Some(embed_slots::EMBEDDING_SUM),
+                embed_slots::DEFAULT_EPSILON,
+            ),
+        };
+        let statistics: &[usize] = slots.map_or(&[], |f| f.statistics);
+        let statistics_used = statistics
             .iter()
-            .enumerate()
-            .filter(|(slot, _)| *slot != 0 && Some(*slot) != self.shape.sum)
-            .any(|(_, v)| v.is_some_and(|v| ix.use_count(v) > 0));
+            .filter_map(|&s| output(s))
+            .any(|v| ix.use_count(v) > 0 || ix.is_graph_output(v));
         if statistics_used {
             return Err("its mean or inverse standard deviation output is used".into());
         }
-        let x0 = input(Some(0)).ok_or("its input is empty")?;
-        let scale = input(Some(self.shape.scale));
-        let shift = input(self.shape.shift);
+        let sum_out = sum_slot.and_then(output);
+        let (scale_slot, shift_slot) = match self.form {
+            Fused::Norm(f) => (Some(f.scale), f.shift),
+            Fused::Embed => (Some(embed_slots::GAMMA), Some(embed_slots::BETA)),
+        };
+        let scale = input(scale_slot);
+        let shift = input(shift_slot);
         let attr_i = |name: &str, default: i64| op.attribute(name).map_or(default, |a| a.i());
-        let epsilon = op.attribute("epsilon").map_or(1e-5, |a| a.f()) as f64;
-        let axis = attr_i("axis", -1);
-        let rank = self.facts.rank(x0);
+        let epsilon = op.attribute("epsilon").map_or(default_epsilon, |a| a.f()) as f64;
+        let out_name = ix.graph.value(y).name.clone();
+        let name = |what: &str| format!("{out_name}/{what}");
+        let mut b = Builder {
+            patch,
+            anchor: n,
+            opset: self.opset,
+        };
+        // The tensor to normalize: the op's input, its sum with the skip (and bias), or the embedding sum.
+        let (mut x, x0) = match self.form {
+            Fused::Embed => {
+                let sum = self.embedding_sum(&mut b, sum_out, &name)?;
+                let word =
+                    input(Some(embed_slots::WORD_EMBEDDING)).ok_or("it has no word embedding")?;
+                (sum, word)
+            }
+            Fused::Norm(f) => {
+                let x0 = input(Some(0)).ok_or("its input is empty")?;
+                let mut x: ValueRef = x0.into();
+                if let Some(skip) = input(f.skip) {
+                    let bias = input(f.bias);
+                    let sum: ValueRef = match (sum_out, bias) {
+                        (Some(s), None) => s.into(),
+                        _ => b.patch.value(name("sum")),
+                    };
+                    b.op("Add", name("SkipAdd"), vec![], vec![x, skip.into()], sum);
+                    x = sum;
+                    if let Some(bias) = bias {
+                        let biased: ValueRef = match sum_out {
+                            Some(s) => s.into(),
+                            None => b.patch.value(name("biased")),
+                        };
+                        b.op("Add", name("BiasAdd"), vec![], vec![x, bias.into()], biased);
+                        x = biased;
+                    }
+                }
+                (x, x0)
+            }
+        };
+        let axis = match self.form {
+            Fused::Norm(f) if f.has_axis => attr_i("axis", -1),
+            _ => -1,
+        };
+        let rank = match self.form {
+            Fused::Norm(_) => self.facts.rank(x0),
+            Fused::Embed => Some(3),
+        };
         // The axis must name a dimension of the input: from the back, -1 needs no rank; anything else does.
         let first_axis = match (axis, rank) {
             (-1, _) => -1,
@@ -187,30 +204,6 @@ impl Unfuse<'_, '_> {
             return Err("its input's element type is neither declared nor derivable".into());
         }
 
-        let out_name = ix.graph.value(y).name.clone();
-        let name = |what: &str| format!("{out_name}/{what}");
-        let mut b = Builder {
-            patch,
-            anchor: n,
-            opset: self.opset,
-        };
-        let mut x: ValueRef = x0.into();
-        if let Some(skip) = input(self.shape.skip) {
-            let sum: ValueRef = match (sum_out, input(self.shape.bias)) {
-                (Some(s), None) => s.into(),
-                _ => b.patch.value(name("sum")),
-            };
-            b.op("Add", name("Add"), vec![], vec![x, skip.into()], sum);
-            x = sum;
-            if let Some(bias) = input(self.shape.bias) {
-                let biased: ValueRef = match sum_out {
-                    Some(s) => s.into(),
-                    None => b.patch.value(name("biased")),
-                };
-                b.op("Add", name("AddBias"), vec![], vec![x, bias.into()], biased);
-                x = biased;
-            }
-        }
         if cast_needed {
             x = b.value_op(
                 "Cast",
@@ -219,7 +212,8 @@ impl Unfuse<'_, '_> {
                 vec![x],
             );
         }
-        let centred = if self.shape.rms {
+        let rms = matches!(self.form, Fused::Norm(f) if f.kind == NormKind::RmsNorm);
+        let centred = if rms {
             x
         } else {
             let mean = b.reduce_mean(name("ReduceMean"), x, &axes);
@@ -272,8 +266,140 @@ impl Unfuse<'_, '_> {
         if last == 0 {
             b.op("Identity", name("Identity"), vec![], vec![result], y.into());
         }
+        if matches!(self.form, Fused::Embed) {
+            self.mask_index(&mut b, &name)?;
+        }
         b.patch.remove(n);
         b.patch.sites = 1;
+        Ok(())
+    }
+
+    /// `word[ids] + position[0..S or position_ids] (+ segment[segment_ids])`, as `EmbedLayerNormalization`
+    /// sums them; the last Add writes the op's embedding-sum output when the file names it.
+    fn embedding_sum(
+        &self,
+        b: &mut Builder,
+        sum_out: Option<ValueId>,
+        name: &dyn Fn(&str) -> String,
+    ) -> Result<ValueRef, String> {
+        use embed_slots as e;
+        if self.opset < 10 {
+            return Err(format!(
+                "its expansion slices the position table (opset 10), and the model is at opset {}",
+                self.opset
+            ));
+        }
+        let inputs = self.ix.inputs(self.node);
+        let input = |s: usize| inputs.get(s).copied().flatten();
+        let ids = input(e::INPUT_IDS).ok_or("it has no input ids")?;
+        let word = input(e::WORD_EMBEDDING).ok_or("it has no word embedding")?;
+        let table = input(e::POSITION_EMBEDDING).ok_or("it has no position embedding")?;
+        let mut terms = vec![b.value_op(
+            "Gather",
+            name("WordGather"),
+            vec![],
+            vec![word.into(), ids.into()],
+        )];
+        terms.push(match input(e::POSITION_IDS) {
+            Some(p) => b.value_op(
+                "Gather",
+                name("PositionGather"),
+                vec![],
+                vec![table.into(), p.into()],
+            ),
+            None => {
+                // Positions 0..S: the first S rows of the table, S the ids' second dimension.
+                let shape = b.value_op("Shape", name("IdsShape"), vec![], vec![ids.into()]);
+                let one = b.patch.initializer(name("one"), i64_tensor(vec![1], &[1]));
+                let zero = b.patch.initializer(name("zero"), i64_tensor(vec![1], &[0]));
+                let length = b.value_op("Gather", name("SequenceLength"), vec![], vec![shape, one]);
+                b.value_op(
+                    "Slice",
+                    name("PositionSlice"),
+                    vec![],
+                    vec![table.into(), zero, length, zero],
+                )
+            }
+        });
+        if let (Some(segments), Some(segment_table)) =
+            (input(e::SEGMENT_IDS), input(e::SEGMENT_EMBEDDING))
+        {
+            terms.push(b.value_op(
+                "Gather",
+                name("SegmentGather"),
+                vec![],
+                vec![segment_table.into(), segments.into()],
+            ));
+        }
+        let mut sum = terms[0];
+        for (i, &term) in terms.iter().enumerate().skip(1) {
+            let out = match sum_out {
+                Some(v) if i + 1 == terms.len() => v.into(),
+                _ => b.patch.value(name("EmbeddingAdd")),
+            };
+            b.op("Add", name("EmbeddingAdd"), vec![], vec![sum, term], out);
+            sum = out;
+        }
+        Ok(sum)
+    }
+
+    /// The mask index `EmbedLayerNormalization` writes when something reads it: per row, how many mask
+    /// entries are 1, as int32.
+    fn mask_index(&self, b: &mut Builder, name: &dyn Fn(&str) -> String) -> Result<(), String> {
+        use embed_slots as e;
+        let Some(index) = self.ix.graph.graph[self.node]
+            .outputs
+            .get(e::MASK_INDEX)
+            .copied()
+            .flatten()
+            .filter(|&v| self.ix.use_count(v) > 0 || self.ix.is_graph_output(v))
+        else {
+            return Ok(());
+        };
+        let mask = self
+            .ix
+            .inputs(self.node)
+            .get(e::MASK)
+            .copied()
+            .flatten()
+            .ok_or("its mask index is read, and it has no mask to count")?;
+        let wide = b.value_op(
+            "Cast",
+            name("MaskCast"),
+            vec![attr_int("to", DataType::Int64 as i64)],
+            vec![mask.into()],
+        );
+        let one = b
+            .patch
+            .initializer(name("mask_one"), i64_tensor(vec![], &[1]));
+        let ones = b.value_op("Equal", name("MaskEqual"), vec![], vec![wide, one]);
+        let counted = b.value_op(
+            "Cast",
+            name("MaskCount"),
+            vec![attr_int("to", DataType::Int32 as i64)],
+            vec![ones],
+        );
+        let row = [1];
+        if self.opset >= 13 {
+            let axes = b
+                .patch
+                .initializer(name("mask_axes"), i64_tensor(vec![1], &row));
+            b.op(
+                "ReduceSum",
+                name("MaskIndex"),
+                vec![attr_int("keepdims", 0)],
+                vec![counted, axes],
+                index.into(),
+            );
+        } else {
+            b.op(
+                "ReduceSum",
+                name("MaskIndex"),
+                vec![attr_int("keepdims", 0), attr_ints("axes", row.to_vec())],
+                vec![counted],
+                index.into(),
+            );
+        }
         Ok(())
     }
 }

@@ -156,6 +156,52 @@ impl Facts {
             let rank = self.derive_rank(ix, op, inputs, rank_of(0), rank_of(1));
             self.rank[slot] = rank;
         }
+        // Every piece of a Split has the input's rank and type.
+        if ty == "Split" {
+            let (elem, rank) = (self.elem[slot], self.rank[slot]);
+            for v in ix.graph.graph[n].outputs.iter().skip(1).flatten() {
+                let i = v.0 as usize;
+                self.elem[i] = self.elem[i].or(elem);
+                self.rank[i] = self.rank[i].or(rank);
+            }
+        }
+    }
+
+    /// The length of a 1-D integer tensor computed in the graph (a shape being assembled), where the graph
+    /// fixes it: a constant's size, a `Shape`'s input rank, an `Unsqueeze`d scalar, a `Concat` of such.
+    fn vector_len(&self, ix: &GraphIndex, v: ValueId, depth: usize) -> Option<usize> {
+        if let Some(values) = integers(ix, v) {
+            return Some(values.len());
+        }
+        let (n, op) = ix.producer_op(v)?;
+        let inputs = ix.inputs(n);
+        let input = |i: usize| inputs.get(i).copied().flatten();
+        match op.op_type() {
+            "Shape" if op.attribute("start").is_none() && op.attribute("end").is_none() => {
+                self.rank(input(0)?)
+            }
+            "Unsqueeze" if self.rank(input(0)?) == Some(0) => Some(1),
+            "Cast" | "Identity" if depth > 0 => self.vector_len(ix, input(0)?, depth - 1),
+            // Elementwise on shapes (exporters compute `Where(shape == -1, 1, shape)` and the like): the
+            // operands broadcast, so the longest one's length, when every non-scalar operand's is known.
+            "Where" | "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" | "Equal" if depth > 0 => {
+                inputs
+                    .iter()
+                    .map(|v| {
+                        let v = (*v)?;
+                        match self.rank(v) {
+                            Some(0) => Some(1),
+                            _ => self.vector_len(ix, v, depth - 1),
+                        }
+                    })
+                    .try_fold(0, |acc, len| len.map(|len| acc.max(len)))
+            }
+            "Concat" if depth > 0 => inputs
+                .iter()
+                .map(|v| v.and_then(|v| self.vector_len(ix, v, depth - 1)))
+                .try_fold(0, |acc, len| len.map(|len| acc + len)),
+            _ => None,
+        }
     }
 
     fn derive_rank(
@@ -172,7 +218,15 @@ impl Facts {
                 .iter()
                 .map(|v| v.and_then(|v| self.rank(v)))
                 .try_fold(0, |acc, r| r.map(|r| acc.max(r))),
-            _ if UNARY_LIKE.contains(&ty) || ty == "Cast" => r0,
+            // Comparisons and logic broadcast like arithmetic (their element type is bool).
+            "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
+            | "Xor" => Some(r0?.max(r1?)),
+            _ if UNARY_LIKE.contains(&ty)
+                || matches!(ty, "Cast" | "CastLike" | "Not" | "IsNaN" | "IsInf") =>
+            {
+                r0
+            }
+            "ConstantOfShape" => self.vector_len(ix, inputs.first().copied().flatten()?, 4),
             "MatMul" => match (r0?, r1?) {
                 (1, 1) => Some(0),
                 (1, b) => Some(b - 1),
@@ -187,11 +241,24 @@ impl Facts {
                 .and_then(|a| a.t.as_ref())
                 .map(|t| t.dims.len()),
             "Gather" => Some(r0? + r1? - 1),
+            "GatherElements" => r1,
             "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => {
                 let keep = op.attribute("keepdims").map(|a| a.i()).unwrap_or(1);
                 (keep == 1).then_some(r0).flatten()
             }
-            "Reshape" => Some(integers(ix, inputs.get(1).copied().flatten()?)?.len()),
+            "Reshape" => self.vector_len(ix, inputs.get(1).copied().flatten()?, 4),
+            "Unsqueeze" | "Squeeze" => {
+                let axes = match op.attribute("axes") {
+                    Some(a) => a.ints.len(),
+                    None => integers(ix, inputs.get(1).copied().flatten()?)?.len(),
+                };
+                if ty == "Unsqueeze" {
+                    Some(r0? + axes)
+                } else {
+                    r0?.checked_sub(axes)
+                }
+            }
+            "Expand" => Some(r0?.max(self.vector_len(ix, inputs.get(1).copied().flatten()?, 4)?)),
             _ => None,
         }
     }

@@ -34,7 +34,8 @@ pub mod facts;
 pub mod norms;
 pub mod residual;
 
-pub use norms::{Norm, NormForm, NormKind, Param, find_norms};
+pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
-    Analysis, Branch, BranchKind, NormInfo, Placement, ResidualUnit, Role, analyze,
+    Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, analyze,
+    origin, shape_steps,
 };

@@ -1,7 +1,9 @@
 //! Finding normalization layers, fused or decomposed.
 //!
-//! **Fused**: `LayerNormalization` (opset 17), `RMSNormalization` (opset 23), and onnxruntime's `com.microsoft`
-//! `SimplifiedLayerNormalization`, `SkipLayerNormalization` and `SkipSimplifiedLayerNormalization`.
+//! **Fused**: `LayerNormalization` (opset 17), `RMSNormalization` (opset 23), onnxruntime's
+//! `SimplifiedLayerNormalization` (in any domain), and its `com.microsoft` `SkipLayerNormalization`,
+//! `SkipSimplifiedLayerNormalization` (a residual sum and its norm) and `EmbedLayerNormalization` (the embedding
+//! sum and its norm). [`FusedSlots`] is the one table of where these ops keep their operands.
 //!
 //! **Decomposed**, in the forms the ordinary exporters write:
 //!
@@ -60,9 +62,18 @@ pub struct Norm {
     /// The tensor normalized (before any Cast to float32). For the Skip* ops, the first summand.
     #[serde(skip)]
     pub input: ValueId,
-    /// The second summand of a `Skip*Normalization`, which normalizes `input + skip`.
+    /// The second summand of a `Skip*Normalization`, which normalizes `input + skip (+ bias)`.
     #[serde(skip)]
     pub skip: Option<ValueId>,
+    /// A Skip op's bias, added to the sum.
+    #[serde(skip)]
+    pub bias: Option<ValueId>,
+    /// The sum a fused op normalizes, when the file names that output (a Skip op's fourth: the stream of a
+    /// Pre-LN model; `EmbedLayerNormalization`'s third).
+    #[serde(skip)]
+    pub sum: Option<ValueId>,
+    /// The op also computes the embedding it normalizes (`EmbedLayerNormalization`): `input` is its token ids.
+    pub embedding: bool,
     /// The norm's result, after scale, shift and any Cast back.
     #[serde(skip)]
     pub output: ValueId,
@@ -76,6 +87,23 @@ pub struct Norm {
     /// The nodes the norm covers (indices valid while the graph is unchanged).
     #[serde(skip)]
     pub nodes: Vec<NodeIndex>,
+}
+
+impl Norm {
+    /// The value the norm normalizes, when the graph holds it: a plain norm's input, the sum a fused Skip or
+    /// Embed op writes out. `None` when only the fused op sees that sum.
+    pub fn normalized(&self) -> Option<ValueId> {
+        if self.skip.is_some() || self.embedding {
+            self.sum
+        } else {
+            Some(self.input)
+        }
+    }
+
+    /// The norm's op also computes the residual sum it normalizes (onnxruntime's Skip ops).
+    pub fn takes_sum(&self) -> bool {
+        self.skip.is_some()
+    }
 }
 
 /// Every norm in the graph, in the order of the node that produces its output.
@@ -136,21 +164,146 @@ fn rank(facts: &Facts, v: ValueId) -> Option<usize> {
     facts.rank(v)
 }
 
+/// Where a fused norm op keeps its operands and results. The one table of these slots: analysis reads fused
+/// norms with it, `unfuse-norms` expands them with it, and the fusions write them with it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FusedSlots {
+    pub op_type: &'static str,
+    /// The domain the op is written in (`""`: the default domain).
+    pub domain: &'static str,
+    pub kind: NormKind,
+    /// Input slot of the second summand (Skip ops normalize `input + skip + bias`).
+    pub skip: Option<usize>,
+    pub scale: usize,
+    pub shift: Option<usize>,
+    /// Input slot of a Skip op's bias, added to the sum.
+    pub bias: Option<usize>,
+    /// Output slot of the sum the op normalizes, when it can write it (Skip ops: `input + skip + bias`).
+    pub sum: Option<usize>,
+    /// Output slots of the statistics (mean, inverse standard deviation), which an expansion cannot provide.
+    pub statistics: &'static [usize],
+    /// Whether the op takes an `axis` attribute (the Skip ops always normalize the last axis).
+    pub has_axis: bool,
+    /// ε when the op does not write one: onnxruntime's Skip ops default to 1e-12, the others to 1e-5.
+    pub default_epsilon: f32,
+    /// Default-domain opset the op needs (0: none).
+    pub opset: i64,
+}
+
+pub const LAYER_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "LayerNormalization",
+    domain: "",
+    kind: NormKind::LayerNorm,
+    skip: None,
+    scale: 1,
+    shift: Some(2),
+    bias: None,
+    sum: None,
+    statistics: &[1, 2],
+    has_axis: true,
+    default_epsilon: 1e-5,
+    opset: 17,
+};
+
+pub const RMS_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "RMSNormalization",
+    domain: "",
+    kind: NormKind::RmsNorm,
+    shift: None,
+    statistics: &[],
+    opset: 23,
+    ..LAYER_NORMALIZATION
+};
+
+/// onnxruntime's RMSNorm. onnxruntime registers it in the default domain (genai's builder writes it there);
+/// older tools write `com.microsoft`: any domain is read as this op.
+pub const SIMPLIFIED_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "SimplifiedLayerNormalization",
+    domain: "com.microsoft",
+    statistics: &[1],
+    opset: 0,
+    ..RMS_NORMALIZATION
+};
+
+pub const SKIP_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "SkipLayerNormalization",
+    domain: "com.microsoft",
+    kind: NormKind::LayerNorm,
+    skip: Some(1),
+    scale: 2,
+    shift: Some(3),
+    bias: Some(4),
+    sum: Some(3),
+    statistics: &[1, 2],
+    has_axis: false,
+    default_epsilon: 1e-12,
+    opset: 0,
+};
+
+pub const SKIP_SIMPLIFIED_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "SkipSimplifiedLayerNormalization",
+    kind: NormKind::RmsNorm,
+    shift: None,
+    bias: Some(3),
+    ..SKIP_LAYER_NORMALIZATION
+};
+
+/// onnxruntime's embedding layer: `LayerNorm(word[ids] + position[pos] + segment[seg])`, with a mask index.
+pub mod embed_slots {
+    pub const OP_TYPE: &str = "EmbedLayerNormalization";
+    pub const INPUT_IDS: usize = 0;
+    pub const SEGMENT_IDS: usize = 1;
+    pub const WORD_EMBEDDING: usize = 2;
+    pub const POSITION_EMBEDDING: usize = 3;
+    pub const SEGMENT_EMBEDDING: usize = 4;
+    pub const GAMMA: usize = 5;
+    pub const BETA: usize = 6;
+    pub const MASK: usize = 7;
+    pub const POSITION_IDS: usize = 8;
+    /// Outputs: the normalized embedding, the mask index (per-row count of ones), the sum before the norm.
+    pub const MASK_INDEX: usize = 1;
+    pub const EMBEDDING_SUM: usize = 2;
+    pub const DEFAULT_EPSILON: f32 = 1e-12;
+}
+
+const FUSED_NORMS: [FusedSlots; 5] = [
+    LAYER_NORMALIZATION,
+    RMS_NORMALIZATION,
+    SIMPLIFIED_LAYER_NORMALIZATION,
+    SKIP_LAYER_NORMALIZATION,
+    SKIP_SIMPLIFIED_LAYER_NORMALIZATION,
+];
+
+impl FusedSlots {
+    /// The slots of `op`, if it is one of the fused norms (not `EmbedLayerNormalization`, which is its own form).
+    pub fn of(op: &Op) -> Option<&'static FusedSlots> {
+        FUSED_NORMS.iter().find(|f| {
+            f.op_type == op.op_type()
+                && (f.domain == op.domain() || f.op_type == "SimplifiedLayerNormalization")
+        })
+    }
+
+    /// The op a norm of `kind` becomes when fused, with or without its residual sum taken in: the standard
+    /// ops for a plain norm, onnxruntime's Skip ops for a sum and its norm.
+    pub fn for_fusion(kind: NormKind, skip: bool) -> &'static FusedSlots {
+        match (kind, skip) {
+            (NormKind::LayerNorm, false) => &LAYER_NORMALIZATION,
+            (NormKind::RmsNorm, false) => &RMS_NORMALIZATION,
+            (NormKind::LayerNorm, true) => &SKIP_LAYER_NORMALIZATION,
+            (NormKind::RmsNorm, true) => &SKIP_SIMPLIFIED_LAYER_NORMALIZATION,
+        }
+    }
+}
+
 fn fused(ix: &GraphIndex, facts: &Facts, n: NodeIndex) -> Option<Norm> {
     let op = ix.graph.graph[n].op()?;
+    if op.op_type() == embed_slots::OP_TYPE && op.domain() == "com.microsoft" {
+        return embed_layernorm(ix, n, op);
+    }
+    let slots = FusedSlots::of(op)?;
     let inputs = ix.inputs(n);
     let at = |i: usize| inputs.get(i).copied().flatten();
-    // `at` is only called once the op type matched; the match itself costs no lookup.
-    let (kind, skip, scale_slot, shift_slot) = match (op.domain(), op.op_type()) {
-        ("", "LayerNormalization") => (NormKind::LayerNorm, None, 1, Some(2)),
-        ("", "RMSNormalization") => (NormKind::RmsNorm, None, 1, None),
-        ("com.microsoft", "SimplifiedLayerNormalization") => (NormKind::RmsNorm, None, 1, None),
-        ("com.microsoft", "SkipLayerNormalization") => (NormKind::LayerNorm, at(1), 2, Some(3)),
-        ("com.microsoft", "SkipSimplifiedLayerNormalization") => {
-            (NormKind::RmsNorm, at(1), 2, None)
-        }
-        _ => return None,
-    };
+    let outputs = &ix.graph.graph[n].outputs;
     let input = at(0)?;
     let axis = attr_i(op, "axis", -1);
     let axis = match rank(facts, input) {
@@ -164,15 +317,47 @@ fn fused(ix: &GraphIndex, facts: &Facts, n: NodeIndex) -> Option<Norm> {
         })
     };
     Some(Norm {
-        kind,
+        kind: slots.kind,
         form: NormForm::Fused,
         input,
-        skip,
+        skip: slots.skip.and_then(at),
+        bias: slots.bias.and_then(at),
+        sum: slots.sum.and_then(|s| outputs.get(s).copied().flatten()),
+        embedding: false,
         output: ix.output(n)?,
         axis,
-        epsilon: tidy_epsilon(attr_f(op, "epsilon", 1e-5)),
-        scale: param(scale_slot),
-        shift: shift_slot.and_then(param),
+        epsilon: tidy_epsilon(attr_f(op, "epsilon", slots.default_epsilon)),
+        scale: param(slots.scale),
+        shift: slots.shift.and_then(param),
+        nodes: vec![n],
+    })
+}
+
+/// `EmbedLayerNormalization`: the embedding sum and the embedding norm in one op.
+fn embed_layernorm(ix: &GraphIndex, n: NodeIndex, op: &Op) -> Option<Norm> {
+    use embed_slots as e;
+    let inputs = ix.inputs(n);
+    let at = |i: usize| inputs.get(i).copied().flatten();
+    let param = |slot: usize| {
+        at(slot).map(|value| Param {
+            value,
+            plus_one: false,
+        })
+    };
+    let outputs = &ix.graph.graph[n].outputs;
+    Some(Norm {
+        kind: NormKind::LayerNorm,
+        form: NormForm::Fused,
+        input: at(e::INPUT_IDS)?,
+        skip: None,
+        bias: None,
+        sum: outputs.get(e::EMBEDDING_SUM).copied().flatten(),
+        embedding: true,
+        output: ix.output(n)?,
+        axis: -1,
+        epsilon: tidy_epsilon(attr_f(op, "epsilon", e::DEFAULT_EPSILON)),
+        scale: param(e::GAMMA),
+        shift: param(e::BETA),
         nodes: vec![n],
     })
 }
@@ -401,6 +586,9 @@ impl<'a, 'g> Match<'a, 'g> {
             form: NormForm::Decomposed,
             input,
             skip: None,
+            bias: None,
+            sum: None,
+            embedding: false,
             output,
             axis,
             epsilon,

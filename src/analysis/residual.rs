@@ -23,7 +23,7 @@ use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
 use super::constants::scalar;
-use super::norms::{Norm, find_norms};
+use super::norms::{FusedSlots, Norm, NormKind, embed_slots, find_norms};
 use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
 
@@ -84,9 +84,13 @@ pub struct ResidualUnit {
     pub skip_scale: Option<f64>,
     /// The stream entering the unit.
     pub stream_in: ValueId,
-    /// The residual sum.
-    pub sum: ValueId,
+    /// The residual sum; `None` when it exists only inside a fused Skip op (a Post-LN model's
+    /// `SkipLayerNormalization` that does not write its sum out).
+    pub sum: Option<ValueId>,
+    /// The node computing the sum: an `Add`, or a Skip op that also normalizes it.
     pub add: NodeIndex,
+    /// The norm computed by the same fused op as the sum (index into [`Analysis::norms`]).
+    pub fused_norm: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -101,11 +105,20 @@ pub struct NormInfo {
     pub scale_plus_one: bool,
 }
 
+/// The kind of the model's norms taken together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormSummary {
+    LayerNorm,
+    RmsNorm,
+    Mixed,
+    None,
+}
+spelled!(NormSummary { LayerNorm => "layernorm", RmsNorm => "rmsnorm", Mixed => "mixed", None => "none" });
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Analysis {
     pub placement: Placement,
-    /// `layernorm`, `rmsnorm`, `mixed` or `none`.
-    pub norm: String,
+    pub norm: NormSummary,
     pub parallel: bool,
     pub embedding_norm: bool,
     pub final_norm: bool,
@@ -171,13 +184,42 @@ fn units_json<S: serde::Serializer>(units: &[ResidualUnit], s: S) -> Result<S::O
     serde::Serialize::serialize(&list, s)
 }
 
+/// Ops that apply a learned linear map: what makes an `Add` a residual unit rather than a bias or a mask.
+/// Quantized and onnxruntime-fused forms count, and so do fused attention ops (their projections are inside).
 const LINEAR: &[&str] = &[
     "MatMul",
     "Gemm",
     "Conv",
+    "ConvTranspose",
     "MatMulInteger",
     "QLinearMatMul",
-    "ConvTranspose",
+    "QLinearConv",
+    "MatMulNBits",
+    "MatMulBnb4",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+    "FusedMatMul",
+    "FusedGemm",
+    "GemmFastGelu",
+    "Attention",
+    "QAttention",
+];
+/// Ops that are (or contain) attention: a softmax over scores, or a fused attention op of ONNX (opset 23) or
+/// onnxruntime.
+const ATTENTION: &[&str] = &[
+    "Softmax",
+    "Attention",
+    "MultiHeadAttention",
+    "GroupQueryAttention",
+    "PackedAttention",
+    "PackedMultiHeadAttention",
+    "DecoderMaskedMultiHeadAttention",
+    "DecoderMaskedSelfAttention",
+    "SparseAttention",
+    "QAttention",
+    "LongformerAttention",
+    "PagedAttention",
 ];
 const ACTIVATIONS: &[&str] = &[
     "Erf",
@@ -195,6 +237,10 @@ const ACTIVATIONS: &[&str] = &[
     "FastGelu",
     "BiasGelu",
     "QuickGelu",
+    "GemmFastGelu",
+    "BiasSplitGelu",
+    "BiasFastGelu",
+    "Swish",
 ];
 
 /// Position of a value's producer in export order (0 for inputs and initializers).
@@ -215,6 +261,10 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<Vec<NodeIndex>> {
     let slot = |n: NodeIndex| ix.position(n).checked_sub(lo + 1).filter(|&s| s < hi - lo);
     let mut forward = vec![false; hi - lo];
     let mut stack: Vec<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
+    // A Skip op's sum and its normalized output are one computation: what reads the norm reads the sum.
+    if let Some(normalized) = skip_norm_of_sum(ix, a) {
+        stack.extend(ix.consumers(normalized).iter().map(|(n, _)| *n));
+    }
     while let Some(n) = stack.pop() {
         let Some(s) = slot(n) else { continue };
         if std::mem::replace(&mut forward[s], true) {
@@ -246,6 +296,19 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<Vec<NodeIndex>> {
         stack.extend(g.edges_directed(n, Direction::Incoming).map(|e| e.source()));
     }
     Some(on_path)
+}
+
+/// The normalized output of the fused op whose sum output is `v` (a Skip op's fourth output,
+/// `EmbedLayerNormalization`'s third), if `v` is one.
+fn skip_norm_of_sum(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
+    let (n, slot) = ix.producer(v)?;
+    let op = ix.graph.graph[n].op()?;
+    let sum_slot = match FusedSlots::of(op) {
+        Some(f) => f.sum,
+        None if op.op_type() == embed_slots::OP_TYPE => Some(embed_slots::EMBEDDING_SUM),
+        None => None,
+    };
+    (sum_slot == Some(slot)).then(|| ix.output(n)).flatten()
 }
 
 /// Whether `v` is a constant, without reading it: an initializer that is not a graph input, or a `Constant`.
@@ -306,18 +369,32 @@ struct Candidate {
     add: NodeIndex,
     x: ValueId,
     skip_scale: Option<f64>,
-    sum: ValueId,
+    sum: Option<ValueId>,
     branches: Vec<(ValueId, Vec<NodeIndex>)>,
 }
 
-fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
-    let op = ix.graph.graph[add].op()?;
-    if op.op_type() != "Add" || !op.domain().is_empty() {
-        return None;
+/// The two summands of a node that computes a sum, and the sum when the graph holds it: an `Add`, or a Skip
+/// norm op (`input + skip`, its bias aside; the sum is its optional fourth output).
+fn summands(ix: &GraphIndex, n: NodeIndex) -> Option<(ValueId, ValueId, Option<ValueId>)> {
+    let op = ix.graph.graph[n].op()?;
+    let inputs = ix.inputs(n);
+    if op.op_type() == "Add" && op.domain().is_empty() {
+        let [Some(p), Some(q)] = inputs[..] else {
+            return None;
+        };
+        return Some((p, q, ix.output(n)));
     }
-    let [Some(p), Some(q)] = ix.inputs(add)[..] else {
-        return None;
-    };
+    let slots = FusedSlots::of(op)?;
+    let p = inputs.first().copied().flatten()?;
+    let q = inputs.get(slots.skip?).copied().flatten()?;
+    let sum = slots
+        .sum
+        .and_then(|s| ix.graph.graph[n].outputs.get(s).copied().flatten());
+    Some((p, q, sum))
+}
+
+fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
+    let (p, q, sum) = summands(ix, add)?;
     let (early, late) = if value_position(ix, p) <= value_position(ix, q) {
         (p, q)
     } else {
@@ -331,7 +408,14 @@ fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
         }
         between(ix, x, late).filter(|w| has_op(ix, w, LINEAR))
     };
-    let (x, skip_scale, window) = match with_linear(early) {
+    // The skip may reach the stream through shape-only ops that the branch does not share (a Pre-LN OPT
+    // reshapes the raw sum for its skip, and the norm's output for its MLP): the branch then depends on the
+    // stream before them.
+    let through_shape = || {
+        let before = origin(ix, early);
+        (before != early).then(|| with_linear(before)).flatten()
+    };
+    let (x, skip_scale, window) = match with_linear(early).or_else(through_shape) {
         Some(window) => (early, None, window),
         None => match unscaled(ix, early) {
             (x, Some(alpha)) => (x, Some(alpha), with_linear(x)?),
@@ -344,7 +428,7 @@ fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
         add,
         x,
         skip_scale,
-        sum: ix.output(add)?,
+        sum,
         branches,
     })
 }
@@ -362,13 +446,19 @@ fn spine(ix: &GraphIndex, norms: &[Norm]) -> Vec<Candidate> {
         let mut v = unit.x;
         chain.push(unit);
         current = loop {
-            // A decomposed norm ends in the Add of its shift: look for norms before Adds.
+            // A decomposed norm ends in the Add of its shift: look for norms before Adds. A Skip op is the
+            // previous unit's sum and its norm at once.
             if let Some(norm) = norm_by_output.get(&v) {
+                if norm.takes_sum() {
+                    break candidate(ix, norm.nodes[0]);
+                }
                 v = norm.input;
                 continue;
             }
-            if let Some((add, _)) = ix.produced_by(v, "Add") {
-                break candidate(ix, add);
+            if let Some((n, _)) = ix.producer(v)
+                && summands(ix, n).is_some()
+            {
+                break candidate(ix, n);
             }
             match shape_only_input(ix, v) {
                 Some(input) => v = input,
@@ -400,15 +490,50 @@ fn shape_only_input(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
 }
 
 /// The value `v` carries, before any shape-only ops (OPT flattens the stream to 2-D between sublayers).
-fn origin(ix: &GraphIndex, mut v: ValueId) -> ValueId {
+pub fn origin(ix: &GraphIndex, mut v: ValueId) -> ValueId {
     while let Some(input) = shape_only_input(ix, v) {
         v = input;
     }
     v
 }
 
+/// The shape-only ops that lead from [`origin`]`(v)` to `v`, nearest to `v` first.
+pub fn shape_steps(ix: &GraphIndex, mut v: ValueId) -> Vec<NodeIndex> {
+    let mut steps = Vec::new();
+    while let Some(input) = shape_only_input(ix, v) {
+        if let Some((n, _)) = ix.producer(v) {
+            steps.push(n);
+        }
+        v = input;
+    }
+    steps
+}
+
+/// What an affine projection `x·W (+ b)` with constant `W` and `b` reads (before shape-only ops), if `v` is
+/// the output of one.
+fn projected_from(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
+    let mut v = v;
+    if let Some((add, _)) = ix.produced_by(v, "Add")
+        && let [Some(p), Some(q)] = ix.inputs(add)[..]
+    {
+        v = match (is_constant(ix, p), is_constant(ix, q)) {
+            (false, true) => p,
+            (true, false) => q,
+            _ => return None,
+        };
+    }
+    let (n, op) = ix.producer_op(origin(ix, v))?;
+    let inputs = ix.inputs(n);
+    let weight = inputs.get(1).copied().flatten()?;
+    let linear = op.domain().is_empty() && matches!(op.op_type(), "MatMul" | "Gemm");
+    (linear && is_constant(ix, weight))
+        .then(|| inputs.first().copied().flatten())
+        .flatten()
+        .map(|x| origin(ix, x))
+}
+
 fn branch_kind(ix: &GraphIndex, window: &[NodeIndex]) -> BranchKind {
-    if has_op(ix, window, &["Softmax"]) {
+    if has_op(ix, window, ATTENTION) {
         BranchKind::Attention
     } else if has_op(ix, window, ACTIVATIONS) {
         BranchKind::Mlp
@@ -443,15 +568,19 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
         .enumerate()
         .flat_map(|(i, m)| m.nodes.iter().map(move |&n| (n, i)))
         .collect();
-    // Norms by where their input comes from, in graph order: one lookup per unit instead of a scan of every norm.
+    // Norms by the value they normalize, in graph order: one lookup per unit instead of a scan of every norm.
     let mut norms_reading: HashMap<ValueId, Vec<usize>> = HashMap::new();
     for (i, m) in norms.iter().enumerate() {
-        norms_reading
-            .entry(origin(ix, m.input))
-            .or_default()
-            .push(i);
+        if let Some(v) = m.normalized() {
+            norms_reading.entry(origin(ix, v)).or_default().push(i);
+        }
     }
     let reading = |v: ValueId| norms_reading.get(&v).map(Vec::as_slice).unwrap_or(&[]);
+    let normalizes = |i: usize, v: ValueId| {
+        norms[i]
+            .normalized()
+            .is_some_and(|n| origin(ix, n) == origin(ix, v))
+    };
     let mut roles: Vec<Option<(Role, Option<usize>)>> = vec![None; norms.len()];
     let streams: HashSet<ValueId> = candidates.iter().map(|c| origin(ix, c.x)).collect();
 
@@ -459,18 +588,26 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     for (u, c) in candidates.iter().enumerate() {
         let mut branches = Vec::new();
         for (output, window) in &c.branches {
-            // Pre norms: read the stream, feed this branch.
-            let mut pre: Vec<usize> = window
+            let inside: HashSet<NodeIndex> = window.iter().copied().collect();
+            // Pre norms: read the stream, feed this branch. A Skip op that wrote this stream as its sum is
+            // outside the branch; its normalized output is read inside it.
+            let mut pre: Vec<usize> = reading(origin(ix, c.x))
                 .iter()
-                .filter_map(|n| norm_nodes.get(n).copied())
-                .filter(|&i| origin(ix, norms[i].input) == origin(ix, c.x))
+                .copied()
+                .filter(|&i| {
+                    norms[i].nodes.iter().any(|n| inside.contains(n))
+                        || ix
+                            .consumers(norms[i].output)
+                            .iter()
+                            .any(|(n, _)| inside.contains(n))
+                })
                 .collect();
             pre.sort_unstable();
             pre.dedup();
             let output_norm = norm_by_output
                 .get(output)
                 .copied()
-                .filter(|&i| origin(ix, norms[i].input) != origin(ix, c.x));
+                .filter(|&i| !normalizes(i, c.x) && !norms[i].takes_sum());
             for &i in &pre {
                 roles[i] = Some((Role::Pre, Some(u)));
             }
@@ -492,22 +629,32 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             stream_in: c.x,
             sum: c.sum,
             add: c.add,
+            fused_norm: norm_nodes
+                .get(&c.add)
+                .copied()
+                .filter(|&i| norms[i].takes_sum()),
         });
     }
+    // Norms of a unit's sum: the one its Skip op computes, then those reading the sum's value.
+    let sum_norms = |unit: &ResidualUnit| -> Vec<usize> {
+        let mut found: Vec<usize> = unit.fused_norm.into_iter().collect();
+        if let Some(sum) = unit.sum {
+            found.extend(reading(origin(ix, sum)).iter().copied());
+        }
+        found
+    };
     // Post norms: read a sum and become the next stream.
-    for (u, unit) in units.iter_mut().enumerate() {
-        let post = reading(unit.sum)
-            .iter()
-            .copied()
+    for u in 0..units.len() {
+        let post = sum_norms(&units[u])
+            .into_iter()
             .find(|&i| roles[i].is_none() && streams.contains(&norms[i].output));
         if let Some(i) = post {
-            unit.post_norm = Some(i);
+            units[u].post_norm = Some(i);
             roles[i] = Some((Role::Post, Some(u)));
         }
     }
     // The last unit's sum norm: post in a post model, final otherwise.
     if let Some(last) = units.len().checked_sub(1) {
-        let sum = units[last].sum;
         let others_post = units[..last]
             .iter()
             .filter(|u| u.post_norm.is_some())
@@ -517,7 +664,10 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             .branches
             .iter()
             .any(|b| !b.pre_norms.is_empty() || b.output_norm.is_some());
-        if let Some(i) = reading(sum).iter().copied().find(|&i| roles[i].is_none()) {
+        if let Some(i) = sum_norms(&units[last])
+            .into_iter()
+            .find(|&i| roles[i].is_none())
+        {
             if others_post > others_not || (last == 0 && !own_other_norms) {
                 units[last].post_norm = Some(i);
                 roles[i] = Some((Role::Post, Some(last)));
@@ -526,12 +676,19 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             }
         }
     }
-    // Embedding norm: its output is the first unit's stream.
-    if let Some(first) = units.first()
-        && let Some(&i) = norm_by_output.get(&origin(ix, first.stream_in))
-        && roles[i].is_none()
-    {
-        roles[i] = Some((Role::Embedding, None));
+    // Embedding norm: its output is the first unit's stream, or is projected into it (ALBERT, ELECTRA: the
+    // embedding is narrower than the stream, and a linear layer widens it after the norm).
+    if let Some(first) = units.first() {
+        let entry = origin(ix, first.stream_in);
+        let embedding = norm_by_output
+            .get(&entry)
+            .or_else(|| projected_from(ix, entry).and_then(|v| norm_by_output.get(&v)))
+            .copied();
+        if let Some(i) = embedding
+            && roles[i].is_none()
+        {
+            roles[i] = Some((Role::Embedding, None));
+        }
     }
     for unit in &mut units {
         let pre = unit.branches.iter().any(|b| !b.pre_norms.is_empty());
@@ -561,10 +718,11 @@ fn summarize(
         Some(_) => Placement::Mixed,
     };
     let kinds: HashSet<_> = norms.iter().map(|n| n.kind).collect();
-    let norm = match kinds.len() {
-        0 => "none".to_string(),
-        1 => norms[0].kind.as_str().to_string(),
-        _ => "mixed".to_string(),
+    let norm = match (kinds.len(), norms.first().map(|n| n.kind)) {
+        (1, Some(NormKind::LayerNorm)) => NormSummary::LayerNorm,
+        (1, Some(NormKind::RmsNorm)) => NormSummary::RmsNorm,
+        (0, _) => NormSummary::None,
+        _ => NormSummary::Mixed,
     };
     let infos: Vec<NormInfo> = norms
         .into_iter()

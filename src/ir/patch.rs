@@ -498,14 +498,35 @@ impl Graph {
             }
             resolve(current)
         };
+        // Node names stay unique: onnxruntime refuses a file with two nodes of one name, and two passes (or
+        // one pass at two sites) may well derive the same name.
+        let mut node_names: HashSet<String> = if patch.nodes.is_empty() {
+            HashSet::new()
+        } else {
+            self.graph
+                .node_weights()
+                .filter_map(|n| n.op().map(|op| op.proto.name().to_string()))
+                .collect()
+        };
         let mut added = Vec::with_capacity(patch.nodes.len());
         for (node, anchor) in patch.nodes.iter().zip(anchors) {
             self.next_inserted += 1;
+            let mut proto = node.proto.clone();
+            if let Some(hint) = proto.name.clone().filter(|n| !n.is_empty()) {
+                let mut name = hint.clone();
+                let mut k = 0;
+                while node_names.contains(&name) {
+                    k += 1;
+                    name = format!("{hint}_{k}");
+                }
+                node_names.insert(name.clone());
+                proto.name = Some(name);
+            }
             let outputs: Vec<Option<ValueId>> =
                 node.outputs.iter().map(|o| o.map(resolve)).collect();
             let index = self.graph.add_node(Node {
                 kind: NodeKind::Op(Op {
-                    proto: node.proto.clone(),
+                    proto,
                     wired: node.inputs.iter().map(Option::is_some).collect(),
                     order: OrderKey {
                         position: anchor.position,

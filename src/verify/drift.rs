@@ -33,7 +33,10 @@ pub fn probes(model: &Model) -> Vec<(usize, String)> {
         .iter()
         .enumerate()
         .filter_map(|(l, u)| {
-            let norm = a.norms.iter().find(|n| n.norm.input == u.sum)?;
+            let norm = u.fused_norm.map(|i| &a.norms[i]).or_else(|| {
+                let sum = u.sum?;
+                a.norms.iter().find(|n| n.norm.normalized() == Some(sum))
+            })?;
             Some((l, model.graph.value(norm.norm.output).name.clone()))
         })
         .collect()

@@ -185,6 +185,8 @@ fn projection_width(ix: &GraphIndex, v: ValueId, depth: usize) -> Option<i64> {
             .dims()
             .last()
             .copied(),
+        // onnxruntime's int4 MatMul keeps its output width as an attribute (the weight is packed in blocks).
+        "MatMulNBits" => op.attribute("N").map(|a| a.i()),
         "Add" if depth > 0 => inputs
             .iter()
             .flatten()

@@ -1,0 +1,273 @@
+//! The graphs runtimes' own tools write: `models/wild` holds exports made by onnxruntime's transformers
+//! optimizer, onnxruntime-genai's builder, torch at opset 23, and families beyond the corpus (ALBERT, ELECTRA,
+//! OPT-post, DINOv2's LayerScale), with what each is by construction in `expected.json`.
+//!
+//! Two rules: analysis finds the architecture in every one of them, and **every exact pass keeps the
+//! analysis** — `analyze(P(M))` reports the placement, units, branches and norms of `analyze(M)` — on every
+//! fixture, for both targets. `NORMSHIFT_MODEL_DIRS` (folders of model folders, `:`-separated) adds more models
+//! to the second rule; `.ci/run` points it at `../shared/corpus` and `../shared/wild`.
+
+use std::path::{Path, PathBuf};
+
+use normshift::analysis::{Analysis, NormSummary, analyze};
+use normshift::ir::index::GraphIndex;
+use normshift::passes::{PassClass, PassContext, PassError, Target, catalogue, run_one};
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// The model folders directly inside `dir` (those holding a `model.onnx`), sorted.
+fn model_folders(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("model.onnx").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+fn analysis_of(model: &normshift::Model) -> Analysis {
+    analyze(&GraphIndex::new(&model.graph))
+}
+
+/// What the invariant compares: everything analysis says about structure, nothing about how a norm is written.
+#[derive(Debug, PartialEq)]
+struct Structure {
+    placement: String,
+    norm: String,
+    parallel: bool,
+    embedding_norm: bool,
+    final_norm: bool,
+    /// Per unit: placement, branch kinds, (norm index, role) as the JSON report lists them, skip scale.
+    units: Vec<(String, Vec<String>, Vec<String>, Option<String>)>,
+    /// Per norm, in graph order: kind, role, unit, first axis, ε (as f32, the precision files store).
+    norms: Vec<(String, String, Option<usize>, i64, String)>,
+}
+
+fn structure(a: &Analysis, kinds: bool) -> Structure {
+    let json = serde_json::to_value(a).expect("analysis serializes");
+    let units = json["residual_units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|u| {
+            let strings = |key: &str| -> Vec<String> {
+                u[key]
+                    .as_array()
+                    .map(|v| v.iter().map(|x| x.to_string()).collect())
+                    .unwrap_or_default()
+            };
+            (
+                u["placement"].to_string(),
+                strings("branches"),
+                strings("norms"),
+                u.get("skip_scale").map(|s| s.to_string()),
+            )
+        })
+        .collect();
+    let kind = |k: String| if kinds { k } else { "-".to_string() };
+    Structure {
+        placement: a.placement.to_string(),
+        norm: kind(a.norm.to_string()),
+        parallel: a.parallel,
+        embedding_norm: a.embedding_norm,
+        final_norm: a.final_norm,
+        units,
+        norms: a
+            .norms
+            .iter()
+            .map(|n| {
+                (
+                    kind(n.norm.kind.to_string()),
+                    n.role.to_string(),
+                    n.unit,
+                    n.norm.axis,
+                    format!("{:e}", n.norm.epsilon as f32),
+                )
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn models_written_by_runtime_tools_analyse_as_their_architecture() {
+    let dir = models_dir().join("wild");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("expected.json")).expect("models/wild/expected.json"),
+    )
+    .expect("expected.json is JSON");
+    let folders = model_folders(&dir);
+    assert!(folders.len() >= 10, "the wild fixtures are missing");
+    let mut wrong = Vec::new();
+    for folder in folders {
+        let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+        let want = &expected[&name];
+        assert!(want.is_object(), "{name} has no entry in expected.json");
+        let model = normshift::io::load(&folder.join("model.onnx")).expect("loads");
+        let a = analysis_of(&model);
+        let internal = a
+            .norms
+            .iter()
+            .filter(|n| n.role.as_str() == "internal")
+            .count();
+        let branches: Vec<&str> = a
+            .residual_units
+            .iter()
+            .flat_map(|u| u.branches.iter().map(|b| b.kind.as_str()))
+            .collect();
+        let found = serde_json::json!({
+            "placement": a.placement.as_str(),
+            "norm": a.norm.as_str(),
+            "units": a.unit_count,
+            "parallel": a.parallel,
+            "embedding_norm": a.embedding_norm,
+            "final_norm": a.final_norm,
+            "norms": a.norm_count,
+            "internal": internal,
+            "branches": branches,
+        });
+        for key in [
+            "placement",
+            "norm",
+            "units",
+            "parallel",
+            "embedding_norm",
+            "final_norm",
+            "norms",
+            "internal",
+            "branches",
+        ] {
+            if found[key] != want[key] {
+                wrong.push(format!(
+                    "{name}: {key} is {}, the architecture has {}",
+                    found[key], want[key]
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Runs every exact pass, for both targets, on every model in `folders` and returns what broke the rule.
+fn invariant_violations(folders: &[PathBuf]) -> (Vec<String>, usize) {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for folder in folders {
+        let Ok(model) = normshift::io::load(&folder.join("model.onnx")) else {
+            continue;
+        };
+        let before = analysis_of(&model);
+        for pass in catalogue().iter().filter(|p| p.class() == PassClass::Exact) {
+            // The one exact pass whose purpose is to change a norm's kind.
+            let kinds = pass.name() != "layernorm-to-rmsnorm";
+            for target in [Target::Onnx, Target::Ort] {
+                let cx = PassContext {
+                    target,
+                    ..Default::default()
+                };
+                let mut after = model.clone();
+                let label = format!("{} {} --target {target:?}", folder.display(), pass.name());
+                match run_one(&mut after, pass.as_ref(), &cx) {
+                    Ok(_) => {}
+                    Err(PassError::Refused { .. }) => continue,
+                    Err(e) => {
+                        broken.push(format!("{label}: {e}"));
+                        continue;
+                    }
+                }
+                checked += 1;
+                let (want, got) = (
+                    structure(&before, kinds),
+                    structure(&analysis_of(&after), kinds),
+                );
+                if want != got {
+                    broken.push(format!(
+                        "{label}: analysis changed\n  before {want:?}\n  after  {got:?}"
+                    ));
+                }
+            }
+        }
+    }
+    (broken, checked)
+}
+
+#[test]
+fn every_exact_pass_keeps_the_analysis_of_every_fixture() {
+    let mut folders = model_folders(&models_dir());
+    folders.extend(model_folders(&models_dir().join("wild")));
+    let (broken, checked) = invariant_violations(&folders);
+    assert!(checked > 300, "only {checked} pass runs were checked");
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// The same rule on the models `NORMSHIFT_MODEL_DIRS` names (the corpus, in CI); without it there is nothing to
+/// check and the test says so.
+#[test]
+fn every_exact_pass_keeps_the_analysis_of_the_named_model_dirs() {
+    let Ok(dirs) = std::env::var("NORMSHIFT_MODEL_DIRS") else {
+        eprintln!(
+            "SKIPPED every_exact_pass_keeps_the_analysis_of_the_named_model_dirs: NORMSHIFT_MODEL_DIRS is not set"
+        );
+        return;
+    };
+    let folders: Vec<PathBuf> = dirs
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .flat_map(|d| model_folders(Path::new(d)))
+        .collect();
+    assert!(
+        !folders.is_empty(),
+        "NORMSHIFT_MODEL_DIRS names no model folders"
+    );
+    let (broken, checked) = invariant_violations(&folders);
+    println!(
+        "{checked} pass runs on {} models kept the analysis",
+        folders.len()
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn fused_and_unfused_forms_read_alike() {
+    // onnxruntime's optimizer output, unfused, is the same architecture with Adds and decomposed norms.
+    let model = normshift::io::load(&models_dir().join("wild/bert.ortopt/model.onnx")).unwrap();
+    let a = analysis_of(&model);
+    assert_eq!(a.norm, NormSummary::LayerNorm);
+    assert!(
+        a.residual_units
+            .iter()
+            .all(|u| u.fused_norm.is_some() && u.sum.is_none())
+    );
+    let embedding = a
+        .norms
+        .iter()
+        .find(|n| n.role.as_str() == "embedding")
+        .unwrap();
+    assert!(
+        embedding.norm.embedding,
+        "the embedding norm is EmbedLayerNormalization's"
+    );
+}
+
+#[test]
+fn a_fused_norm_without_epsilon_has_its_ops_default() {
+    // onnxruntime's Skip and Embed norms default to 1e-12, not LayerNormalization's 1e-5.
+    let mut model = normshift::io::load(&models_dir().join("wild/bert.ortopt/model.onnx")).unwrap();
+    let nodes: Vec<_> = model.graph.graph.node_indices().collect();
+    for n in nodes {
+        if let normshift::ir::NodeKind::Op(op) = &mut model.graph.graph[n].kind {
+            op.proto.attribute.retain(|a| a.name() != "epsilon");
+        }
+    }
+    let a = analysis_of(&model);
+    assert_eq!(a.norms.len(), 5);
+    for n in &a.norms {
+        assert_eq!(n.norm.epsilon, 1e-12, "{:?}", n.role);
+    }
+}
