@@ -25,7 +25,7 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target, upgrade_opset};
 use crate::analysis::constants::constant;
 use crate::analysis::facts::Facts;
-use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze};
+use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
@@ -69,7 +69,21 @@ pub(super) fn plan(
         };
         // With `--target ort`, a norm of a residual sum takes the sum's Add in, or says why it does not.
         let skip_add = match sums.get(&norm.input).copied() {
-            None => None,
+            None => {
+                // The sum reached through a Cast or a Reshape: said, as the Skip ops take the sum itself.
+                let before = origin(&ix, norm.input);
+                if before != norm.input && sums.contains_key(&before) {
+                    let step = ix
+                        .producer(norm.input)
+                        .map(|(n, _)| model.graph.node_label(n))
+                        .unwrap_or_default();
+                    patch.note(format!(
+                        "`{label}` reads a residual sum through {step}, and the Skip ops take the sum \
+                         itself: no Skip op for it"
+                    ));
+                }
+                None
+            }
             Some(add) if taken_adds.contains(&add) => {
                 patch.note(format!(
                     "`{label}` reads a residual sum that another norm's Skip op takes in: no Skip op for it"

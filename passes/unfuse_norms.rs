@@ -6,7 +6,7 @@
 //!   from 18):
 //!
 //!   ```text
-//!   [s = Add(x, skip) (+ bias)]                                   Skip* ops; s takes the op's sum output
+//!   [s = Add(Add(x, bias), skip)]                                 Skip* ops; s takes the op's sum output
 //!   LayerNorm  m = ReduceMean(x)  d = Sub(x, m)  v = ReduceMean(Mul(d, d))  y = Div(d, Sqrt(Add(v, ε)))·γ + β
 //!   RMSNorm                                       v = ReduceMean(Mul(x, x))  y = Div(x, Sqrt(Add(v, ε)))·γ
 //!   ```
@@ -149,21 +149,19 @@ impl Unfuse<'_, '_> {
                 let x0 = input(Some(0)).ok_or("its input is empty")?;
                 let mut x: ValueRef = x0.into();
                 if let Some(skip) = input(f.skip) {
-                    let bias = input(f.bias);
-                    let sum: ValueRef = match (sum_out, bias) {
-                        (Some(s), None) => s.into(),
-                        _ => b.patch.value(name("sum")),
-                    };
-                    b.op("Add", name("SkipAdd"), vec![], vec![x, skip.into()], sum);
-                    x = sum;
-                    if let Some(bias) = bias {
-                        let biased: ValueRef = match sum_out {
-                            Some(s) => s.into(),
-                            None => b.patch.value(name("biased")),
-                        };
+                    // `input + bias` first, then the skip: the branch's biased output plus the stream, as
+                    // exporters write a residual unit (and as analysis reads one).
+                    if let Some(bias) = input(f.bias) {
+                        let biased = b.patch.value(name("biased"));
                         b.op("Add", name("BiasAdd"), vec![], vec![x, bias.into()], biased);
                         x = biased;
                     }
+                    let sum: ValueRef = match sum_out {
+                        Some(s) => s.into(),
+                        None => b.patch.value(name("sum")),
+                    };
+                    b.op("Add", name("SkipAdd"), vec![], vec![x, skip.into()], sum);
+                    x = sum;
                 }
                 (x, x0)
             }
@@ -189,7 +187,19 @@ impl Unfuse<'_, '_> {
             }
         };
         let axes: Vec<i64> = (first_axis..0).collect();
-        let x_type = self.facts.elem_type(x0);
+        // The Skip ops and LayerNormalization type their summands and parameters alike: any of them says it.
+        let same_typed: &[Option<usize>] = match self.form {
+            Fused::Norm(f) if f.skip.is_some() || f.op_type == "LayerNormalization" => {
+                &[f.skip, Some(f.scale), f.shift, f.bias]
+            }
+            _ => &[],
+        };
+        let x_type = self.facts.elem_type(x0).or_else(|| {
+            same_typed
+                .iter()
+                .filter_map(|&slot| input(slot))
+                .find_map(|v| self.facts.elem_type(v))
+        });
         // The fused ops compute statistics in float32 by default (`stash_type = 1`).
         let stash_f32 = attr_i("stash_type", 1) == 1;
         let float = DataType::Float as i32;

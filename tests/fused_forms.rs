@@ -271,3 +271,130 @@ fn a_fused_norm_without_epsilon_has_its_ops_default() {
         assert_eq!(n.norm.epsilon, 1e-12, "{:?}", n.role);
     }
 }
+
+fn wild(name: &str) -> normshift::Model {
+    normshift::io::load(&models_dir().join("wild").join(name).join("model.onnx")).unwrap()
+}
+
+fn run(model: &mut normshift::Model, pass: &str, target: Target) -> normshift::passes::PassRun {
+    let pass = normshift::passes::by_name(pass).unwrap();
+    let cx = PassContext {
+        target,
+        ..Default::default()
+    };
+    run_one(model, pass.as_ref(), &cx).unwrap()
+}
+
+#[test]
+fn unfusing_onnxruntime_output_keeps_node_names_unique() {
+    for name in ["bert.ortopt", "gpt2.ortopt", "llama.genai_fp32"] {
+        let mut model = wild(name);
+        let run = run(&mut model, "unfuse-norms", Target::Onnx);
+        assert_eq!(run.changes, 5, "{name}: every fused norm is expanded");
+        let mut names: Vec<String> = model
+            .graph
+            .graph
+            .node_weights()
+            .filter_map(|n| n.op().map(|op| op.proto.name().to_string()))
+            .filter(|n| !n.is_empty())
+            .collect();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count, "{name}: two nodes share a name");
+        let ops: Vec<String> = model
+            .graph
+            .graph
+            .node_weights()
+            .filter_map(|n| n.op().map(|op| op.op_type().to_string()))
+            .collect();
+        assert!(
+            !ops.iter().any(|o| o.contains("LayerNormalization")),
+            "{name}: a fused norm is left"
+        );
+    }
+}
+
+#[test]
+fn placement_rewrites_work_on_fused_and_reshaped_streams() {
+    // onnxruntime's Post-LN BERT (Skip ops that do not write their sums, the embedding in one op) and OPT-post
+    // (the stream flattened to 2-D around each MLP): post-to-pre moves every skip, pre-to-post moves it back.
+    for name in ["bert.ortopt", "opt_post.legacy17"] {
+        let original = wild(name);
+        let mut model = original.clone();
+        let forward = run(&mut model, "post-to-pre", Target::Onnx);
+        let pre = analysis_of(&model);
+        assert!(
+            pre.residual_units
+                .iter()
+                .skip(1)
+                .all(|u| u.placement.as_str() == "pre"),
+            "{name}: {:?}",
+            pre.residual_units
+                .iter()
+                .map(|u| u.placement)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(pre.unit_count, 4, "{name}");
+        let back = run(&mut model, "pre-to-post", Target::Onnx);
+        assert_eq!(forward.changes, back.changes, "{name}");
+        assert_eq!(
+            structure(&analysis_of(&model), true),
+            structure(&analysis_of(&original), true),
+            "{name}: pre-to-post gives the Post-LN model back"
+        );
+    }
+}
+
+#[test]
+fn layerscale_folds_into_the_projection_for_pre_rmsnorm() {
+    let mut model = wild("dinov2.legacy17");
+    let run = run(&mut model, "layernorm-to-rmsnorm", Target::Onnx);
+    assert!(run.changes > 0);
+    let a = analysis_of(&model);
+    assert_eq!(
+        (a.placement.as_str(), a.norm.as_str(), a.unit_count),
+        ("pre", "rmsnorm", 4)
+    );
+    // No per-channel Mul is left between a branch and the stream.
+    for u in &a.residual_units {
+        let ix = GraphIndex::new(&model.graph);
+        for b in &u.branches {
+            assert!(ix.produced_by(b.output, "Mul").is_none());
+        }
+    }
+}
+
+#[test]
+fn every_norm_of_a_residual_sum_gets_a_skip_op_or_a_reason() {
+    // Units 1..3 read the previous unit's sum through their pre norm and the final norm reads the last one:
+    // four norms of a residual sum in each model. The fixture's ranks are declared, so all four become Skip
+    // ops; DINOv2's stream passes a bicubic Resize whose rank is not derived, and each norm says so.
+    let fixture = normshift::io::load(&models_dir().join("gpt2_pre.opset17/model.onnx")).unwrap();
+    for (name, mut model, want_skip_ops) in [
+        ("gpt2_pre.opset17", fixture, 4),
+        ("dinov2.legacy17", wild("dinov2.legacy17"), 0),
+    ] {
+        let run = run(&mut model, "fuse-layernorm", Target::Ort);
+        let skip_ops = model
+            .graph
+            .graph
+            .node_weights()
+            .filter(|n| {
+                n.op()
+                    .is_some_and(|op| op.op_type() == "SkipLayerNormalization")
+            })
+            .count();
+        let noted = run
+            .notes
+            .iter()
+            .filter(|n| n.contains("residual sum"))
+            .count();
+        assert_eq!(
+            (skip_ops, skip_ops + noted),
+            (want_skip_ops, 4),
+            "{name}: {:?}",
+            run.notes
+        );
+    }
+}

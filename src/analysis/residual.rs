@@ -509,6 +509,28 @@ pub fn shape_steps(ix: &GraphIndex, mut v: ValueId) -> Vec<NodeIndex> {
     steps
 }
 
+/// `e` of an explicit centring `e − ReduceMean(e)` over the last axis, if `v` is one (`layernorm-to-rmsnorm`
+/// writes it after an embedding norm, which no linear map can centre).
+fn centred_from(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
+    let (sub, _) = ix.produced_by(v, "Sub")?;
+    let [Some(e), Some(m)] = ix.inputs(sub)[..] else {
+        return None;
+    };
+    let (mean, op) = ix.produced_by(m, "ReduceMean")?;
+    let last_axis = match op.attribute("axes") {
+        Some(a) => a.ints == [-1],
+        None => ix
+            .inputs(mean)
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(|a| super::constants::integers(ix, a))
+            .is_some_and(|axes| axes == [-1]),
+    };
+    let keeps = op.attribute("keepdims").is_none_or(|a| a.i() == 1);
+    (ix.inputs(mean).first().copied().flatten() == Some(e) && last_axis && keeps).then_some(e)
+}
+
 /// What an affine projection `x·W (+ b)` with constant `W` and `b` reads (before shape-only ops), if `v` is
 /// the output of one.
 fn projected_from(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
@@ -683,6 +705,7 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
         let embedding = norm_by_output
             .get(&entry)
             .or_else(|| projected_from(ix, entry).and_then(|v| norm_by_output.get(&v)))
+            .or_else(|| centred_from(ix, entry).and_then(|v| norm_by_output.get(&v)))
             .copied();
         if let Some(i) = embedding
             && roles[i].is_none()
