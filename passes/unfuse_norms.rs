@@ -1,7 +1,10 @@
 //! `unfuse-norms` — fused norms back to primitive ops, for runtimes that lack the fused ones.
 //!
-//! * Pattern: `LayerNormalization`, `RMSNormalization`, and onnxruntime's `com.microsoft`
-//!   `SimplifiedLayerNormalization`, `SkipLayerNormalization`, `SkipSimplifiedLayerNormalization`.
+//! * Pattern: the fused norms of analysis's slot table (`analysis::FusedSlots`): `LayerNormalization`,
+//!   `RMSNormalization`, onnxruntime's `SimplifiedLayerNormalization` (any domain), `SkipLayerNormalization`,
+//!   `SkipSimplifiedLayerNormalization`; and `EmbedLayerNormalization`, which becomes
+//!   `Gather(word, ids) + Gather(position, 0..S or position ids) [+ Gather(segment, segment ids)]`, then the
+//!   LayerNorm below (ε 1e-12 unless written), with its mask index as `ReduceSum(Cast(mask == 1))` when read.
 //! * Replacement, with ops valid at the model's opset (`ReduceMean` axes as an attribute below 18, as an input
 //!   from 18):
 //!
@@ -36,7 +39,7 @@ impl Pass for UnfuseNorms {
         "unfuse-norms"
     }
     fn description(&self) -> &'static str {
-        "fused norms (LayerNormalization, RMSNormalization, com.microsoft *LayerNormalization) -> primitive ops"
+        "fused norms (LayerNormalization, RMSNormalization, onnxruntime's Skip/Simplified/Embed norms) -> primitive ops"
     }
     fn class(&self) -> PassClass {
         PassClass::Exact
