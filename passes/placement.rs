@@ -30,9 +30,11 @@ pub(super) enum Move {
 pub(super) struct Rewrites<'a, 'g> {
     ix: &'a GraphIndex<'g>,
     patch: Patch,
-    /// Node → (input slot changes, output slot to name).
-    edits: BTreeMap<NodeIndex, (Vec<(usize, ValueRef)>, Option<(usize, ValueRef)>)>,
+    edits: BTreeMap<NodeIndex, NodeEdit>,
 }
+
+/// What a rewrite changes on one node: input slots to read other values, and an output slot to name.
+type NodeEdit = (Vec<(usize, ValueRef)>, Option<(usize, ValueRef)>);
 
 impl Rewrites<'_, '_> {
     /// The value `norm` normalizes: its input, or the sum of a fused Skip op — which the op is made to write

@@ -36,6 +36,9 @@ fn analysis_of(model: &normshift::Model) -> Analysis {
     analyze(&GraphIndex::new(&model.graph))
 }
 
+/// A unit as compared: placement, branch kinds, its norms as the JSON report lists them, skip scale.
+type UnitShape = (String, Vec<String>, Vec<String>, Option<String>);
+
 /// What the invariant compares: everything analysis says about structure, nothing about how a norm is written.
 #[derive(Debug, PartialEq)]
 struct Structure {
@@ -45,7 +48,7 @@ struct Structure {
     embedding_norm: bool,
     final_norm: bool,
     /// Per unit: placement, branch kinds, (norm index, role) as the JSON report lists them, skip scale.
-    units: Vec<(String, Vec<String>, Vec<String>, Option<String>)>,
+    units: Vec<UnitShape>,
     /// Per norm, in graph order: kind, role, unit, first axis, ε (as f32, the precision files store).
     norms: Vec<(String, String, Option<usize>, i64, String)>,
 }

@@ -666,12 +666,12 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
         found
     };
     // Post norms: read a sum and become the next stream.
-    for u in 0..units.len() {
-        let post = sum_norms(&units[u])
+    for (u, unit) in units.iter_mut().enumerate() {
+        let post = sum_norms(unit)
             .into_iter()
             .find(|&i| roles[i].is_none() && streams.contains(&norms[i].output));
         if let Some(i) = post {
-            units[u].post_norm = Some(i);
+            unit.post_norm = Some(i);
             roles[i] = Some((Role::Post, Some(u)));
         }
     }
