@@ -209,30 +209,27 @@ LLAMA_CFG = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, num_attent
                  rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
 
+def _ort_optimized(folder, tmp, model, names, seed, model_type):
+    """A legacy opset-14 export of `model`, then onnxruntime's transformers optimizer for `model_type`."""
+    args = text_args(names, 256, seed)
+    raw = os.path.join(tmp, f"{model_type}_raw.onnx")
+    legacy_export(LastHidden(model, names), args, names, raw, 14)
+    run([sys.executable, "-m", "onnxruntime.transformers.optimizer", "--input", raw,
+         "--output", os.path.join(folder, "model.onnx"), "--model_type", model_type,
+         "--num_heads", "4", "--hidden_size", "64"])
+    return {n: a.numpy() for n, a in zip(names, args)}
+
+
 def build_bert_ortopt(folder, tmp):
     seed_all(11)
     m = reinit(T.BertModel(eager(T.BertConfig(**BERT_CFG)), add_pooling_layer=False).eval(), 11)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    args = text_args(names, 256, 111)
-    raw = os.path.join(tmp, "bert_raw.onnx")
-    legacy_export(LastHidden(m, names), args, names, raw, 14)
-    run([sys.executable, "-m", "onnxruntime.transformers.optimizer", "--input", raw,
-         "--output", os.path.join(folder, "model.onnx"), "--model_type", "bert",
-         "--num_heads", "4", "--hidden_size", "64"])
-    return {n: a.numpy() for n, a in zip(names, args)}
+    return _ort_optimized(folder, tmp, m, ["input_ids", "attention_mask", "token_type_ids"], 111, "bert")
 
 
 def build_gpt2_ortopt(folder, tmp):
     seed_all(12)
     m = reinit(T.GPT2Model(eager(T.GPT2Config(**GPT2_CFG))).eval(), 12)
-    names = ["input_ids", "attention_mask"]
-    args = text_args(names, 256, 112)
-    raw = os.path.join(tmp, "gpt2_raw.onnx")
-    legacy_export(LastHidden(m, names), args, names, raw, 14)
-    run([sys.executable, "-m", "onnxruntime.transformers.optimizer", "--input", raw,
-         "--output", os.path.join(folder, "model.onnx"), "--model_type", "gpt2",
-         "--num_heads", "4", "--hidden_size", "64"])
-    return {n: a.numpy() for n, a in zip(names, args)}
+    return _ort_optimized(folder, tmp, m, ["input_ids", "attention_mask"], 112, "gpt2")
 
 
 def save_tiny_tokenizer(folder, vocab):

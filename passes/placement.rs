@@ -14,7 +14,7 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError};
 use crate::analysis::{
-    Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, embed_slots, shape_steps,
+    Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, shape_steps,
 };
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
@@ -47,9 +47,12 @@ impl Rewrites<'_, '_> {
             return sum.into();
         }
         let node = norm.nodes[0];
-        let slot = match self.ix.graph.graph[node].op().and_then(FusedSlots::of) {
-            Some(f) => f.sum.unwrap_or(3),
-            None => embed_slots::EMBEDDING_SUM,
+        let Some(slot) = self.ix.graph.graph[node]
+            .op()
+            .and_then(FusedSlots::of)
+            .and_then(|f| f.sum)
+        else {
+            return plain.into();
         };
         let name = format!("{}/sum", self.ix.graph.value(norm.output).name);
         let value = self.patch.value(name);
@@ -110,41 +113,9 @@ impl Rewrites<'_, '_> {
     }
 
     fn finish(mut self) -> Patch {
-        let ix = self.ix;
-        for (node, (changes, sum)) in std::mem::take(&mut self.edits) {
-            let Some(op) = ix.graph.graph[node].op() else {
-                continue;
-            };
-            let mut inputs: Vec<Option<ValueRef>> = ix
-                .inputs(node)
-                .iter()
-                .map(|v| v.map(ValueRef::Old))
-                .collect();
-            for (slot, v) in changes {
-                if inputs.len() <= slot {
-                    inputs.resize(slot + 1, None);
-                }
-                inputs[slot] = Some(v);
-            }
-            let mut outputs: Vec<Option<ValueRef>> = ix.graph.graph[node]
-                .outputs
-                .iter()
-                .map(|v| v.map(ValueRef::Old))
-                .collect();
-            if let Some((slot, v)) = sum {
-                if outputs.len() <= slot {
-                    outputs.resize(slot + 1, None);
-                }
-                outputs[slot] = Some(v);
-            }
-            self.patch.add_node_capturing(
-                op.proto.clone(),
-                inputs,
-                outputs,
-                ix.graph.captured_values(node),
-                node,
-            );
-            self.patch.remove(node);
+        for (node, (inputs, output)) in std::mem::take(&mut self.edits) {
+            let outputs: Vec<(usize, ValueRef)> = output.into_iter().collect();
+            self.patch.replace_slots(self.ix, node, &inputs, &outputs);
         }
         self.patch
     }

@@ -50,7 +50,7 @@ impl Pass for UnfuseNorms {
         let opset = model.opset_version("").unwrap_or(1);
         let mut patch = Patch::new();
         for &n in ix.ops() {
-            let Some(form) = ix.graph.graph[n].op().and_then(Fused::of) else {
+            let Some(slots) = ix.graph.graph[n].op().and_then(FusedSlots::of) else {
                 continue;
             };
             let mut site = Patch::new();
@@ -59,7 +59,7 @@ impl Pass for UnfuseNorms {
                 facts: &facts,
                 opset,
                 node: n,
-                form,
+                slots,
             };
             match unfuse.plan(&mut site) {
                 Ok(()) => patch.merge(site),
@@ -78,23 +78,7 @@ struct Unfuse<'a, 'g> {
     facts: &'a Facts,
     opset: i64,
     node: NodeIndex,
-    form: Fused,
-}
-
-/// What a fused node is: one of the norm ops of analysis's slot table, or onnxruntime's embedding layer.
-#[derive(Clone, Copy)]
-enum Fused {
-    Norm(&'static FusedSlots),
-    Embed,
-}
-
-impl Fused {
-    fn of(op: &crate::ir::Op) -> Option<Fused> {
-        if op.op_type() == embed_slots::OP_TYPE && op.domain() == "com.microsoft" {
-            return Some(Fused::Embed);
-        }
-        FusedSlots::of(op).map(Fused::Norm)
-    }
+    slots: &'static FusedSlots,
 }
 
 impl Unfuse<'_, '_> {
@@ -107,32 +91,21 @@ impl Unfuse<'_, '_> {
         let outputs = &ix.graph.graph[n].outputs;
         let output = |slot: usize| outputs.get(slot).copied().flatten();
         let y = output(0).ok_or("its result is unnamed")?;
-        // The slots this expansion reads and writes, and what it cannot provide.
-        let (slots, sum_slot, default_epsilon) = match self.form {
-            Fused::Norm(f) => (Some(f), f.sum, f.default_epsilon),
-            Fused::Embed => (
-                None,
-                Some(embed_slots::EMBEDDING_SUM),
-                embed_slots::DEFAULT_EPSILON,
-            ),
-        };
-        let statistics: &[usize] = slots.map_or(&[], |f| f.statistics);
-        let statistics_used = statistics
+        let f = self.slots;
+        let statistics_used = f
+            .statistics
             .iter()
             .filter_map(|&s| output(s))
             .any(|v| ix.use_count(v) > 0 || ix.is_graph_output(v));
         if statistics_used {
             return Err("its mean or inverse standard deviation output is used".into());
         }
-        let sum_out = sum_slot.and_then(output);
-        let (scale_slot, shift_slot) = match self.form {
-            Fused::Norm(f) => (Some(f.scale), f.shift),
-            Fused::Embed => (Some(embed_slots::GAMMA), Some(embed_slots::BETA)),
-        };
+        let sum_out = f.sum.and_then(output);
+        let (scale_slot, shift_slot) = (Some(f.scale), f.shift);
         let scale = input(scale_slot);
         let shift = input(shift_slot);
         let attr_i = |name: &str, default: i64| op.attribute(name).map_or(default, |a| a.i());
-        let epsilon = op.attribute("epsilon").map_or(default_epsilon, |a| a.f()) as f64;
+        let epsilon = op.attribute("epsilon").map_or(f.default_epsilon, |a| a.f()) as f64;
         let out_name = ix.graph.value(y).name.clone();
         let name = |what: &str| format!("{out_name}/{what}");
         let mut b = Builder {
@@ -141,41 +114,36 @@ impl Unfuse<'_, '_> {
             opset: self.opset,
         };
         // The tensor to normalize: the op's input, its sum with the skip (and bias), or the embedding sum.
-        let (mut x, x0) = match self.form {
-            Fused::Embed => {
-                let sum = self.embedding_sum(&mut b, sum_out, &name)?;
-                let word =
-                    input(Some(embed_slots::WORD_EMBEDDING)).ok_or("it has no word embedding")?;
-                (sum, word)
-            }
-            Fused::Norm(f) => {
-                let x0 = input(Some(0)).ok_or("its input is empty")?;
-                let mut x: ValueRef = x0.into();
-                if let Some(skip) = input(f.skip) {
-                    // `input + bias` first, then the skip: the branch's biased output plus the stream, as
-                    // exporters write a residual unit (and as analysis reads one).
-                    if let Some(bias) = input(f.bias) {
-                        let biased = b.patch.value(name("biased"));
-                        b.op("Add", name("BiasAdd"), vec![], vec![x, bias.into()], biased);
-                        x = biased;
-                    }
-                    let sum: ValueRef = match sum_out {
-                        Some(s) => s.into(),
-                        None => b.patch.value(name("sum")),
-                    };
-                    b.op("Add", name("SkipAdd"), vec![], vec![x, skip.into()], sum);
-                    x = sum;
+        let (mut x, x0) = if f.embedding {
+            let sum = self.embedding_sum(&mut b, sum_out, &name)?;
+            let word = input(Some(embed_slots::WORD_EMBEDDING)).ok_or("it has no word embedding")?;
+            (sum, word)
+        } else {
+            let x0 = input(Some(0)).ok_or("its input is empty")?;
+            let mut x: ValueRef = x0.into();
+            if let Some(skip) = input(f.skip) {
+                // `input + bias` first, then the skip: the branch's biased output plus the stream, as
+                // exporters write a residual unit (and as analysis reads one).
+                if let Some(bias) = input(f.bias) {
+                    let biased = b.patch.value(name("biased"));
+                    b.op("Add", name("BiasAdd"), vec![], vec![x, bias.into()], biased);
+                    x = biased;
                 }
-                (x, x0)
+                let sum: ValueRef = match sum_out {
+                    Some(s) => s.into(),
+                    None => b.patch.value(name("sum")),
+                };
+                b.op("Add", name("SkipAdd"), vec![], vec![x, skip.into()], sum);
+                x = sum;
             }
+            (x, x0)
         };
-        let axis = match self.form {
-            Fused::Norm(f) if f.has_axis => attr_i("axis", -1),
-            _ => -1,
-        };
-        let rank = match self.form {
-            Fused::Norm(_) => self.facts.rank(x0),
-            Fused::Embed => Some(3),
+        let axis = if f.has_axis { attr_i("axis", -1) } else { -1 };
+        // The embedding sum is [batch, sequence, hidden].
+        let rank = if f.embedding {
+            Some(3)
+        } else {
+            self.facts.rank(x0)
         };
         // The axis must name a dimension of the input: from the back, -1 needs no rank; anything else does.
         let first_axis = match (axis, rank) {
@@ -191,11 +159,10 @@ impl Unfuse<'_, '_> {
         };
         let axes: Vec<i64> = (first_axis..0).collect();
         // The Skip ops and LayerNormalization type their summands and parameters alike: any of them says it.
-        let same_typed: &[Option<usize>] = match self.form {
-            Fused::Norm(f) if f.skip.is_some() || f.op_type == "LayerNormalization" => {
-                &[f.skip, Some(f.scale), f.shift, f.bias]
-            }
-            _ => &[],
+        let same_typed: &[Option<usize>] = if f.skip.is_some() || f.op_type == "LayerNormalization" {
+            &[f.skip, Some(f.scale), f.shift, f.bias]
+        } else {
+            &[]
         };
         let x_type = self.facts.elem_type(x0).or_else(|| {
             same_typed
@@ -225,8 +192,7 @@ impl Unfuse<'_, '_> {
                 vec![x],
             );
         }
-        let rms = matches!(self.form, Fused::Norm(f) if f.kind == NormKind::RmsNorm);
-        let centred = if rms {
+        let centred = if f.kind == NormKind::RmsNorm {
             x
         } else {
             let mean = b.reduce_mean(name("ReduceMean"), x, &axes);
@@ -279,7 +245,7 @@ impl Unfuse<'_, '_> {
         if last == 0 {
             b.op("Identity", name("Identity"), vec![], vec![result], y.into());
         }
-        if matches!(self.form, Fused::Embed) {
+        if f.embedding {
             self.mask_index(&mut b, &name)?;
         }
         b.patch.remove(n);

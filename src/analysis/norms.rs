@@ -182,6 +182,9 @@ pub struct FusedSlots {
     pub sum: Option<usize>,
     /// Output slots of the statistics (mean, inverse standard deviation), which an expansion cannot provide.
     pub statistics: &'static [usize],
+    /// The op computes the embedding it normalizes from token ids (`EmbedLayerNormalization`; its other
+    /// slots are in [`embed_slots`]).
+    pub embedding: bool,
     /// Whether the op takes an `axis` attribute (the Skip ops always normalize the last axis).
     pub has_axis: bool,
     /// ε when the op does not write one: onnxruntime's Skip ops default to 1e-12, the others to 1e-5.
@@ -200,6 +203,7 @@ pub const LAYER_NORMALIZATION: FusedSlots = FusedSlots {
     bias: None,
     sum: None,
     statistics: &[1, 2],
+    embedding: false,
     has_axis: true,
     default_epsilon: 1e-5,
     opset: 17,
@@ -235,6 +239,7 @@ pub const SKIP_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
     bias: Some(4),
     sum: Some(3),
     statistics: &[1, 2],
+    embedding: false,
     has_axis: false,
     default_epsilon: 1e-12,
     opset: 0,
@@ -248,34 +253,44 @@ pub const SKIP_SIMPLIFIED_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
     ..SKIP_LAYER_NORMALIZATION
 };
 
-/// onnxruntime's embedding layer: `LayerNorm(word[ids] + position[pos] + segment[seg])`, with a mask index.
+/// The slots of onnxruntime's embedding layer beyond those of [`EMBED_LAYER_NORMALIZATION`]:
+/// `LayerNorm(word[ids] + position[pos] + segment[seg])`, with a mask index.
 pub mod embed_slots {
-    pub const OP_TYPE: &str = "EmbedLayerNormalization";
     pub const INPUT_IDS: usize = 0;
     pub const SEGMENT_IDS: usize = 1;
     pub const WORD_EMBEDDING: usize = 2;
     pub const POSITION_EMBEDDING: usize = 3;
     pub const SEGMENT_EMBEDDING: usize = 4;
-    pub const GAMMA: usize = 5;
-    pub const BETA: usize = 6;
     pub const MASK: usize = 7;
     pub const POSITION_IDS: usize = 8;
-    /// Outputs: the normalized embedding, the mask index (per-row count of ones), the sum before the norm.
+    /// Output: the per-row count of ones in the mask.
     pub const MASK_INDEX: usize = 1;
-    pub const EMBEDDING_SUM: usize = 2;
-    pub const DEFAULT_EPSILON: f32 = 1e-12;
 }
 
-const FUSED_NORMS: [FusedSlots; 5] = [
+/// `EmbedLayerNormalization`: the embedding sum (its third output) and the embedding norm in one op.
+pub const EMBED_LAYER_NORMALIZATION: FusedSlots = FusedSlots {
+    op_type: "EmbedLayerNormalization",
+    skip: None,
+    scale: 5,
+    shift: Some(6),
+    bias: None,
+    sum: Some(2),
+    statistics: &[],
+    embedding: true,
+    ..SKIP_LAYER_NORMALIZATION
+};
+
+const FUSED_NORMS: [FusedSlots; 6] = [
     LAYER_NORMALIZATION,
     RMS_NORMALIZATION,
     SIMPLIFIED_LAYER_NORMALIZATION,
     SKIP_LAYER_NORMALIZATION,
     SKIP_SIMPLIFIED_LAYER_NORMALIZATION,
+    EMBED_LAYER_NORMALIZATION,
 ];
 
 impl FusedSlots {
-    /// The slots of `op`, if it is one of the fused norms (not `EmbedLayerNormalization`, which is its own form).
+    /// The slots of `op`, if it is one of the fused norms.
     pub fn of(op: &Op) -> Option<&'static FusedSlots> {
         FUSED_NORMS.iter().find(|f| {
             f.op_type == op.op_type()
@@ -297,15 +312,16 @@ impl FusedSlots {
 
 fn fused(ix: &GraphIndex, facts: &Facts, n: NodeIndex) -> Option<Norm> {
     let op = ix.graph.graph[n].op()?;
-    if op.op_type() == embed_slots::OP_TYPE && op.domain() == "com.microsoft" {
-        return embed_layernorm(ix, n, op);
-    }
     let slots = FusedSlots::of(op)?;
     let inputs = ix.inputs(n);
     let at = |i: usize| inputs.get(i).copied().flatten();
     let outputs = &ix.graph.graph[n].outputs;
     let input = at(0)?;
-    let axis = attr_i(op, "axis", -1);
+    let axis = if slots.has_axis {
+        attr_i(op, "axis", -1)
+    } else {
+        -1
+    };
     let axis = match rank(facts, input) {
         Some(r) if axis >= 0 => axis - r as i64,
         _ => axis,
@@ -323,41 +339,12 @@ fn fused(ix: &GraphIndex, facts: &Facts, n: NodeIndex) -> Option<Norm> {
         skip: slots.skip.and_then(at),
         bias: slots.bias.and_then(at),
         sum: slots.sum.and_then(|s| outputs.get(s).copied().flatten()),
-        embedding: false,
+        embedding: slots.embedding,
         output: ix.output(n)?,
         axis,
         epsilon: tidy_epsilon(attr_f(op, "epsilon", slots.default_epsilon)),
         scale: param(slots.scale),
         shift: slots.shift.and_then(param),
-        nodes: vec![n],
-    })
-}
-
-/// `EmbedLayerNormalization`: the embedding sum and the embedding norm in one op.
-fn embed_layernorm(ix: &GraphIndex, n: NodeIndex, op: &Op) -> Option<Norm> {
-    use embed_slots as e;
-    let inputs = ix.inputs(n);
-    let at = |i: usize| inputs.get(i).copied().flatten();
-    let param = |slot: usize| {
-        at(slot).map(|value| Param {
-            value,
-            plus_one: false,
-        })
-    };
-    let outputs = &ix.graph.graph[n].outputs;
-    Some(Norm {
-        kind: NormKind::LayerNorm,
-        form: NormForm::Fused,
-        input: at(e::INPUT_IDS)?,
-        skip: None,
-        bias: None,
-        sum: outputs.get(e::EMBEDDING_SUM).copied().flatten(),
-        embedding: true,
-        output: ix.output(n)?,
-        axis: -1,
-        epsilon: tidy_epsilon(attr_f(op, "epsilon", e::DEFAULT_EPSILON)),
-        scale: param(e::GAMMA),
-        shift: param(e::BETA),
         nodes: vec![n],
     })
 }

@@ -23,7 +23,7 @@ use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
 use super::constants::scalar;
-use super::norms::{FusedSlots, Norm, NormKind, embed_slots, find_norms};
+use super::norms::{FusedSlots, Norm, NormKind, find_norms};
 use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
 
@@ -302,13 +302,8 @@ fn between(ix: &GraphIndex, a: ValueId, b: ValueId) -> Option<Vec<NodeIndex>> {
 /// `EmbedLayerNormalization`'s third), if `v` is one.
 fn skip_norm_of_sum(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
     let (n, slot) = ix.producer(v)?;
-    let op = ix.graph.graph[n].op()?;
-    let sum_slot = match FusedSlots::of(op) {
-        Some(f) => f.sum,
-        None if op.op_type() == embed_slots::OP_TYPE => Some(embed_slots::EMBEDDING_SUM),
-        None => None,
-    };
-    (sum_slot == Some(slot)).then(|| ix.output(n)).flatten()
+    let slots = FusedSlots::of(ix.graph.graph[n].op()?)?;
+    (slots.sum == Some(slot)).then(|| ix.output(n)).flatten()
 }
 
 /// Whether `v` is a constant, without reading it: an initializer that is not a graph input, or a `Constant`.

@@ -168,29 +168,40 @@ impl Patch {
         node: NodeIndex,
         changes: &[(usize, ValueRef)],
     ) {
+        self.replace_slots(ix, node, changes, &[]);
+    }
+
+    /// [`Patch::replace_inputs`] that also names outputs: `outputs` (output slot, value) are written by the copy
+    /// (an optional output the file left unnamed, say).
+    pub fn replace_slots(
+        &mut self,
+        ix: &super::index::GraphIndex,
+        node: NodeIndex,
+        inputs: &[(usize, ValueRef)],
+        outputs: &[(usize, ValueRef)],
+    ) {
         let Some(op) = ix.graph.graph[node].op() else {
             return;
         };
-        let mut inputs: Vec<Option<ValueRef>> = ix
-            .inputs(node)
-            .iter()
-            .map(|v| v.map(ValueRef::Old))
-            .collect();
-        for &(slot, v) in changes {
-            if inputs.len() <= slot {
-                inputs.resize(slot + 1, None);
+        let with = |mut current: Vec<Option<ValueRef>>, changes: &[(usize, ValueRef)]| {
+            for &(slot, v) in changes {
+                if current.len() <= slot {
+                    current.resize(slot + 1, None);
+                }
+                current[slot] = Some(v);
             }
-            inputs[slot] = Some(v);
-        }
-        let outputs = ix.graph.graph[node]
+            current
+        };
+        let old_inputs = ix.inputs(node).iter().map(|v| v.map(ValueRef::Old)).collect();
+        let old_outputs = ix.graph.graph[node]
             .outputs
             .iter()
             .map(|v| v.map(ValueRef::Old))
             .collect();
         self.add_node_capturing(
             op.proto.clone(),
-            inputs,
-            outputs,
+            with(old_inputs, inputs),
+            with(old_outputs, outputs),
             ix.graph.captured_values(node),
             node,
         );
