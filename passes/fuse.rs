@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::{PassContext, PassError, Target, upgrade_opset};
+use super::{PassContext, PassError, Target};
 use crate::analysis::constants::constant;
 use crate::analysis::facts::Facts;
 use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
@@ -32,13 +32,8 @@ use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
 use crate::onnx::{Dim, tensor_type};
 use crate::tensor::to_f64;
 
-/// Plans fusing every decomposed norm of `kind`, with the opset upgrade the fused ops need.
-pub(super) fn plan(
-    model: &Model,
-    kind: NormKind,
-    cx: &PassContext,
-    pass: &'static str,
-) -> Result<Patch, PassError> {
+/// Plans fusing every decomposed norm of `kind`, requiring the opset the fused ops need.
+pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Patch, PassError> {
     let ix = GraphIndex::new(&model.graph);
     let analysis = analyze(&ix);
     let facts = Facts::infer(&ix);
@@ -125,17 +120,9 @@ pub(super) fn plan(
             Err(reason) => patch.note(format!("left `{label}` alone: {reason}")),
         }
     }
-    if patch.sites == 0 {
-        return Ok(patch);
-    }
-    if opset > model.opset_version("").unwrap_or(1) {
-        let removed: HashSet<NodeIndex> = patch.removed().iter().copied().collect();
-        let upgrade =
-            upgrade_opset::plan(model, opset, &removed).map_err(|e| PassError::Refused {
-                pass,
-                reason: format!("the fused ops need opset {opset}, but {e}"),
-            })?;
-        patch.merge(upgrade);
+    // The manager upgrades the rest of the model to the opset the fused ops need (`run_one`).
+    if patch.sites > 0 && opset > 0 {
+        patch.require_opset("", opset);
     }
     Ok(patch)
 }

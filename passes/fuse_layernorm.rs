@@ -28,6 +28,6 @@ impl Pass for FuseLayerNorm {
         PassClass::Exact
     }
     fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
-        fuse::plan(model, NormKind::LayerNorm, cx, self.name())
+        fuse::plan(model, NormKind::LayerNorm, cx)
     }
 }

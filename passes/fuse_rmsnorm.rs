@@ -29,6 +29,6 @@ impl Pass for FuseRmsNorm {
         PassClass::Exact
     }
     fn plan(&self, model: &Model, cx: &PassContext) -> Result<Patch, PassError> {
-        fuse::plan(model, NormKind::RmsNorm, cx, self.name())
+        fuse::plan(model, NormKind::RmsNorm, cx)
     }
 }

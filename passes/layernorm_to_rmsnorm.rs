@@ -23,9 +23,9 @@ use std::collections::HashSet;
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::{Pass, PassClass, PassContext, PassError, upgrade_opset};
+use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::constants::{constant, scalar};
-use crate::analysis::{Analysis, NormKind, NormSummary, Placement, analyze};
+use crate::analysis::{Analysis, NormKind, NormSummary, Placement, Stream, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, i64_tensor, node};
@@ -65,10 +65,8 @@ impl Pass for LayerNormToRmsNorm {
         };
         plan.build().map_err(refuse)?;
         if patch.sites > 0 {
-            let removed: HashSet<NodeIndex> = patch.removed().iter().copied().collect();
-            let upgrade = upgrade_opset::plan(model, 23, &removed)
-                .map_err(|e| refuse(format!("RMSNormalization needs opset 23, but {e}")))?;
-            patch.merge(upgrade);
+            // RMSNormalization: the manager upgrades the rest of the model (`run_one`).
+            patch.require_opset("", 23);
         }
         Ok(patch)
     }
@@ -107,73 +105,10 @@ impl Plan<'_, '_> {
             return Err("its norms are RMSNorms already".into());
         }
         let units = &a.residual_units;
-        // The centring rewrites each unit's sum and the norms reading it; a fused Skip op holds both in one node.
-        let mut sums = Vec::with_capacity(units.len());
-        for (i, u) in units.iter().enumerate() {
-            match (u.fused_norm, u.sum) {
-                (None, Some(sum)) => sums.push(sum),
-                _ => {
-                    return Err(format!(
-                        "unit {i}'s residual sum is computed inside {} together with its norm: run \
-                         `unfuse-norms` first",
-                        self.label(u.add)
-                    ));
-                }
-            }
-        }
-        // The stream: what enters each unit and each unit's sum.
-        // Between units the stream may pass through Reshapes (OPT flattens it around its MLP): the values in
-        // between are stream too, and the Reshapes are among its allowed readers.
-        let mut stream: Vec<ValueId> = Vec::new();
-        let mut reshapes: Vec<NodeIndex> = Vec::new();
-        for (i, u) in units.iter().enumerate() {
-            let mut v = u.stream_in;
-            if i > 0 {
-                let previous = sums[i - 1];
-                while v != previous {
-                    match self.ix.produced_by(v, "Reshape") {
-                        Some((r, _)) if self.ix.use_count(v) > 0 => {
-                            stream.push(v);
-                            reshapes.push(r);
-                            v = self
-                                .ix
-                                .inputs(r)
-                                .first()
-                                .copied()
-                                .flatten()
-                                .ok_or("a Reshape without input")?;
-                        }
-                        _ => {
-                            return Err(format!(
-                                "unit {i}'s stream `{}` does not come from unit {}'s sum `{}` through Reshapes",
-                                self.name(u.stream_in),
-                                i - 1,
-                                self.name(previous)
-                            ));
-                        }
-                    }
-                }
-            }
-            stream.push(v);
-        }
-        stream.push(sums[sums.len() - 1]);
-        // Reshapes of the stream (e.g. before the final norm) carry it on.
-        let mut i = 0;
-        while i < stream.len() {
-            for &(n, slot) in self.ix.consumers(stream[i]) {
-                if slot == InputSlot::Operand(0)
-                    && let Some(op) = self.ix.graph.graph[n].op()
-                    && op.op_type() == "Reshape"
-                    && let Some(out) = self.ix.output(n)
-                    && !stream.contains(&out)
-                {
-                    stream.push(out);
-                    reshapes.push(n);
-                }
-            }
-            i += 1;
-        }
-        stream.dedup();
+        let Stream {
+            values: stream,
+            reshapes,
+        } = a.stream(self.ix).map_err(|e| e.to_string())?;
 
         // Readers of the stream: LayerNorms (converted below), residual Adds and their scaled skips.
         let converted: Vec<usize> = (0..a.norms.len())
@@ -184,11 +119,7 @@ impl Plan<'_, '_> {
             .flat_map(|&i| a.norms[i].norm.nodes.iter().copied())
             .chain(units.iter().map(|u| u.add))
             .chain(reshapes.iter().copied())
-            .chain(
-                units
-                    .iter()
-                    .filter_map(|u| self.scaled_skip(u.add, u.stream_in)),
-            )
+            .chain(units.iter().filter_map(|u| u.scaled_skip))
             .collect();
         for &s in &stream {
             if self.ix.is_graph_output(s) {
@@ -228,33 +159,13 @@ impl Plan<'_, '_> {
         // Writers: the embedding, then every unit's branch side.
         self.centre_embedding(stream[0])?;
         for u in units {
-            let skip = self
-                .scaled_skip(u.add, u.stream_in)
-                .and_then(|m| self.ix.output(m));
-            let writer = match self.ix.inputs(u.add) {
-                [Some(p), Some(q)] if *p == u.stream_in || Some(*p) == skip => *q,
-                [Some(p), Some(q)] if *q == u.stream_in || Some(*q) == skip => *p,
-                _ => {
-                    return Err(format!(
-                        "{} is not a residual Add of the stream",
-                        self.label(u.add)
-                    ));
-                }
-            };
+            let writer = u.branch_sum;
             self.centre(writer)?;
         }
         for &i in &converted {
             self.convert_norm(i)?;
         }
         Ok(())
-    }
-
-    /// The `Mul(x, α)` of a DeepNorm-style scaled skip feeding `add`, if there is one.
-    fn scaled_skip(&self, add: NodeIndex, x: ValueId) -> Option<NodeIndex> {
-        self.ix.inputs(add).iter().flatten().find_map(|&v| {
-            let (m, _) = self.ix.produced_by(v, "Mul")?;
-            self.ix.inputs(m).contains(&Some(x)).then_some(m)
-        })
     }
 
     /// Whether `v` is read only by `reader` (so changing it changes nothing else).

@@ -185,7 +185,7 @@ pub fn run_pipeline(
 pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
     let name = pass.name();
     let started = std::time::Instant::now();
-    let patch = pass.plan(model, cx)?;
+    let patch = with_opset_upgrade(model, pass.plan(model, cx)?, name)?;
     let changes = patch.sites;
     let notes = patch.notes.clone();
     model
@@ -210,6 +210,27 @@ pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<P
         notes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// `patch` with the upgrade of every other node when it needs a newer default-domain opset than the model's
+/// (a pass only says which ops it writes, with [`Patch::require_opset`]); refused, naming the node that cannot be
+/// upgraded, when there is no adapter for it.
+fn with_opset_upgrade(
+    model: &Model,
+    mut patch: Patch,
+    pass: &'static str,
+) -> Result<Patch, PassError> {
+    let current = model.opset_version("").unwrap_or(1);
+    let Some(needed) = patch.required_opset("").filter(|&v| v > current) else {
+        return Ok(patch);
+    };
+    let removed: std::collections::HashSet<_> = patch.removed().iter().copied().collect();
+    let upgrade = upgrade_opset::plan(model, needed, &removed).map_err(|e| PassError::Refused {
+        pass,
+        reason: format!("its ops need opset {needed}, but {e}"),
+    })?;
+    patch.merge(upgrade);
+    Ok(patch)
 }
 
 /// Runs the named passes one at a time on a copy of `original` and returns the first after which `holds` says

@@ -13,9 +13,7 @@ use std::collections::BTreeMap;
 use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError};
-use crate::analysis::{
-    Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, shape_steps,
-};
+use crate::analysis::{Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, shape_steps};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 
@@ -153,7 +151,8 @@ pub(super) fn plan_units(
         match decision {
             Move::Leave(note) => rewrites.patch.note(note),
             Move::To(value) => {
-                let (node, slot) = skip_site(&ix, unit)
+                let (node, slot) = unit
+                    .skip_site(&ix)
                     .ok_or_else(|| refuse(format!("unit {l}'s skip connection is not found")))?;
                 rewrites
                     .edits
@@ -195,21 +194,6 @@ pub(super) fn before_steps(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> Va
         .last()
         .and_then(|&n| ix.inputs(n).first().copied().flatten())
         .unwrap_or(stream)
-}
-
-/// The node feeding the stream into `unit`'s residual Add, and which of its operands carries the stream: the
-/// Add itself, or the `Mul(x, α)` of a scaled skip.
-pub(super) fn skip_site(ix: &GraphIndex, unit: &ResidualUnit) -> Option<(NodeIndex, usize)> {
-    let x = unit.stream_in;
-    let inputs = ix.inputs(unit.add);
-    if let Some(slot) = inputs.iter().position(|v| *v == Some(x)) {
-        return Some((unit.add, slot));
-    }
-    inputs.iter().flatten().find_map(|&v| {
-        let (m, _) = ix.produced_by(v, "Mul")?;
-        let slot = ix.inputs(m).iter().position(|i| *i == Some(x))?;
-        Some((m, slot))
-    })
 }
 
 /// The norm whose output is `v`.

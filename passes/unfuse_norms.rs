@@ -116,7 +116,8 @@ impl Unfuse<'_, '_> {
         // The tensor to normalize: the op's input, its sum with the skip (and bias), or the embedding sum.
         let (mut x, x0) = if f.embedding {
             let sum = self.embedding_sum(&mut b, sum_out, &name)?;
-            let word = input(Some(embed_slots::WORD_EMBEDDING)).ok_or("it has no word embedding")?;
+            let word =
+                input(Some(embed_slots::WORD_EMBEDDING)).ok_or("it has no word embedding")?;
             (sum, word)
         } else {
             let x0 = input(Some(0)).ok_or("its input is empty")?;
@@ -159,7 +160,8 @@ impl Unfuse<'_, '_> {
         };
         let axes: Vec<i64> = (first_axis..0).collect();
         // The Skip ops and LayerNormalization type their summands and parameters alike: any of them says it.
-        let same_typed: &[Option<usize>] = if f.skip.is_some() || f.op_type == "LayerNormalization" {
+        let same_typed: &[Option<usize>] = if f.skip.is_some() || f.op_type == "LayerNormalization"
+        {
             &[f.skip, Some(f.scale), f.shift, f.bias]
         } else {
             &[]

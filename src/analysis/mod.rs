@@ -36,6 +36,6 @@ pub mod residual;
 
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
-    Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, analyze,
-    origin, shape_steps,
+    Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, Stream,
+    StreamError, analyze, origin, shape_steps,
 };

@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use super::constants::scalar;
 use super::norms::{FusedSlots, Norm, NormKind, find_norms};
-use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
+use crate::ir::{InputSlot, ValueId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -82,8 +82,14 @@ pub struct ResidualUnit {
     pub post_norm: Option<usize>,
     /// `α` of a scaled skip `α·x + F(x)`.
     pub skip_scale: Option<f64>,
+    /// The `Mul(x, α)` of a scaled skip.
+    pub scaled_skip: Option<NodeIndex>,
     /// The stream entering the unit.
     pub stream_in: ValueId,
+    /// The summand carrying the stream: `stream_in`, or `α·x` of a scaled skip.
+    pub skip: ValueId,
+    /// The other summand: what the branches write into the stream.
+    pub branch_sum: ValueId,
     /// The residual sum; `None` when it exists only inside a fused Skip op (a Post-LN model's
     /// `SkipLayerNormalization` that does not write its sum out).
     pub sum: Option<ValueId>,
@@ -91,6 +97,19 @@ pub struct ResidualUnit {
     pub add: NodeIndex,
     /// The norm computed by the same fused op as the sum (index into [`Analysis::norms`]).
     pub fused_norm: Option<usize>,
+}
+
+impl ResidualUnit {
+    /// The node that reads the stream for the skip connection, and which of its inputs does: the unit's sum
+    /// node, or the `Mul(x, α)` of a scaled skip.
+    pub fn skip_site(&self, ix: &GraphIndex) -> Option<(NodeIndex, usize)> {
+        let (node, operand) = match self.scaled_skip {
+            Some(mul) => (mul, self.stream_in),
+            None => (self.add, self.skip),
+        };
+        let slot = ix.inputs(node).iter().position(|v| *v == Some(operand))?;
+        Some((node, slot))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,6 +146,100 @@ pub struct Analysis {
     #[serde(serialize_with = "units_json")]
     pub residual_units: Vec<ResidualUnit>,
     pub norms: Vec<NormInfo>,
+}
+
+/// The values that carry a residual stream from the first unit's input to the last unit's sum (and on through
+/// Reshapes after it), and the Reshapes among them.
+#[derive(Debug, Clone, Default)]
+pub struct Stream {
+    pub values: Vec<ValueId>,
+    pub reshapes: Vec<NodeIndex>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(
+        "unit {unit}'s residual sum is computed inside {node} together with its norm: run `unfuse-norms` first"
+    )]
+    FusedSum { unit: usize, node: String },
+    #[error(
+        "unit {unit}'s stream `{stream}` does not come from unit {previous}'s sum `{sum}` through Reshapes"
+    )]
+    NotFromSum {
+        unit: usize,
+        stream: String,
+        previous: usize,
+        sum: String,
+    },
+}
+
+impl Analysis {
+    /// The residual stream as values: what enters each unit and each unit's sum. Between units the stream may
+    /// pass through Reshapes (OPT flattens it around its MLP): the values in between are stream too. A sum that
+    /// exists only inside a fused Skip op has no value, and is an error.
+    pub fn stream(&self, ix: &GraphIndex) -> Result<Stream, StreamError> {
+        let units = &self.residual_units;
+        let name = |v: ValueId| ix.graph.value(v).name.clone();
+        let mut sums = Vec::with_capacity(units.len());
+        for (unit, u) in units.iter().enumerate() {
+            match (u.fused_norm, u.sum) {
+                (None, Some(sum)) => sums.push(sum),
+                _ => {
+                    return Err(StreamError::FusedSum {
+                        unit,
+                        node: ix.graph.node_label(u.add),
+                    });
+                }
+            }
+        }
+        let mut stream = Stream::default();
+        for (i, u) in units.iter().enumerate() {
+            let mut v = u.stream_in;
+            if i > 0 {
+                let previous = sums[i - 1];
+                while v != previous {
+                    let not_from_sum = || StreamError::NotFromSum {
+                        unit: i,
+                        stream: name(u.stream_in),
+                        previous: i - 1,
+                        sum: name(previous),
+                    };
+                    let Some((r, _)) = ix.produced_by(v, "Reshape").filter(|_| ix.use_count(v) > 0)
+                    else {
+                        return Err(not_from_sum());
+                    };
+                    stream.values.push(v);
+                    stream.reshapes.push(r);
+                    v = ix
+                        .inputs(r)
+                        .first()
+                        .copied()
+                        .flatten()
+                        .ok_or_else(not_from_sum)?;
+                }
+            }
+            stream.values.push(v);
+        }
+        stream.values.extend(sums.last());
+        // Reshapes of the stream (e.g. before the final norm) carry it on.
+        let mut i = 0;
+        while i < stream.values.len() {
+            for &(n, slot) in ix.consumers(stream.values[i]) {
+                if slot == InputSlot::Operand(0)
+                    && let Some(op) = ix.graph.graph[n].op()
+                    && op.op_type() == "Reshape"
+                    && let Some(out) = ix.output(n)
+                    && !stream.values.contains(&out)
+                {
+                    stream.values.push(out);
+                    stream.reshapes.push(n);
+                }
+            }
+            i += 1;
+        }
+        stream.values.dedup();
+        Ok(stream)
+    }
 }
 
 /// A unit as the JSON report shows it: its placement, its branch kinds, and its norms by index and role.
@@ -322,19 +435,17 @@ fn has_op(ix: &GraphIndex, nodes: &[NodeIndex], types: &[&str]) -> bool {
     })
 }
 
-/// The stream behind a skip operand: `x` itself, or `x` of a constant-scaled `Mul(x, α)`.
-fn unscaled(ix: &GraphIndex, v: ValueId) -> (ValueId, Option<f64>) {
-    if let Some((mul, _)) = ix.produced_by(v, "Mul")
-        && let [Some(a), Some(b)] = ix.inputs(mul)[..]
-    {
-        if let Some(alpha) = scalar(ix, b) {
-            return (a, Some(alpha));
-        }
-        if let Some(alpha) = scalar(ix, a) {
-            return (b, Some(alpha));
-        }
+/// The stream behind a scaled skip operand: `x` of a constant-scaled `Mul(x, α)`, with `α` and the `Mul`.
+fn unscaled(ix: &GraphIndex, v: ValueId) -> Option<(ValueId, f64, NodeIndex)> {
+    let (mul, _) = ix.produced_by(v, "Mul")?;
+    let [Some(a), Some(b)] = ix.inputs(mul)[..] else {
+        return None;
+    };
+    match (scalar(ix, b), scalar(ix, a)) {
+        (Some(alpha), _) => Some((a, alpha, mul)),
+        (None, Some(alpha)) => Some((b, alpha, mul)),
+        (None, None) => None,
     }
-    (v, None)
 }
 
 /// The terms of a branch operand: split `Add(p, q)` while both terms read the stream through a linear layer.
@@ -363,7 +474,9 @@ fn terms(
 struct Candidate {
     add: NodeIndex,
     x: ValueId,
-    skip_scale: Option<f64>,
+    skip: ValueId,
+    branch_sum: ValueId,
+    scaled_skip: Option<(f64, NodeIndex)>,
     sum: Option<ValueId>,
     branches: Vec<(ValueId, Vec<NodeIndex>)>,
 }
@@ -410,19 +523,21 @@ fn candidate(ix: &GraphIndex, add: NodeIndex) -> Option<Candidate> {
         let before = origin(ix, early);
         (before != early).then(|| with_linear(before)).flatten()
     };
-    let (x, skip_scale, window) = match with_linear(early).or_else(through_shape) {
+    let (x, scaled_skip, window) = match with_linear(early).or_else(through_shape) {
         Some(window) => (early, None, window),
-        None => match unscaled(ix, early) {
-            (x, Some(alpha)) => (x, Some(alpha), with_linear(x)?),
-            _ => return None,
-        },
+        None => {
+            let (x, alpha, mul) = unscaled(ix, early)?;
+            (x, Some((alpha, mul)), with_linear(x)?)
+        }
     };
     let mut branches = Vec::new();
     terms(ix, x, late, window, &mut branches);
     Some(Candidate {
         add,
         x,
-        skip_scale,
+        skip: early,
+        branch_sum: late,
+        scaled_skip,
         sum,
         branches,
     })
@@ -642,8 +757,11 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             placement: Placement::None,
             branches,
             post_norm: None,
-            skip_scale: c.skip_scale,
+            skip_scale: c.scaled_skip.map(|(alpha, _)| alpha),
+            scaled_skip: c.scaled_skip.map(|(_, mul)| mul),
             stream_in: c.x,
+            skip: c.skip,
+            branch_sum: c.branch_sum,
             sum: c.sum,
             add: c.add,
             fused_norm: norm_nodes

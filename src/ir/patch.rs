@@ -192,7 +192,11 @@ impl Patch {
             }
             current
         };
-        let old_inputs = ix.inputs(node).iter().map(|v| v.map(ValueRef::Old)).collect();
+        let old_inputs = ix
+            .inputs(node)
+            .iter()
+            .map(|v| v.map(ValueRef::Old))
+            .collect();
         let old_outputs = ix.graph.graph[node]
             .outputs
             .iter()
