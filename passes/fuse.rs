@@ -214,11 +214,17 @@ impl Site<'_, '_> {
     /// Why onnxruntime's Skip* ops cannot take this norm, if they cannot: they normalize the last axis only,
     /// have no stash type (so no Casts around the statistics), and take inputs of rank 2 or 3.
     fn skip_unfit(&self) -> Option<String> {
-        let casts = self
-            .norm
-            .nodes
-            .iter()
-            .any(|&n| self.op_of(n).is_some_and(|op| op.op_type() == "Cast"));
+        // Casts that keep the type (float32 statistics of a float32 model) change nothing; others do.
+        let casts = match self.casts() {
+            Ok(c) => {
+                let input = self.facts.elem_type(self.norm.input);
+                let stat = c.leading.or(input);
+                input.is_none() && (c.leading.is_some() || c.trailing.is_some())
+                    || c.leading.is_some_and(|t| Some(t) != input)
+                    || c.trailing.is_some_and(|t| Some(t) != stat)
+            }
+            Err(_) => true,
+        };
         if self.k != 1 {
             return Some(format!(
                 "it normalizes the last {} axes, the Skip ops only the last",
@@ -227,7 +233,8 @@ impl Site<'_, '_> {
         }
         if casts {
             return Some(
-                "it computes its statistics through Casts, and the Skip ops have no stash type"
+                "it computes its statistics in another type (Casts around them), and the Skip ops have no \
+                 stash type"
                     .into(),
             );
         }
