@@ -157,6 +157,29 @@ pub fn convert(
     if same_file(input, output) && !options.save.replace_sources {
         return Err(ConvertError::SameFile(output.into()));
     }
+    let (model, mut report) = convert_in_memory(original, input, output, options, progress)?;
+    if report.refusal.is_none() {
+        progress.stage(&format!("writing {}", output.display()));
+        report.file = Some(save(&model, output, &options.save)?);
+        report.written = true;
+    }
+    progress.done();
+    Ok(report)
+}
+
+/// The passes and the verification of [`convert`], without the write: the result stays in memory, for callers
+/// that hand it on rather than write it (the Python package). `output` only labels the result in messages and
+/// in the report, whose `written` is false and `file` absent until the caller has put the model somewhere.
+///
+/// The result's tensors that were external in `original` still are, with the same locations: they resolve
+/// against `original`'s folder, as its own did.
+pub fn convert_in_memory(
+    original: &Model,
+    input: &Path,
+    output: &Path,
+    options: &ConvertOptions,
+    progress: &mut dyn Progress,
+) -> Result<(Model, ConvertReport), ConvertError> {
     options.check()?;
     let mut model = original.clone();
     progress.stage("running the passes");
@@ -183,13 +206,7 @@ pub fn convert(
         None => report.verification_skipped = Some("verification was turned off (--no-verify)"),
         Some(verify) => judge(original, &model, &mut report, options, verify, progress)?,
     }
-    if report.refusal.is_none() {
-        progress.stage(&format!("writing {}", output.display()));
-        report.file = Some(save(&model, output, &options.save)?);
-        report.written = true;
-    }
-    progress.done();
-    Ok(report)
+    Ok((model, report))
 }
 
 /// Verifies `rewritten` against `original` and fills in the verification, the refusal, the pass at fault and

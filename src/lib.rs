@@ -9,11 +9,15 @@
 //! * [`runtime`] — the runtimes that execute models (tract built in, onnxruntime loaded at run time);
 //! * [`verify`] — running models in a runtime and comparing their outputs;
 //! * [`convert`] — a whole conversion: passes, verification, the search for a failing pass, writing;
-//! * [`tensor`] — reading the numbers inside tensors.
+//! * [`tensor`] — reading the numbers inside tensors;
+//! * [`cli`] — the `normshift` command line on top of all of it.
 //!
 //! A model read and written with no pass in between comes back byte-identical.
 
 pub mod analysis;
+/// The command line, which the binary and the Python package's command both run. It needs the runtimes.
+#[cfg(feature = "tract")]
+pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod io;
@@ -21,6 +25,8 @@ pub mod ir;
 pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;
+#[cfg(feature = "python")]
+mod python;
 pub mod runtime;
 pub mod summary;
 pub mod tensor;

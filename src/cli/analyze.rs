@@ -1,15 +1,14 @@
 //! `normshift analyze`.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use normshift::analysis::{Analysis, analyze};
-use normshift::ir::index::GraphIndex;
+use crate::analysis::{Analysis, analyze};
+use crate::ir::index::GraphIndex;
 
 use super::inspect::load;
-use super::print_warnings;
+use super::{EXIT_OK, print_warnings};
 
 #[derive(Args, Debug)]
 #[command(
@@ -33,7 +32,7 @@ pub struct AnalyzeArgs {
     pub svg: Option<PathBuf>,
 }
 
-pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let model = load(&args.model)?;
     print_warnings(&model.warnings);
     let index = GraphIndex::new(&model.graph);
@@ -50,7 +49,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", table(&analysis));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }
 
 /// The readable form: one row per unit, then the summary.
@@ -60,13 +59,13 @@ pub fn table(a: &Analysis) -> String {
     let norm_label = |i: usize| {
         let n = &a.norms[i].norm;
         let form = match n.form {
-            normshift::analysis::NormForm::Fused => "",
-            normshift::analysis::NormForm::Decomposed => " (decomposed)",
+            crate::analysis::NormForm::Fused => "",
+            crate::analysis::NormForm::Decomposed => " (decomposed)",
         };
         format!(
             "#{i} {}{form} ε={}",
             n.kind,
-            normshift::tensor::format_number(n.epsilon)
+            crate::tensor::format_number(n.epsilon)
         )
     };
     let _ = writeln!(

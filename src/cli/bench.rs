@@ -2,17 +2,16 @@
 //! interleaved.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use normshift::runtime::{Prepared, RuntimeKind};
-use normshift::verify::{DimSizes, ModelRef, Tolerance, compare, generate_inputs, prepare_models};
+use crate::runtime::{Prepared, RuntimeKind};
+use crate::verify::{DimSizes, ModelRef, Tolerance, compare, generate_inputs, prepare_models};
 use serde::Serialize;
 
 use super::inspect::load;
-use super::print_warnings;
+use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
 use super::verify::{RuntimeArg, ToleranceArgs, parse_dim};
 
@@ -86,7 +85,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
-pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -225,7 +224,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }
 
 /// A model prepared in a runtime, with the path it was loaded from.

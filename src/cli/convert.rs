@@ -2,19 +2,18 @@
 //! session, and prints its report.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Args;
-use normshift::convert::{
+use crate::convert::{
     ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions, convert as run_convert,
 };
-use normshift::io::{DataLayout, SaveOptions};
-use normshift::passes::{PassContext, PipelineOptions, Target};
+use crate::io::{DataLayout, SaveOptions};
+use crate::passes::{PassContext, PipelineOptions, Target};
 
 use super::inspect::load;
 use super::progress::Stages;
 use super::verify::{InputArgs, RuntimeArg, ToleranceArgs, print_report};
-use super::{EXIT_MISMATCH, print_warnings};
+use super::{EXIT_MISMATCH, EXIT_OK, print_warnings};
 
 #[derive(Args, Debug)]
 #[command(
@@ -100,7 +99,7 @@ impl From<TargetArg> for Target {
 }
 
 impl ConvertArgs {
-    fn options(&self) -> ConvertOptions {
+    pub(crate) fn options(&self) -> ConvertOptions {
         let layout = match (&self.external_data, self.inline_data) {
             (Some(l), _) if l.is_empty() => DataLayout::External { location: None },
             (Some(l), _) => DataLayout::External {
@@ -138,7 +137,7 @@ impl ConvertArgs {
     }
 }
 
-pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+pub fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     let options = args.options();
     options.check()?;
     let model = load(&args.input)?;
@@ -156,9 +155,9 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         print_text(&report);
     }
     Ok(if report.written {
-        ExitCode::SUCCESS
+        EXIT_OK
     } else {
-        ExitCode::from(EXIT_MISMATCH)
+        EXIT_MISMATCH
     })
 }
 
@@ -188,36 +187,42 @@ fn print_text(report: &ConvertReport) {
             print_drift(report.drift.as_ref());
         }
     }
-    let output = report.output.display();
     match (&report.refusal, &report.file) {
         (None, Some(file)) => eprintln!(
-            "wrote {output} ({} bytes{})",
+            "wrote {} ({} bytes{})",
+            report.output.display(),
             file.model_bytes,
             match &file.data_file {
                 Some(p) => format!(", data in {} ({} bytes)", p.display(), file.data_bytes),
                 None => String::new(),
             }
         ),
-        (Some(Refusal::Mismatch { failing_pass }), _) => {
+        (Some(refusal), _) => eprintln!(
+            "normshift: {}; {} was not written",
+            refusal_reason(refusal),
+            report.output.display()
+        ),
+        (None, None) => {}
+    }
+}
+
+/// Why a result was refused, in one line.
+pub(crate) fn refusal_reason(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Mismatch { failing_pass } => {
             let failing = match failing_pass {
                 Some(pass) => format!("pass {pass}"),
                 None => "the passes (though rerun one at a time, each verified)".into(),
             };
-            eprintln!(
-                "normshift: {failing} changed the outputs beyond tolerance; {output} was not written"
-            );
+            format!("{failing} changed the outputs beyond tolerance")
         }
-        (
-            Some(Refusal::Divergence {
-                rel_l2,
-                max_divergence,
-            }),
-            _,
-        ) => eprintln!(
-            "normshift: the outputs moved by a relative L2 error of {rel_l2:.3e}, above --max-divergence \
-             {max_divergence}; {output} was not written"
+        Refusal::Divergence {
+            rel_l2,
+            max_divergence,
+        } => format!(
+            "the outputs moved by a relative L2 error of {rel_l2:.3e}, above --max-divergence \
+             {max_divergence}"
         ),
-        (None, None) => {}
     }
 }
 

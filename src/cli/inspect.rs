@@ -1,29 +1,29 @@
 //! `inspect`, `dump` and `passes`: reading commands.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use anyhow::Context;
-use normshift::ir::text::TextOptions;
-use normshift::passes;
+use crate::ir::text::TextOptions;
+use crate::passes;
 
-use super::print_warnings;
+use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
 
-pub fn load(path: &Path) -> anyhow::Result<normshift::Model> {
+pub fn load(path: &Path) -> anyhow::Result<crate::Model> {
     let _step = Step::start(&format!("loading {}", path.display()));
-    Ok(normshift::io::load(path)?)
+    Ok(crate::io::load(path)?)
 }
 
-pub fn inspect(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let model = load(path)?;
-    let s = model.summary();
     if json {
-        let mut value = serde_json::to_value(&s)?;
-        value["path"] = serde_json::Value::String(path.display().to_string());
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary_json(&model, path)?)?
+        );
+        return Ok(EXIT_OK);
     }
+    let s = model.summary();
     print_warnings(&s.warnings);
     println!("{}", path.display());
     println!("  ir_version  {}", s.ir_version);
@@ -61,29 +61,43 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     for (op, n) in ops {
         println!("    {n:>6}  {op}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }
 
-pub fn dump(path: &Path, node_names: bool) -> anyhow::Result<ExitCode> {
+/// What `inspect --json` prints.
+pub(crate) fn summary_json(
+    model: &crate::Model,
+    path: &Path,
+) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(model.summary())?;
+    value["path"] = serde_json::Value::String(path.display().to_string());
+    Ok(value)
+}
+
+pub fn dump(path: &Path, node_names: bool) -> anyhow::Result<u8> {
     let model = load(path)?;
     print_warnings(&model.warnings);
     print!("{}", model.to_text(TextOptions { node_names }));
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }
 
-pub fn passes(json: bool) -> anyhow::Result<ExitCode> {
-    let all = passes::catalogue();
+/// What `passes --json` prints.
+pub(crate) fn passes_json() -> serde_json::Value {
+    passes::catalogue()
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name(), "class": p.class(), "description": p.description()}))
+        .collect()
+}
+
+pub fn passes(json: bool) -> anyhow::Result<u8> {
     if json {
-        let list: Vec<_> = all
-            .iter()
-            .map(|p| serde_json::json!({"name": p.name(), "class": p.class(), "description": p.description()}))
-            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).context("serializing the pass list")?
+            serde_json::to_string_pretty(&passes_json()).context("serializing the pass list")?
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(EXIT_OK);
     }
+    let all = passes::catalogue();
     for p in &all {
         let class = match p.class() {
             passes::PassClass::Exact => "exact",
@@ -91,5 +105,5 @@ pub fn passes(json: bool) -> anyhow::Result<ExitCode> {
         };
         println!("{:<24} {:<18} {}", p.name(), class, p.description());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }

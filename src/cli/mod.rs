@@ -1,22 +1,27 @@
-//! Command definitions (clap derive) and dispatch. Each subcommand lives in its own module.
+//! The `normshift` command line: definitions (clap derive), dispatch, and the one-line error report. Each
+//! subcommand lives in its own module. The binary (`src/main.rs`) and the Python package's `normshift` command
+//! both run [`main`], so the two are one program.
 
-mod analyze;
+pub(crate) mod analyze;
 mod bench;
-mod convert;
-mod inspect;
+pub(crate) mod convert;
+pub(crate) mod inspect;
 mod progress;
 mod run;
-mod verify;
+pub(crate) mod verify;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use normshift::convert::ConvertError;
-use normshift::runtime::RuntimeError;
-use normshift::verify::VerifyError;
+use crate::convert::ConvertError;
+use crate::passes::PassError;
+use crate::runtime::RuntimeError;
+use crate::verify::VerifyError;
 
+/// Exit status of success.
+pub const EXIT_OK: u8 = 0;
 /// Exit status when outputs differ beyond tolerance.
 pub const EXIT_MISMATCH: u8 = 1;
 /// Exit status for bad input, I/O and usage errors.
@@ -76,7 +81,39 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command line `args` (the program name first) as the `normshift` program does, process setup
+/// included, and returns the exit status: 0 success, 1 verification found a difference, 2 bad input or usage,
+/// 3 no runtime could run a model. Usage errors and `--help` print and exit as clap does.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    // Like every Unix filter: when the reader of our output goes away (`normshift dump M | head`), stop quietly
+    // instead of failing on the next write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE; no other thread of ours handles signals.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // Ctrl-C or SIGTERM while a file is being written: remove what is unfinished, so that the output is either
+    // complete or absent, then stop as an interrupted program does (128 + SIGINT).
+    let installed = ctrlc::set_handler(|| {
+        let _no_more_writes = crate::io::unfinished::abandon();
+        eprintln!("normshift: interrupted; unfinished files removed");
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        eprintln!("normshift: cannot install the interrupt handler: {e}");
+        return EXIT_ERROR;
+    }
+    let cli = Cli::parse_from(args);
+    match run(cli) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("normshift: {}", one_line(&e));
+            ErrorKind::of(&e).exit_code()
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Inspect { model, json } => inspect::inspect(&model, json),
         Command::Dump { model, node_names } => inspect::dump(&model, node_names),
@@ -89,25 +126,130 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The exit status an error maps to.
-pub fn exit_code_for(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        let runtime = matches!(
-            cause.downcast_ref::<VerifyError>(),
-            Some(VerifyError::Runtime(_) | VerifyError::NoRuntime(_))
-        ) || cause.downcast_ref::<RuntimeError>().is_some()
-            || matches!(
-                cause.downcast_ref::<ConvertError>(),
-                Some(ConvertError::Verify(
-                    VerifyError::Runtime(_) | VerifyError::NoRuntime(_)
-                ))
-            );
-        if runtime {
-            return EXIT_RUNTIME;
+/// What kind of failure an error is. The command line's exit status and the Python package's exception class
+/// both follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong: an unknown pass, options that contradict each other, OUT is the input.
+    Usage,
+    /// A file could not be read or written.
+    File,
+    /// The model is not a valid ONNX model, or its graph is invalid.
+    Model,
+    /// The inputs to run the models on could not be read or made.
+    Inputs,
+    /// A pass refused the model, or produced something invalid.
+    Pass,
+    /// The models could not be compared (their outputs differ in names or number).
+    Verification,
+    /// No runtime could load or run a model.
+    Runtime,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    /// The kind of the first cause in `e`'s chain that says what it is.
+    pub fn of(e: &anyhow::Error) -> ErrorKind {
+        e.chain()
+            .find_map(|cause| Self::classify(cause))
+            .unwrap_or(ErrorKind::Other)
+    }
+
+    fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+        use crate::io::{LoadError, SaveError};
+        if let Some(e) = cause.downcast_ref::<ConvertError>() {
+            return Some(match e {
+                ConvertError::SameFile(_) => ErrorKind::Usage,
+                ConvertError::Pass(e) => Self::of_pass(e),
+                ConvertError::Verify(e) => Self::of_verify(e),
+                ConvertError::Save(e) => Self::of_save(e),
+            });
+        }
+        if let Some(e) = cause.downcast_ref::<PassError>() {
+            return Some(Self::of_pass(e));
+        }
+        if let Some(e) = cause.downcast_ref::<VerifyError>() {
+            return Some(Self::of_verify(e));
+        }
+        if let Some(e) = cause.downcast_ref::<SaveError>() {
+            return Some(Self::of_save(e));
+        }
+        if let Some(e) = cause.downcast_ref::<LoadError>() {
+            return Some(match e {
+                LoadError::Io { .. } => ErrorKind::File,
+                _ => ErrorKind::Model,
+            });
+        }
+        if cause.downcast_ref::<RuntimeError>().is_some() {
+            return Some(ErrorKind::Runtime);
+        }
+        if cause.downcast_ref::<crate::ir::ValidationError>().is_some() {
+            return Some(ErrorKind::Model);
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Some(ErrorKind::Usage);
+        }
+        None
+    }
+
+    fn of_pass(e: &PassError) -> ErrorKind {
+        match e {
+            PassError::Unknown(_) | PassError::StopAfterUnknown(_) => ErrorKind::Usage,
+            PassError::Dump { .. } => ErrorKind::File,
+            PassError::Invalid { .. } | PassError::Patch { .. } | PassError::Refused { .. } => {
+                ErrorKind::Pass
+            }
         }
     }
-    EXIT_ERROR
+
+    fn of_verify(e: &VerifyError) -> ErrorKind {
+        match e {
+            VerifyError::Runtime(_) | VerifyError::NoRuntime(_) => ErrorKind::Runtime,
+            VerifyError::TestData { .. } | VerifyError::Inputs(_) => ErrorKind::Inputs,
+            VerifyError::OutputMismatch(_) => ErrorKind::Verification,
+            VerifyError::Encode(_) => ErrorKind::Model,
+        }
+    }
+
+    fn of_save(e: &crate::io::SaveError) -> ErrorKind {
+        use crate::io::SaveError;
+        match e {
+            SaveError::Io { .. } => ErrorKind::File,
+            SaveError::Invalid(_) | SaveError::Encode(_) => ErrorKind::Model,
+            SaveError::TooLargeInline(_)
+            | SaveError::BadLocation(_)
+            | SaveError::WouldReplaceSource(_) => ErrorKind::Usage,
+        }
+    }
+
+    /// The name the Python package's exceptions are keyed by.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::File => "file",
+            ErrorKind::Model => "model",
+            ErrorKind::Inputs => "inputs",
+            ErrorKind::Pass => "pass",
+            ErrorKind::Verification => "verification",
+            ErrorKind::Runtime => "runtime",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The command line's exit status for it.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Runtime => EXIT_RUNTIME,
+            _ => EXIT_ERROR,
+        }
+    }
 }
+
+/// A request the command line cannot carry out as given (the Python package raises it as a usage error).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// An error as one line: each cause once, even when a message already ends with its source's text.
 pub fn one_line(e: &anyhow::Error) -> String {

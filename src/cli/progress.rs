@@ -45,7 +45,7 @@ pub struct Stages {
     current: Option<Step>,
 }
 
-impl normshift::convert::Progress for Stages {
+impl crate::convert::Progress for Stages {
     fn stage(&mut self, what: &str) {
         self.current = None;
         self.current = Some(Step::start(what));

@@ -1,17 +1,16 @@
 //! `normshift run`: one run of a model, outputs written in the ONNX test-data layout.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use normshift::verify::{
+use crate::verify::{
     DimSizes, InputSet, ModelRef, Named, first_that_runs, generate_inputs, load_test_data,
     write_test_data,
 };
 
 use super::inspect::load;
-use super::print_warnings;
+use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
 use super::verify::{RuntimeArg, parse_dim};
 
@@ -62,7 +61,7 @@ fn summary(t: &Named) -> serde_json::Value {
     })
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let model = load(&args.model)?;
     print_warnings(&model.warnings);
     let inputs = match &args.inputs {
@@ -79,7 +78,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         label: "inputs".into(),
         inputs,
     }];
-    let normshift::verify::Outputs {
+    let crate::verify::Outputs {
         runtime,
         sets: mut outputs,
         note,
@@ -107,7 +106,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(EXIT_OK);
     }
     println!(
         "run by {runtime}{}",
@@ -132,5 +131,5 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.output {
         println!("wrote {} (input_K.pb, output_K.pb)", dir.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(EXIT_OK)
 }

@@ -1,19 +1,17 @@
 //! `normshift verify`.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
 use clap::Args;
-use normshift::runtime::RuntimeKind;
-use normshift::verify::{
+use crate::runtime::RuntimeKind;
+use crate::verify::{
     DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyReport, verify_pair,
     verify_reference, verify_runtimes,
 };
 
 use super::inspect::load;
 use super::progress::Step;
-use super::{EXIT_MISMATCH, print_warnings};
+use super::{EXIT_MISMATCH, EXIT_OK, UsageError, print_warnings};
 
 #[derive(Args, Debug)]
 #[command(
@@ -143,54 +141,81 @@ pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
     Ok((name.into(), size))
 }
 
-pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     let tol = Tolerance::from(args.tolerance);
     let a = load(&args.model)?;
     print_warnings(&a.warnings);
-    let a_ref = ModelRef::loaded(&a, &args.model);
-    let report = match (&args.other, &args.reference, args.runtime.as_slice()) {
-        (None, None, [first, second]) => {
-            let (Some(reference), Some(other)) = (first.kind(), second.kind()) else {
-                bail!("--runtime with two runtimes names them: tract,ort or ort,tract");
-            };
-            if reference == other {
-                bail!("--runtime {reference},{other} names the same runtime twice");
-            }
-            let _step = Step::start(&format!("running the model in {reference} and in {other}"));
-            verify_runtimes(&a_ref, &args.inputs.source(1), tol, reference, other)?
-        }
-        (_, _, [_, _, ..]) => {
-            bail!(
-                "two runtimes (--runtime tract,ort) compare one model with itself: give no second model"
-            )
-        }
-        (Some(other), None, [runtime]) => {
-            let b = load(other)?;
+    let b = match &args.other {
+        Some(path) => {
+            let b = load(path)?;
             print_warnings(&b.warnings);
-            let _step = Step::start("running both models");
-            verify_pair(
-                &a_ref,
-                &ModelRef::loaded(&b, other),
-                &args.inputs.source(1),
-                tol,
-                runtime.choice(),
-            )?
+            Some(b)
         }
-        (None, Some(dir), [runtime]) => {
-            let _step = Step::start("running the model");
-            verify_reference(&a_ref, dir, tol, runtime.choice())?
-        }
-        _ => bail!("give a second model to compare with, --reference DIR, or --runtime tract,ort"),
+        None => None,
     };
+    let a_ref = ModelRef::loaded(&a, &args.model);
+    let b_ref = b
+        .as_ref()
+        .zip(args.other.as_deref())
+        .map(|(b, path)| ModelRef::loaded(b, path));
+    let report = compare(
+        &a_ref,
+        b_ref.as_ref(),
+        args.reference.as_deref(),
+        &args.runtime,
+        &args.inputs,
+        tol,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
     }
-    Ok(if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_MISMATCH)
+    Ok(if report.ok { EXIT_OK } else { EXIT_MISMATCH })
+}
+
+/// What `verify` compares, given its models: `a` with `other`, `a` with the stored outputs in `reference`, or
+/// `a` in two runtimes.
+pub(crate) fn compare(
+    a: &ModelRef,
+    other: Option<&ModelRef>,
+    reference: Option<&Path>,
+    runtime: &[RuntimeArg],
+    inputs: &InputArgs,
+    tol: Tolerance,
+) -> anyhow::Result<VerifyReport> {
+    let usage = |text: &str| Err(UsageError(text.into()).into());
+    Ok(match (other, reference, runtime) {
+        (None, None, [first, second]) => {
+            let (Some(reference), Some(other)) = (first.kind(), second.kind()) else {
+                return usage("--runtime with two runtimes names them: tract,ort or ort,tract");
+            };
+            if reference == other {
+                return usage(&format!(
+                    "--runtime {reference},{other} names the same runtime twice"
+                ));
+            }
+            let _step = Step::start(&format!("running the model in {reference} and in {other}"));
+            verify_runtimes(a, &inputs.source(1), tol, reference, other)?
+        }
+        (_, _, [_, _, ..]) => {
+            return usage(
+                "two runtimes (--runtime tract,ort) compare one model with itself: give no second model",
+            );
+        }
+        (Some(other), None, [runtime]) => {
+            let _step = Step::start("running both models");
+            verify_pair(a, other, &inputs.source(1), tol, runtime.choice())?
+        }
+        (None, Some(dir), [runtime]) => {
+            let _step = Step::start("running the model");
+            verify_reference(a, dir, tol, runtime.choice())?
+        }
+        _ => {
+            return usage(
+                "give a second model to compare with, --reference DIR, or --runtime tract,ort",
+            );
+        }
     })
 }
 

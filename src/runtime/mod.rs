@@ -22,6 +22,13 @@ pub use value::{ElemType, Named, TensorData, Values};
 
 use crate::ir::Model;
 
+/// Sets the Python whose `onnxruntime` package supplies the library when neither `ORT_DYLIB_PATH` nor `PYTHON`
+/// is set (the Python package passes its own interpreter).
+#[cfg(feature = "onnxruntime")]
+pub fn set_default_python(executable: PathBuf) {
+    ort::set_default_python(executable);
+}
+
 /// Which runtime runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]

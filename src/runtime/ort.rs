@@ -42,6 +42,16 @@ fn unavailable(reason: String) -> RuntimeError {
 const HOW_TO_GET_IT: &str = "set ORT_DYLIB_PATH to libonnxruntime.so, or `pip install onnxruntime` for the python3 \
      on PATH (or the one $PYTHON names)";
 
+/// The Python to look for the `onnxruntime` package in when `PYTHON` is not set (else `python3` on PATH): the
+/// Python package sets its own interpreter, so that a model converted from Python is judged by the
+/// onnxruntime installed beside it.
+static DEFAULT_PYTHON: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the Python that [`find_library`] asks when `PYTHON` is not set; only the first call counts.
+pub fn set_default_python(executable: PathBuf) {
+    let _first_only = DEFAULT_PYTHON.set(executable);
+}
+
 /// The library to load: `ORT_DYLIB_PATH`, or the `onnxruntime` Python package's.
 pub fn find_library() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(DYLIB_VAR).filter(|p| !p.is_empty()) {
@@ -55,7 +65,9 @@ pub fn find_library() -> Result<PathBuf, String> {
             ))
         };
     }
-    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let python = std::env::var_os("PYTHON")
+        .or_else(|| DEFAULT_PYTHON.get().map(|p| p.clone().into_os_string()))
+        .unwrap_or_else(|| "python3".into());
     // find_spec locates the package without importing it (which would load the library and take seconds).
     let found = Command::new(&python)
         .args([
