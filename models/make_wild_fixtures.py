@@ -383,6 +383,19 @@ def build_dinov2_legacy17(folder, tmp):
     return {"pixel_values": px.numpy()}
 
 
+def build_bert_fresh_legacy14(folder, tmp):
+    """A BertModel as from_config makes it, not re-initialised: every LayerNorm weight is ones and every bias
+    zeros, so the exporter keeps one of each and feeds the others through Identity nodes."""
+    seed_all(20)
+    cfg = eager(T.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=64, max_position_embeddings=64))
+    m = T.BertModel(cfg, add_pooling_layer=False).eval()
+    names = ["input_ids", "attention_mask"]
+    args = text_args(names, 128, 120)
+    legacy_export(LastHidden(m, names).eval(), args, names, os.path.join(folder, "model.onnx"), 14)
+    return {n: a.numpy() for n, a in zip(names, args)}
+
+
 # ---------------------------------------------------------------------------------------------- facts
 def facts(placement, norm, layers, emb, final, desc, note=None, parallel=False):
     d = {"placement": placement, "norm": norm, "units": 2 * layers, "parallel": parallel,
@@ -464,6 +477,12 @@ SPECS = {
         "opset 17, input pixel_values [1,3,28,28]",
         "LayerScale units x + lambda * F(N(x)) (a Mul by a per-channel constant before the residual add); final "
         "layernorm; position embeddings bicubically interpolated (Resize) under tracing")),
+    "bert_fresh.legacy14": (build_bert_fresh_legacy14, facts(
+        "post", "layernorm", 2, True, False,
+        "BertModel as initialised from its config (hidden 32, 2 heads, MLP 64, vocab 128; LayerNorm weights ones, "
+        "biases zeros), legacy export opset 14 with input_ids, attention_mask",
+        "decomposed LayerNorms; the exporter deduplicates equal parameters: the embedding norm's weight and bias "
+        "are the only norm initializers, every other norm reads them through its own Identity node")),
 }
 
 

@@ -8,15 +8,23 @@ use crate::onnx::{TensorProto, attribute_proto::AttributeType};
 use crate::tensor::to_f64;
 
 /// The tensor behind `v` if it is constant: an initializer (that is not also a graph input, whose value the
-/// caller may override) or the output of a `Constant` node.
+/// caller may override), the output of a `Constant` node, or an `Identity` of either (torch's exporter shares
+/// equal parameters that way: every LayerNorm of a freshly initialized model reads one all-ones tensor
+/// through its own `Identity`).
 /// Initializers are borrowed; only a `Constant` node's attribute is turned into an owned tensor.
 pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> {
     let g = ix.graph;
     if let Some(t) = g.initializer(v) {
         return (!g.inputs.contains(&v)).then_some(Cow::Borrowed(t));
     }
-    let (_, op) = ix.producer_op(v)?;
-    if op.op_type() != "Constant" || !op.domain().is_empty() {
+    let (node, op) = ix.producer_op(v)?;
+    if !op.domain().is_empty() {
+        return None;
+    }
+    if op.op_type() == "Identity" {
+        return constant(ix, ix.inputs(node).first().copied().flatten()?);
+    }
+    if op.op_type() != "Constant" {
         return None;
     }
     let attr = op.proto.attribute.first()?;

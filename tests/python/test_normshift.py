@@ -131,6 +131,9 @@ def test_convert_from_bytes_and_from_a_path_give_the_same_model(bert):
     from_bytes, _ = normshift.convert(bert.read_bytes(), "fuse-layernorm", verify=False)
     from_path, report = normshift.convert(bert, "fuse-layernorm", verify=False)
     assert from_proto == from_bytes == from_path
+    raw, _ = normshift.convert(bert, "fuse-layernorm", verify=False, as_bytes=True)
+    assert isinstance(raw, bytes) and onnx.load_model_from_string(raw) == from_path
+    assert ort_outputs(raw, bert_feeds())
     assert report["verification_skipped"] == "verification was turned off (--no-verify)"
 
 

@@ -172,6 +172,7 @@ def convert(
     inline_data: bool = False,
     force: bool = False,
     base_dir=None,
+    as_bytes: bool = False,
 ) -> Tuple[Any, Dict[str, Any]]:
     """Runs ``passes`` on ``model``, verifies the result against it, and returns ``(converted, report)``.
 
@@ -182,7 +183,8 @@ def convert(
     beyond ``rtol``/``atol`` (or a function-changing one beyond ``max_divergence``), :class:`VerificationFailed`
     is raised with the report attached and nothing is returned or written.
 
-    ``converted`` is an ``onnx.ModelProto`` (bytes without the onnx package). Tensors that were in external
+    ``converted`` is an ``onnx.ModelProto`` (bytes without the onnx package, or with ``as_bytes=True``: what
+    ``onnxruntime.InferenceSession`` takes without a parse). Tensors that were in external
     data files still refer to them, relative to the same folder as the input's did. With ``output=PATH`` the
     result is written there instead (atomically; ``external_data=True`` or a file name puts the weights in one
     data file beside it, ``inline_data=True`` all in the model file) and ``converted`` is that path.
@@ -215,7 +217,10 @@ def convert(
     }
     data, report, found = _call(_native.convert_model, *_source(model, base_dir), request)
     _warn(found)
-    converted = _as_model(data) if data is not None else output
+    if data is None:
+        converted = output
+    else:
+        converted = data if as_bytes else _as_model(data)
     return converted, json.loads(report)
 
 
