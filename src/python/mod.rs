@@ -27,6 +27,7 @@ use crate::convert::{Quiet, convert, convert_in_memory};
 use crate::io::{PROTOBUF_LIMIT, SaveReport};
 use crate::ir::index::GraphIndex;
 use crate::ir::text::TextOptions;
+use crate::onnx::ModelProto;
 use crate::verify::{ModelRef, Tolerance};
 
 pyo3::create_exception!(
@@ -270,9 +271,9 @@ impl ConvertRequest {
     }
 }
 
-/// A converted model on its way back: encoded into a Python `bytes` object directly, or written to a file.
+/// A converted model on its way back: its proto, to be encoded into a Python `bytes` object, or written.
 enum Converted {
-    InMemory(Model),
+    InMemory(ModelProto),
     Written,
 }
 
@@ -300,7 +301,9 @@ fn convert_model(
             let (result, report) =
                 convert_in_memory(&model, &args.input, &args.output, &options, &mut Quiet)
                     .map_err(anyhow::Error::new)?;
-            (Converted::InMemory(result), report)
+            // Tensors that were external stay so (the proto keeps their entries): the size is the model's own.
+            let proto = result.to_proto().map_err(anyhow::Error::new)?;
+            (Converted::InMemory(proto), report)
         } else {
             let report = convert(&model, &args.input, &args.output, &options, &mut Quiet)
                 .map_err(anyhow::Error::new)?;
@@ -321,11 +324,8 @@ fn convert_model(
                 report: Some(json(&report)?),
             });
         }
-        if let Converted::InMemory(result) = &converted {
-            let size = result
-                .to_proto()
-                .map_err(anyhow::Error::new)?
-                .encoded_len();
+        if let Converted::InMemory(proto) = &converted {
+            let size = proto.encoded_len();
             if size as u64 > PROTOBUF_LIMIT {
                 return Err(Failure::usage(format!(
                     "the result is {size} bytes, over protobuf's 2 GiB limit: give output= to write it with \
@@ -343,16 +343,13 @@ fn convert_model(
     })?;
     let bytes = match converted {
         Converted::Written => None,
-        Converted::InMemory(model) => Some(encode(py, &model)?),
+        Converted::InMemory(proto) => Some(encode(py, &proto)?),
     };
     Ok((bytes, report, warnings))
 }
 
-/// Encodes `model` straight into a new Python `bytes` object (no intermediate buffer).
-fn encode(py: Python<'_>, model: &Model) -> PyResult<Py<PyBytes>> {
-    let proto = model
-        .to_proto()
-        .map_err(|e| Failure::from(anyhow::Error::new(e)))?;
+/// Encodes `proto` straight into a new Python `bytes` object (no intermediate buffer).
+fn encode(py: Python<'_>, proto: &ModelProto) -> PyResult<Py<PyBytes>> {
     let bytes = PyBytes::new_with(py, proto.encoded_len(), |mut buf: &mut [u8]| {
         proto
             .encode(&mut buf)

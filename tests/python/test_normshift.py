@@ -137,6 +137,18 @@ def test_convert_from_bytes_and_from_a_path_give_the_same_model(bert):
     assert report["verification_skipped"] == "verification was turned off (--no-verify)"
 
 
+def test_without_the_onnx_package_results_are_bytes(bert):
+    # A process of its own in which `import onnx` fails, as where onnx is not installed.
+    script = (
+        "import sys; sys.modules['onnx'] = None\n"
+        "import normshift\n"
+        f"model, report = normshift.convert({str(bert)!r}, ['fuse-layernorm'])\n"
+        "print(type(model).__name__, report['written'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["bytes", "True"], done.stderr
+
+
 def test_convert_report_equals_the_command_json_for_the_same_conversion(bert, tmp_path):
     args = ["--passes", "fuse-layernorm", "--target", "ort", "--seeds", "2"]
     cli = run_command("convert", bert, "-o", tmp_path / "cli.onnx", *args, "--json")
