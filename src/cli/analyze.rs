@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use clap::Args;
 use crate::analysis::{Analysis, analyze};
 use crate::ir::index::GraphIndex;
+use anyhow::{Context, bail};
+use clap::Args;
 
 use super::inspect::load;
 use super::{EXIT_OK, print_warnings};

@@ -4,16 +4,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use clap::Args;
 use crate::runtime::{Prepared, RuntimeKind};
 use crate::verify::{DimSizes, ModelRef, Tolerance, compare, generate_inputs, prepare_models};
+use anyhow::bail;
+use clap::Args;
 use serde::Serialize;
 
 use super::inspect::load;
-use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
 use super::verify::{RuntimeArg, ToleranceArgs, parse_dim};
+use super::{EXIT_OK, print_warnings};
 
 #[derive(Args, Debug)]
 #[command(

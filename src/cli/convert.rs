@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
 use crate::convert::{
     ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions, convert as run_convert,
 };
 use crate::io::{DataLayout, SaveOptions};
 use crate::passes::{PassContext, PipelineOptions, Target};
+use clap::Args;
 
 use super::inspect::load;
 use super::progress::Stages;

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use crate::ir::text::TextOptions;
 use crate::passes;
+use anyhow::Context;
 
-use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
+use super::{EXIT_OK, print_warnings};
 
 pub fn load(path: &Path) -> anyhow::Result<crate::Model> {
     let _step = Step::start(&format!("loading {}", path.display()));

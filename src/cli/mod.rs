@@ -152,7 +152,7 @@ impl ErrorKind {
     /// The kind of the first cause in `e`'s chain that says what it is.
     pub fn of(e: &anyhow::Error) -> ErrorKind {
         e.chain()
-            .find_map(|cause| Self::classify(cause))
+            .find_map(Self::classify)
             .unwrap_or(ErrorKind::Other)
     }
 

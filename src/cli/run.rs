@@ -2,17 +2,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::Args;
 use crate::verify::{
     DimSizes, InputSet, ModelRef, Named, first_that_runs, generate_inputs, load_test_data,
     write_test_data,
 };
+use anyhow::Context;
+use clap::Args;
 
 use super::inspect::load;
-use super::{EXIT_OK, print_warnings};
 use super::progress::Step;
 use super::verify::{RuntimeArg, parse_dim};
+use super::{EXIT_OK, print_warnings};
 
 #[derive(Args, Debug)]
 #[command(

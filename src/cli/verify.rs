@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use crate::runtime::RuntimeKind;
 use crate::verify::{
     DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyReport, verify_pair,
     verify_reference, verify_runtimes,
 };
+use clap::Args;
 
 use super::inspect::load;
 use super::progress::Step;

@@ -178,8 +178,7 @@ fn inspect_model(
     };
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        let summary = inspect::summary_json(&model, &source.label())
-            .map_err(|e| anyhow::Error::new(e))?;
+        let summary = inspect::summary_json(&model, &source.label()).map_err(anyhow::Error::new)?;
         json(&summary)
     })?)
 }
@@ -239,7 +238,8 @@ impl ConvertRequest {
     fn args(self, input: PathBuf) -> Result<ConvertArgs, Failure> {
         if self.output.is_none() && (self.external_data.is_some() || self.inline_data) {
             return Err(Failure::usage(
-                "external_data= and inline_data= say how output= is written: give output= too".into(),
+                "external_data= and inline_data= say how output= is written: give output= too"
+                    .into(),
             ));
         }
         if self.external_data.is_some() && self.inline_data {
@@ -271,12 +271,6 @@ impl ConvertRequest {
     }
 }
 
-/// A converted model on its way back: its proto, to be encoded into a Python `bytes` object, or written.
-enum Converted {
-    InMemory(ModelProto),
-    Written,
-}
-
 #[pyfunction]
 #[pyo3(signature = (path, data, base_dir, request))]
 fn convert_model(
@@ -303,11 +297,11 @@ fn convert_model(
                     .map_err(anyhow::Error::new)?;
             // Tensors that were external stay so (the proto keeps their entries): the size is the model's own.
             let proto = result.to_proto().map_err(anyhow::Error::new)?;
-            (Converted::InMemory(proto), report)
+            (Some(Box::new(proto)), report)
         } else {
             let report = convert(&model, &args.input, &args.output, &options, &mut Quiet)
                 .map_err(anyhow::Error::new)?;
-            (Converted::Written, report)
+            (None, report)
         };
         if let Some(refusal) = &report.refusal {
             return Err(Failure {
@@ -324,7 +318,7 @@ fn convert_model(
                 report: Some(json(&report)?),
             });
         }
-        if let Converted::InMemory(proto) = &converted {
+        if let Some(proto) = &converted {
             let size = proto.encoded_len();
             if size as u64 > PROTOBUF_LIMIT {
                 return Err(Failure::usage(format!(
@@ -341,10 +335,8 @@ fn convert_model(
         }
         Ok((converted, json(&report)?, model.warnings.clone()))
     })?;
-    let bytes = match converted {
-        Converted::Written => None,
-        Converted::InMemory(proto) => Some(encode(py, &proto)?),
-    };
+    // The result in memory, encoded into a Python `bytes` object; none when it was written to `output`.
+    let bytes = converted.map(|proto| encode(py, &proto)).transpose()?;
     Ok((bytes, report, warnings))
 }
 
