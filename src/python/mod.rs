@@ -70,10 +70,14 @@ impl From<Failure> for PyErr {
     }
 }
 
-/// A model as the Python half hands it over.
+/// A model as the Python half hands it over: the tuple `(path, bytes, base_dir)`.
+#[derive(FromPyObject)]
 struct Source {
+    #[pyo3(item(0))]
     path: Option<PathBuf>,
+    #[pyo3(item(1))]
     data: Option<Bytes>,
+    #[pyo3(item(2))]
     base_dir: Option<PathBuf>,
 }
 
@@ -140,18 +144,10 @@ fn input_args(
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, data, base_dir))]
 fn analyze_model(
     py: Python<'_>,
-    path: Option<PathBuf>,
-    data: Option<Bytes>,
-    base_dir: Option<PathBuf>,
+    source: Source,
 ) -> PyResult<(String, String, Vec<String>)> {
-    let source = Source {
-        path,
-        data,
-        base_dir,
-    };
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         let analysis = crate::analysis::analyze(&GraphIndex::new(&model.graph));
@@ -164,18 +160,10 @@ fn analyze_model(
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, data, base_dir))]
 fn inspect_model(
     py: Python<'_>,
-    path: Option<PathBuf>,
-    data: Option<Bytes>,
-    base_dir: Option<PathBuf>,
+    source: Source,
 ) -> PyResult<String> {
-    let source = Source {
-        path,
-        data,
-        base_dir,
-    };
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         let summary = inspect::summary_json(&model, &source.label()).map_err(anyhow::Error::new)?;
@@ -184,19 +172,11 @@ fn inspect_model(
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, data, base_dir, node_names))]
 fn dump_model(
     py: Python<'_>,
-    path: Option<PathBuf>,
-    data: Option<Bytes>,
-    base_dir: Option<PathBuf>,
+    source: Source,
     node_names: bool,
 ) -> PyResult<(String, Vec<String>)> {
-    let source = Source {
-        path,
-        data,
-        base_dir,
-    };
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         Ok((
@@ -272,19 +252,11 @@ impl ConvertRequest {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, data, base_dir, request))]
 fn convert_model(
     py: Python<'_>,
-    path: Option<PathBuf>,
-    data: Option<Bytes>,
-    base_dir: Option<PathBuf>,
+    source: Source,
     request: ConvertRequest,
 ) -> PyResult<(Option<Py<PyBytes>>, String, Vec<String>)> {
-    let source = Source {
-        path,
-        data,
-        base_dir,
-    };
     let in_memory = request.output.is_none();
     let args = request.args(source.label())?;
     let (converted, report, warnings) = py.detach(|| -> Result<_, Failure> {
@@ -367,19 +339,12 @@ struct VerifyRequest {
 }
 
 #[pyfunction]
-#[pyo3(signature = (path, data, base_dir, request))]
 fn verify_models(
     py: Python<'_>,
-    path: Option<PathBuf>,
-    data: Option<Bytes>,
-    base_dir: Option<PathBuf>,
+    source: Source,
     request: VerifyRequest,
 ) -> PyResult<(String, Vec<String>)> {
-    let a = Source {
-        path,
-        data,
-        base_dir,
-    };
+    let a = source;
     let b = (request.other_path.is_some() || request.other_data.is_some()).then(|| Source {
         path: request.other_path,
         data: request.other_data,

@@ -128,20 +128,20 @@ def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
 def analyze(model: Model, *, base_dir=None, table: bool = False) -> Union[Dict[str, Any], str]:
     """The norms and residual units of ``model`` and where each norm sits (post, pre, peri, branch-output):
     the dict ``normshift analyze --json`` prints, or with ``table=True`` the command's table as text."""
-    analysis, text, found = _call(_native.analyze_model, *_source(model, base_dir))
+    analysis, text, found = _call(_native.analyze_model, _source(model, base_dir))
     _warn(found)
     return text if table else json.loads(analysis)
 
 
 def inspect(model: Model, *, base_dir=None) -> Dict[str, Any]:
     """IR version, producer, opsets, op histogram, inputs, outputs, parameters: ``normshift inspect --json``."""
-    return json.loads(_call(_native.inspect_model, *_source(model, base_dir)))
+    return json.loads(_call(_native.inspect_model, _source(model, base_dir)))
 
 
 def dump(model: Model, *, base_dir=None, node_names: bool = False) -> str:
     """The model's IR in its stable text form (``normshift dump``), for snapshot tests: one line per node,
     constants summarized by hash, independent of node names unless ``node_names=True``."""
-    text, found = _call(_native.dump_model, *_source(model, base_dir), node_names)
+    text, found = _call(_native.dump_model, _source(model, base_dir), node_names)
     _warn(found)
     return text
 
@@ -215,7 +215,7 @@ def convert(
         "inline_data": bool(inline_data),
         "force": bool(force),
     }
-    data, report, found = _call(_native.convert_model, *_source(model, base_dir), request)
+    data, report, found = _call(_native.convert_model, _source(model, base_dir), request)
     _warn(found)
     if data is None:
         converted = output
@@ -258,6 +258,6 @@ def verify(
         "rtol": float(rtol),
         "atol": float(atol),
     }
-    report, found = _call(_native.verify_models, *_source(model, base_dir), request)
+    report, found = _call(_native.verify_models, _source(model, base_dir), request)
     _warn(found)
     return json.loads(report)
