@@ -144,10 +144,7 @@ fn input_args(
 }
 
 #[pyfunction]
-fn analyze_model(
-    py: Python<'_>,
-    source: Source,
-) -> PyResult<(String, String, Vec<String>)> {
+fn analyze_model(py: Python<'_>, source: Source) -> PyResult<(String, String, Vec<String>)> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         let analysis = crate::analysis::analyze(&GraphIndex::new(&model.graph));
@@ -160,10 +157,7 @@ fn analyze_model(
 }
 
 #[pyfunction]
-fn inspect_model(
-    py: Python<'_>,
-    source: Source,
-) -> PyResult<String> {
+fn inspect_model(py: Python<'_>, source: Source) -> PyResult<String> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         let summary = inspect::summary_json(&model, &source.label()).map_err(anyhow::Error::new)?;
@@ -172,11 +166,7 @@ fn inspect_model(
 }
 
 #[pyfunction]
-fn dump_model(
-    py: Python<'_>,
-    source: Source,
-    node_names: bool,
-) -> PyResult<(String, Vec<String>)> {
+fn dump_model(py: Python<'_>, source: Source, node_names: bool) -> PyResult<(String, Vec<String>)> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
         Ok((
