@@ -6,6 +6,7 @@
 //! [`Patch`], and the manager ([`run_pipeline`]) applies it, cleans up what it left unused, validates the graph,
 //! and can dump the text form before and after.
 
+mod bodies;
 mod cleanup;
 mod dedupe_constants;
 mod eliminate_dead_nodes;
@@ -128,7 +129,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Pass>, PassError> {
 pub struct PassRun {
     pub pass: &'static str,
     pub class: PassClass,
-    /// Places the pass changed.
+    /// Places the pass changed, in the main graph and in every subgraph body (`subgraphs` splits them).
     pub changes: usize,
     /// Nodes and initializers the cleanup after it removed.
     pub cleaned: usize,
@@ -137,6 +138,20 @@ pub struct PassRun {
     pub notes: Vec<String>,
     /// Time spent planning, applying, cleaning up and validating.
     pub elapsed_ms: f64,
+    /// What it did inside each subgraph body (`If` branches, `Loop`/`Scan` bodies), when the model has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subgraphs: Vec<BodyRun>,
+}
+
+/// What one pass did inside one subgraph body.
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyRun {
+    /// `/If_0/then_branch`, as `analyze` reports it.
+    pub path: String,
+    pub changes: usize,
+    pub cleaned: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How to run a pipeline.
@@ -181,35 +196,99 @@ pub fn run_pipeline(
     Ok(runs)
 }
 
-/// Applies one pass, then (if it changed anything) the cleanup, and validates the result.
+/// Applies one pass to the main graph and then inside every subgraph body, each followed (if it changed
+/// anything) by the cleanup and validated.
 pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
-    let name = pass.name();
     let started = std::time::Instant::now();
-    let patch = with_opset_upgrade(model, pass.plan(model, cx)?, name)?;
-    let changes = patch.sites;
-    let notes = patch.notes.clone();
-    model
-        .apply(patch)
-        .map_err(|source| PassError::Patch { pass: name, source })?;
-    let mut cleaned = 0;
-    if changes > 0 && pass.wants_cleanup() {
-        cleaned = cleanup::clean(model, cx).map_err(|e| match e {
-            PassError::Patch { source, .. } => PassError::Patch { pass: name, source },
-            other => other,
-        })?;
+    let has_bodies = model.graph.has_bodies();
+    if has_bodies {
+        raise_opset_for_bodies(model, pass, cx)?;
     }
-    model
-        .graph
-        .validate()
-        .map_err(|source| PassError::Invalid { pass: name, source })?;
+    let patch = with_opset_upgrade(model, pass.plan(model, cx)?, pass.name())?;
+    let notes = patch.notes.clone();
+    let (mut changes, mut cleaned) = apply_and_clean(model, patch, pass, cx)?;
+    let mut subgraphs = Vec::new();
+    if has_bodies {
+        subgraphs = bodies::run_in_bodies(model, pass, cx)?;
+        let changed: usize = subgraphs.iter().map(|b| b.changes).sum();
+        changes += changed;
+        if changed > 0 {
+            // What the bodies no longer read from the main graph (a decomposed norm's constants) goes too.
+            cleaned += cleanup::clean(model, cx).map_err(|e| attribute_to(pass.name(), e))?;
+            validate(model, pass.name())?;
+        }
+    }
     Ok(PassRun {
-        pass: name,
+        pass: pass.name(),
         class: pass.class(),
         changes,
         cleaned,
         notes,
         elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        subgraphs,
     })
+}
+
+/// Applies a pass's patch, then (if it changed anything) the cleanup, and validates the result. Returns the
+/// patch's sites and what the cleanup removed.
+fn apply_and_clean(
+    model: &mut Model,
+    patch: Patch,
+    pass: &dyn Pass,
+    cx: &PassContext,
+) -> Result<(usize, usize), PassError> {
+    let name = pass.name();
+    let changes = patch.sites;
+    model
+        .apply(patch)
+        .map_err(|source| PassError::Patch { pass: name, source })?;
+    let mut cleaned = 0;
+    if changes > 0 && pass.wants_cleanup() {
+        cleaned = cleanup::clean(model, cx).map_err(|e| attribute_to(name, e))?;
+    }
+    validate(model, name)?;
+    Ok((changes, cleaned))
+}
+
+/// The cleanup's patch errors are the pass's: it is the pass that left the graph that way.
+fn attribute_to(pass: &'static str, e: PassError) -> PassError {
+    match e {
+        PassError::Patch { source, .. } => PassError::Patch { pass, source },
+        other => other,
+    }
+}
+
+fn validate(model: &Model, pass: &'static str) -> Result<(), PassError> {
+    model
+        .graph
+        .validate()
+        .map_err(|source| PassError::Invalid { pass, source })
+}
+
+/// A fusion inside a body may need a newer opset than the model imports (`LayerNormalization` needs 17). The
+/// opset is the model's, so it is raised once for the whole model (the upgrade adapts every body) before the
+/// pass runs anywhere.
+fn raise_opset_for_bodies(
+    model: &mut Model,
+    pass: &dyn Pass,
+    cx: &PassContext,
+) -> Result<(), PassError> {
+    let current = model.opset_version("").unwrap_or(1);
+    let needed = bodies::opset_needed_in_bodies(model, pass, cx)?;
+    if needed <= current {
+        return Ok(());
+    }
+    let upgrade = upgrade_opset::plan(model, needed, &Default::default()).map_err(|e| {
+        PassError::Refused {
+            pass: pass.name(),
+            reason: format!("its ops inside subgraph bodies need opset {needed}, but {e}"),
+        }
+    })?;
+    model.apply(upgrade).map_err(|source| PassError::Patch {
+        pass: pass.name(),
+        source,
+    })?;
+    validate(model, pass.name())
 }
 
 /// `patch` with the upgrade of every other node when it needs a newer default-domain opset than the model's

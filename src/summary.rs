@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::ir::{Model, ValueId};
+use crate::ir::subgraph::Scope;
+use crate::ir::{Model, ValidationError, ValueId};
 use crate::onnx::{Dim, describe_type, elem_type_name, tensor_type};
 
 #[derive(Debug, Clone, Serialize)]
@@ -28,8 +29,12 @@ pub struct Summary {
     pub producer_name: String,
     pub producer_version: String,
     pub opsets: Vec<Opset>,
+    /// Op nodes of the main graph.
     pub nodes: usize,
-    /// Op type (with its domain unless it is the default one) → count.
+    /// Subgraph bodies (`If` branches, `Loop`/`Scan` bodies, nested ones too) and the op nodes inside them.
+    pub subgraphs: usize,
+    pub nodes_in_subgraphs: usize,
+    /// Op type (with its domain unless it is the default one) → count, in the main graph and every body.
     pub ops: BTreeMap<String, usize>,
     pub inputs: Vec<ValueSummary>,
     pub outputs: Vec<ValueSummary>,
@@ -38,24 +43,28 @@ pub struct Summary {
     pub parameter_bytes: u64,
     pub external_data_bytes: u64,
     pub functions: usize,
-    /// Normalization layers found, by `kind form` (e.g. `layernorm decomposed`).
+    /// Normalization layers found, by `kind form` (e.g. `layernorm decomposed`), in the main graph and every
+    /// body.
     pub norms: BTreeMap<String, usize>,
     pub warnings: Vec<String>,
 }
 
 impl Model {
-    pub fn summary(&self) -> Summary {
+    pub fn summary(&self) -> Result<Summary, ValidationError> {
         let g = &self.graph;
         let mut ops = BTreeMap::new();
-        for node in g.graph.node_weights() {
-            if let Some(op) = node.op() {
-                let key = match op.domain() {
-                    "" => op.op_type().to_string(),
-                    d => format!("{d}.{}", op.op_type()),
-                };
-                *ops.entry(key).or_insert(0) += 1;
+        count_ops(g, &mut ops);
+        let mut norms = norm_counts(g);
+        let (mut subgraphs, mut nodes_in_subgraphs) = (0, 0);
+        g.visit_bodies(&Scope::default(), "", &mut |_, body| {
+            subgraphs += 1;
+            nodes_in_subgraphs += body.op_count();
+            count_ops(body, &mut ops);
+            for (kind, n) in norm_counts(body) {
+                *norms.entry(kind).or_insert(0) += n;
             }
-        }
+            Ok::<_, ValidationError>(())
+        })?;
         let describe = |v: ValueId| {
             let value = g.value(v);
             let tt = value.ty().and_then(tensor_type);
@@ -67,7 +76,7 @@ impl Model {
             }
         };
         let tensors = g.initializers.iter().map(|id| &g.tensors[id]);
-        Summary {
+        Ok(Summary {
             ir_version: self.header.ir_version(),
             producer_name: self.header.producer_name().into(),
             producer_version: self.header.producer_version().into(),
@@ -85,6 +94,8 @@ impl Model {
                 })
                 .collect(),
             nodes: g.op_count(),
+            subgraphs,
+            nodes_in_subgraphs,
             ops,
             inputs: g.runtime_inputs().map(describe).collect(),
             outputs: g.outputs.iter().map(|&v| describe(v)).collect(),
@@ -96,9 +107,19 @@ impl Model {
                 .map(|b| b.len() as u64)
                 .sum(),
             functions: self.header.functions.len(),
-            norms: norm_counts(g),
+            norms,
             warnings: self.warnings.clone(),
-        }
+        })
+    }
+}
+
+fn count_ops(g: &crate::ir::Graph, ops: &mut BTreeMap<String, usize>) {
+    for op in g.graph.node_weights().filter_map(|n| n.op()) {
+        let key = match op.domain() {
+            "" => op.op_type().to_string(),
+            d => format!("{d}.{}", op.op_type()),
+        };
+        *ops.entry(key).or_insert(0) += 1;
     }
 }
 

@@ -31,9 +31,11 @@ macro_rules! spelled {
 pub mod constants;
 mod dot;
 pub mod facts;
+mod model;
 pub mod norms;
 pub mod residual;
 
+pub use model::{BodyAnalysis, ModelAnalysis, analyze_model};
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
     Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, Stream,

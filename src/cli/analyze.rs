@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::analysis::{Analysis, analyze};
-use crate::ir::index::GraphIndex;
+use crate::analysis::{Analysis, ModelAnalysis, analyze_model};
 use anyhow::{Context, bail};
 use clap::Args;
 
@@ -35,25 +34,76 @@ pub struct AnalyzeArgs {
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     let model = load(&args.model)?;
     print_warnings(&model.warnings);
-    let index = GraphIndex::new(&model.graph);
-    let analysis = analyze(&index);
+    let analysis = analyze_model(&model)?;
     let title = args.model.display().to_string();
+    // The picture is of the graph that holds the units: the main graph, or the first body when the main graph
+    // only dispatches to bodies.
+    let pictured = match analysis.summarised_by_subgraphs {
+        true => analysis
+            .subgraphs
+            .iter()
+            .map(|b| &b.analysis)
+            .find(|a| a.unit_count > 0)
+            .unwrap_or(&analysis.main),
+        false => &analysis.main,
+    };
     if let Some(path) = &args.dot {
-        write_file(path, analysis.to_dot(&title).as_bytes())?;
+        write_file(path, pictured.to_dot(&title).as_bytes())?;
     }
     if let Some(path) = &args.svg {
-        write_file(path, &render_svg(&analysis.to_dot(&title))?)?;
+        write_file(path, &render_svg(&pictured.to_dot(&title))?)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&analysis)?);
     } else {
-        print!("{}", table(&analysis));
+        print!("{}", model_table(&analysis));
     }
     Ok(EXIT_OK)
 }
 
-/// The readable form: one row per unit, then the summary.
-pub fn table(a: &Analysis) -> String {
+/// The main graph's table, then one section per subgraph body that holds any norm or unit (the others are
+/// counted), then the model's summary line.
+pub fn model_table(a: &ModelAnalysis) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if !a.summarised_by_subgraphs {
+        out.push_str(&unit_rows(&a.main));
+    }
+    let (shown, plain): (Vec<_>, Vec<_>) = a
+        .subgraphs
+        .iter()
+        .partition(|b| b.analysis.unit_count > 0 || b.analysis.norm_count > 0);
+    for body in &shown {
+        let _ = writeln!(out, "\n{}", body.path);
+        out.push_str(&unit_rows(&body.analysis));
+        let _ = writeln!(out, "{}", summary_line(&body.analysis));
+    }
+    if !plain.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} more subgraph bodies with no norms or residual units",
+            plain.len()
+        );
+    }
+    if !a.subgraphs.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmodel{}:",
+            if a.summarised_by_subgraphs {
+                " (as its subgraph bodies agree)"
+            } else {
+                " (main graph)"
+            }
+        );
+    } else {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", summary_line(&a.main));
+    out
+}
+
+/// One row per unit, then one per norm outside the units.
+fn unit_rows(a: &Analysis) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let norm_label = |i: usize| {
@@ -113,10 +163,13 @@ pub fn table(a: &Analysis) -> String {
             norm_label(i)
         );
     }
+    out
+}
+
+fn summary_line(a: &Analysis) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
-    let _ = writeln!(
-        out,
-        "\nplacement {} · norm {} · {} residual units · parallel {} · embedding norm {} · final norm {} · {} norms",
+    format!(
+        "placement {} · norm {} · {} residual units · parallel {} · embedding norm {} · final norm {} · {} norms",
         a.placement,
         a.norm,
         a.unit_count,
@@ -124,8 +177,7 @@ pub fn table(a: &Analysis) -> String {
         yes(a.embedding_norm),
         yes(a.final_norm),
         a.norm_count
-    );
-    out
+    )
 }
 
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {

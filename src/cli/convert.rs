@@ -175,6 +175,20 @@ fn print_text(report: &ConvertReport) {
         for note in &r.notes {
             eprintln!("  {note}");
         }
+        for body in &r.subgraphs {
+            eprintln!(
+                "  in {}: {} change(s){}",
+                body.path,
+                body.changes,
+                match body.cleaned {
+                    0 => String::new(),
+                    n => format!(", {n} left unused and removed"),
+                }
+            );
+            for note in &body.notes {
+                eprintln!("    {note}");
+            }
+        }
     }
     if let Some(verification) = &report.verification {
         print_report(verification);

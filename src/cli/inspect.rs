@@ -23,7 +23,7 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_OK);
     }
-    let s = model.summary();
+    let s = model.summary()?;
     print_warnings(&s.warnings);
     println!("{}", path.display());
     println!("  ir_version  {}", s.ir_version);
@@ -34,7 +34,13 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
         .map(|o| format!("{}:{}", o.domain, o.version))
         .collect();
     println!("  opsets      {}", opsets.join(", "));
-    println!("  nodes       {}", s.nodes);
+    match s.subgraphs {
+        0 => println!("  nodes       {}", s.nodes),
+        n => println!(
+            "  nodes       {} (and {} in {n} subgraph bodies)",
+            s.nodes, s.nodes_in_subgraphs
+        ),
+    }
     println!(
         "  parameters  {} in {} initializers, {} bytes{}",
         s.parameters,
@@ -65,11 +71,8 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
 }
 
 /// What `inspect --json` prints.
-pub(crate) fn summary_json(
-    model: &crate::Model,
-    path: &Path,
-) -> serde_json::Result<serde_json::Value> {
-    let mut value = serde_json::to_value(model.summary())?;
+pub(crate) fn summary_json(model: &crate::Model, path: &Path) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(model.summary()?)?;
     value["path"] = serde_json::Value::String(path.display().to_string());
     Ok(value)
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 
+use super::subgraph::Scope;
 use super::validate::ValidationError;
 use super::{Edge, Graph, InputSlot, Model, Node, NodeKind, Op, OrderKey, Tensor, ValueId};
 use crate::onnx::{GraphProto, ModelProto, ValueInfoProto};
@@ -23,7 +24,7 @@ impl Model {
         let imported: HashSet<&str> = proto.opset_import.iter().map(|o| o.domain()).collect();
         check_opset_imports(&graph_proto, &imported, 0)?;
         let mut warnings = Vec::new();
-        let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings)?;
+        let graph = Graph::from_proto(graph_proto, &mut external, &mut warnings, None)?;
         Ok(Model {
             graph,
             header: proto,
@@ -34,11 +35,19 @@ impl Model {
 }
 
 impl Graph {
-    fn from_proto(
+    /// Builds one graph. A subgraph body is built with the `scope` of the graphs around it: the names it reads
+    /// from there become [`Graph::captured`] sources (with their tensor when the enclosing graph holds one as an
+    /// initializer), and every enclosing name is reserved so that values a rewrite adds never shadow one.
+    pub(super) fn from_proto(
         mut proto: GraphProto,
         external: &mut HashMap<String, bytes::Bytes>,
         warnings: &mut Vec<String>,
+        scope: Option<&Scope>,
     ) -> Result<Graph, ValidationError> {
+        let free = match scope {
+            Some(_) => subgraph_free_names(&proto, 0)?,
+            None => BTreeSet::new(),
+        };
         let nodes = std::mem::take(&mut proto.node);
         let initializers = std::mem::take(&mut proto.initializer);
         let inputs = std::mem::take(&mut proto.input);
@@ -54,10 +63,14 @@ impl Graph {
             value_info: Vec::with_capacity(value_info.len()),
             initializers: Vec::with_capacity(initializers.len()),
             tensors: HashMap::with_capacity(initializers.len()),
+            captured: Vec::new(),
             rest: proto,
             next_inserted: 0,
         };
         let mut producers: HashMap<ValueId, (NodeIndex, usize)> = HashMap::new();
+        if let Some(scope) = scope {
+            g.capture(scope, &free, &mut producers);
+        }
 
         for info in inputs {
             let id = g.declare(info, "graph input", warnings);
@@ -177,6 +190,34 @@ impl Graph {
         Ok(g)
     }
 
+    /// Reserves every name of the enclosing scope, and gives each one the body reads a source node (and its
+    /// tensor, when it is constant there). Formal inputs and initializers of the body shadow nothing: the
+    /// checker refuses such a body, and import then treats the name as the body's own.
+    fn capture(
+        &mut self,
+        scope: &Scope,
+        free: &BTreeSet<String>,
+        producers: &mut HashMap<ValueId, (NodeIndex, usize)>,
+    ) {
+        for name in scope.names() {
+            self.insert_value(name.to_string(), None);
+        }
+        for name in free {
+            let Some(id) = self.value_id(name) else {
+                continue;
+            };
+            let node = self.graph.add_node(Node {
+                kind: NodeKind::Source,
+                outputs: vec![Some(id)],
+            });
+            producers.insert(id, (node, 0));
+            if let Some(tensor) = scope.constant(name) {
+                self.tensors.insert(id, tensor.clone());
+            }
+            self.captured.push(id);
+        }
+    }
+
     /// Records a declaration (graph input/output/value_info) of a value, keeping the first one whole.
     fn declare(&mut self, info: ValueInfoProto, list: &str, warnings: &mut Vec<String>) -> ValueId {
         let name = info.name().to_string();
@@ -271,7 +312,7 @@ fn check_opset_imports(
 }
 
 /// Names that a node's subgraph attributes read from the enclosing scope.
-fn captured_names(
+pub(super) fn captured_names(
     attributes: &[crate::onnx::AttributeProto],
     depth: usize,
 ) -> Result<BTreeSet<String>, ValidationError> {
@@ -284,7 +325,10 @@ fn captured_names(
     Ok(free)
 }
 
-fn subgraph_free_names(g: &GraphProto, depth: usize) -> Result<BTreeSet<String>, ValidationError> {
+pub(super) fn subgraph_free_names(
+    g: &GraphProto,
+    depth: usize,
+) -> Result<BTreeSet<String>, ValidationError> {
     if depth > MAX_SUBGRAPH_DEPTH {
         return Err(ValidationError::TooDeep(MAX_SUBGRAPH_DEPTH));
     }

@@ -19,6 +19,7 @@ mod export;
 mod import;
 pub mod index;
 pub mod patch;
+pub mod subgraph;
 pub mod text;
 mod validate;
 
@@ -189,7 +190,11 @@ pub struct Graph {
     pub value_info: Vec<ValueId>,
     /// Initializers in file order.
     pub initializers: Vec<ValueId>,
+    /// Initializers, and in a subgraph body also the constants of the enclosing graphs it reads (those are in
+    /// `captured`, not in `initializers`, and export leaves them where they are).
     pub tensors: HashMap<ValueId, Tensor>,
+    /// In a subgraph body: the values it reads from the enclosing graphs (sources that export does not write).
+    pub captured: Vec<ValueId>,
     pub rest: GraphProto,
     next_inserted: u64,
 }

@@ -25,7 +25,6 @@ use crate::cli::verify::{InputArgs, RuntimeArg, ToleranceArgs};
 use crate::cli::{ErrorKind, UsageError, analyze, inspect, one_line, verify};
 use crate::convert::{Quiet, convert, convert_in_memory};
 use crate::io::{PROTOBUF_LIMIT, SaveReport};
-use crate::ir::index::GraphIndex;
 use crate::ir::text::TextOptions;
 use crate::onnx::ModelProto;
 use crate::verify::{ModelRef, Tolerance};
@@ -147,10 +146,10 @@ fn input_args(
 fn analyze_model(py: Python<'_>, source: Source) -> PyResult<(String, String, Vec<String>)> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        let analysis = crate::analysis::analyze(&GraphIndex::new(&model.graph));
+        let analysis = crate::analysis::analyze_model(&model).map_err(anyhow::Error::new)?;
         Ok((
             json(&analysis)?,
-            analyze::table(&analysis),
+            analyze::model_table(&analysis),
             model.warnings.clone(),
         ))
     })?)
@@ -160,7 +159,7 @@ fn analyze_model(py: Python<'_>, source: Source) -> PyResult<(String, String, Ve
 fn inspect_model(py: Python<'_>, source: Source) -> PyResult<String> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        let summary = inspect::summary_json(&model, &source.label()).map_err(anyhow::Error::new)?;
+        let summary = inspect::summary_json(&model, &source.label())?;
         json(&summary)
     })?)
 }

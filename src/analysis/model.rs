@@ -1,0 +1,105 @@
+//! Analysis of a whole model: its main graph and every subgraph body (`If` branches, `Loop`/`Scan` bodies,
+//! nested), each analysed as a graph of its own with the constants of the graphs around it in view.
+
+use serde::Serialize;
+
+use super::residual::{Analysis, analyze};
+use crate::ir::index::GraphIndex;
+use crate::ir::subgraph::Scope;
+use crate::ir::{Model, ValidationError};
+
+/// One body's analysis, with where the body is.
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyAnalysis {
+    /// `/If_0/then_branch`: node and attribute from the main graph down.
+    pub path: String,
+    #[serde(flatten)]
+    pub analysis: Analysis,
+}
+
+/// The main graph's analysis and its bodies'. When the main graph only dispatches to bodies (optimum's merged
+/// decoders: one `If` whose branches each hold the whole decoder), its summary figures are the bodies' — if
+/// every body with residual units agrees on them — and `summarised_by_subgraphs` says so; the units and norms
+/// themselves are listed per body.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelAnalysis {
+    #[serde(flatten)]
+    pub main: Analysis,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subgraphs: Vec<BodyAnalysis>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub summarised_by_subgraphs: bool,
+}
+
+pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
+    let main = analyze(&GraphIndex::new(&model.graph));
+    let mut subgraphs = Vec::new();
+    model
+        .graph
+        .visit_bodies(&Scope::default(), "", &mut |at, body| {
+            subgraphs.push(BodyAnalysis {
+                path: at.path.clone(),
+                analysis: analyze(&GraphIndex::new(body)),
+            });
+            Ok::<_, ValidationError>(())
+        })?;
+    let mut result = ModelAnalysis {
+        main,
+        subgraphs,
+        summarised_by_subgraphs: false,
+    };
+    if let Some(summary) = result.agreed_body_summary().cloned() {
+        summary.copy_summary_into(&mut result.main);
+        result.summarised_by_subgraphs = true;
+    }
+    Ok(result)
+}
+
+impl ModelAnalysis {
+    /// The body whose summary stands for the model: only when the main graph has no units or norms of its own,
+    /// and every body that has units reports the same figures.
+    fn agreed_body_summary(&self) -> Option<&Analysis> {
+        if self.main.unit_count > 0 || self.main.norm_count > 0 {
+            return None;
+        }
+        let mut with_units = self
+            .subgraphs
+            .iter()
+            .map(|b| &b.analysis)
+            .filter(|a| a.unit_count > 0);
+        let first = with_units.next()?;
+        with_units.all(|a| a.same_summary(first)).then_some(first)
+    }
+}
+
+impl Analysis {
+    fn same_summary(&self, other: &Analysis) -> bool {
+        (
+            self.placement,
+            self.norm,
+            self.parallel,
+            self.embedding_norm,
+            self.final_norm,
+            self.unit_count,
+            self.norm_count,
+        ) == (
+            other.placement,
+            other.norm,
+            other.parallel,
+            other.embedding_norm,
+            other.final_norm,
+            other.unit_count,
+            other.norm_count,
+        )
+    }
+
+    fn copy_summary_into(&self, to: &mut Analysis) {
+        to.placement = self.placement;
+        to.norm = self.norm;
+        to.parallel = self.parallel;
+        to.embedding_norm = self.embedding_norm;
+        to.final_norm = self.final_norm;
+        to.unit_count = self.unit_count;
+        to.norm_count = self.norm_count;
+    }
+}
