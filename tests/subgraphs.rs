@@ -132,3 +132,123 @@ fn a_patch_may_not_remove_the_producer_of_a_value_a_subgraph_reads() {
         Err(normshift::ir::PatchError::OrphansCapture("n".into()))
     );
 }
+
+/// `model` as optimum's `merge_decoders` writes it: the main graph keeps the inputs, the outputs and every
+/// initializer, gains a boolean input `use_cache_branch`, and holds one `If` whose two branches each hold the
+/// whole original graph (reading the initializers from the main graph).
+fn merged(model: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let mut proto = normshift::onnx::ModelProto::decode(model).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let body = |name: &str| GraphProto {
+        name: Some(name.into()),
+        node: g.node.clone(),
+        output: g.output.clone(),
+        ..Default::default()
+    };
+    let mut iff = node(
+        "If",
+        &["use_cache_branch"],
+        &g.output.iter().map(|o| o.name()).collect::<Vec<_>>(),
+    );
+    iff.name = Some("merged::if".into());
+    iff.attribute = vec![
+        graph_attr("then_branch", body("with_past")),
+        graph_attr("else_branch", body("without_past")),
+    ];
+    g.node = vec![iff];
+    g.value_info.clear();
+    g.input.push(bool_info("use_cache_branch"));
+    proto.encode_to_vec()
+}
+
+fn load(bytes: &[u8]) -> normshift::Model {
+    normshift::io::load_bytes(bytes.to_vec().into(), "m.onnx".as_ref(), ".".as_ref()).unwrap()
+}
+
+#[test]
+fn a_merged_decoder_is_analysed_as_the_decoder_in_its_branches() {
+    let plain = std::fs::read(fixture_model("bert_post.opset14")).unwrap();
+    let want = normshift::analysis::analyze_model(&load(&plain)).unwrap();
+    let got = normshift::analysis::analyze_model(&load(&merged(&plain))).unwrap();
+    assert!(got.summarised_by_subgraphs);
+    let paths: Vec<&str> = got.subgraphs.iter().map(|b| b.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/merged::if/then_branch", "/merged::if/else_branch"]
+    );
+    let json = |a: &normshift::analysis::Analysis| serde_json::to_value(a).unwrap();
+    for body in &got.subgraphs {
+        // Units, branches, roles and ε of every norm, read through constants of the main graph.
+        assert_eq!(json(&body.analysis), json(&want.main), "{}", body.path);
+    }
+    let summary = |a: &normshift::analysis::Analysis| {
+        (
+            a.placement,
+            a.norm,
+            a.unit_count,
+            a.norm_count,
+            a.embedding_norm,
+            a.final_norm,
+        )
+    };
+    assert_eq!(summary(&got.main), summary(&want.main));
+    assert!(want.main.unit_count > 0 && got.main.residual_units.is_empty());
+}
+
+#[test]
+fn passes_rewrite_inside_both_branches_and_count_their_changes_per_body() {
+    let plain = std::fs::read(fixture_model("bert_post.opset14")).unwrap();
+    let mut alone = load(&plain);
+    let mut model = load(&merged(&plain));
+    let pipeline = ["fuse-layernorm".to_string()];
+    let alone_runs = passes::run_pipeline(&mut alone, &pipeline, &Default::default()).unwrap();
+    let runs = passes::run_pipeline(&mut model, &pipeline, &Default::default()).unwrap();
+    let per_body: Vec<(&str, usize)> = runs[0]
+        .subgraphs
+        .iter()
+        .map(|b| (b.path.as_str(), b.changes))
+        .collect();
+    let fused = alone_runs[0].changes;
+    assert!(fused > 0);
+    assert_eq!(
+        per_body,
+        [
+            ("/merged::if/then_branch", fused),
+            ("/merged::if/else_branch", fused)
+        ]
+    );
+    assert_eq!(runs[0].changes, 2 * fused);
+    // LayerNormalization needs opset 17: the model (whose opset the bodies share) was raised from 14.
+    assert_eq!(model.opset_version(""), Some(17));
+    let summary = model.summary().unwrap();
+    assert_eq!(summary.ops.get("LayerNormalization"), Some(&(2 * fused)));
+    assert_eq!(summary.ops.get("ReduceMean"), None);
+    // The decomposed norms' ε and exponent constants lived in the main graph; nothing reads them any more.
+    let unread: Vec<&str> = model
+        .graph
+        .initializers
+        .iter()
+        .filter(|&&v| {
+            model
+                .graph
+                .graph
+                .node_indices()
+                .all(|n| !model.graph.captured_values(n).contains(&v))
+        })
+        .map(|&v| model.graph.value(v).name.as_str())
+        .collect();
+    assert!(unread.is_empty(), "unread initializers left: {unread:?}");
+    // What was written reloads, and analyses as the fused decoder in each branch.
+    use prost::Message;
+    let again = load(&model.to_proto().unwrap().encode_to_vec());
+    let a = normshift::analysis::analyze_model(&again).unwrap();
+    let b = normshift::analysis::analyze_model(&alone).unwrap();
+    assert!(a.summarised_by_subgraphs);
+    for body in &a.subgraphs {
+        assert_eq!(
+            serde_json::to_value(&body.analysis).unwrap(),
+            serde_json::to_value(&b.main).unwrap()
+        );
+    }
+}
