@@ -23,7 +23,8 @@ use std::collections::{HashMap, HashSet};
 use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError, Target};
-use crate::analysis::constants::constant;
+use crate::analysis::constants::{constant, widening_cast_source};
+use crate::onnx::tensor_proto::DataType;
 use crate::analysis::facts::Facts;
 use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
 use crate::ir::index::GraphIndex;
@@ -134,6 +135,14 @@ struct Site<'a, 'g> {
     norm: &'a Norm,
     /// Number of normalized (trailing) axes.
     k: usize,
+}
+
+/// A pattern that is a fused op's float32 computation on a narrower input (`Site::stash_fold`): the
+/// constants of the input's type its scale and shift widen.
+#[derive(Clone, Copy)]
+struct Folded {
+    scale: Option<ValueId>,
+    shift: Option<ValueId>,
 }
 
 /// The Casts of a pattern: the one before the statistics and the type the ones after it convert to.
@@ -251,11 +260,46 @@ impl Site<'_, '_> {
         }
     }
 
+    /// Whether the pattern is a fused op's `stash_type = 1` computation spelled out: a float16 or bfloat16
+    /// input Cast to float32, statistics, scale and shift in float32 (the scale and shift widened from
+    /// constants of the input's type), one Cast back to the input's type at the end. The op with that
+    /// stash type computes exactly this on the input directly (onnxruntime's kernels do; `unfuse-norms`
+    /// writes this form), so fusing gives the op on the input, not an op between two Casts.
+    fn stash_fold(&self, casts: &Casts, input_type: Option<i32>, op: &FusedSlots) -> Option<Folded> {
+        let t = input_type.filter(|&t| t == DataType::Float16 as i32 || t == DataType::Bfloat16 as i32)?;
+        let takes_stash_type = op.skip.is_none() && !op.embedding;
+        let spelled_out = casts.leading == Some(DataType::Float as i32)
+            && casts.trailing == Some(t)
+            && !casts.affine_after_cast;
+        if !takes_stash_type || !spelled_out {
+            return None;
+        }
+        let source = |p: Option<Param>| -> Option<Option<ValueId>> {
+            let Some(p) = p else { return Some(None) };
+            let src = widening_cast_source(self.ix, p.value)?;
+            let typed = constant(self.ix, src).is_some_and(|c| c.elem_type() == t);
+            (typed && !p.plus_one).then_some(Some(src))
+        };
+        Some(Folded {
+            scale: source(self.norm.scale)?,
+            shift: source(self.norm.shift)?,
+        })
+    }
+
     /// The patch for this norm and the default-domain opset it needs.
     fn plan(&self, op: &FusedSlots, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), String> {
         let g = self.ix.graph;
-        let casts = self.casts()?;
+        let mut casts = self.casts()?;
         let input_type = self.facts.elem_type(self.norm.input);
+        let folded = self.stash_fold(&casts, input_type, op);
+        if folded.is_some() {
+            // The fused op computes in float32 itself (`stash_type` 1): no Casts around it.
+            casts = Casts {
+                leading: None,
+                trailing: None,
+                affine_after_cast: false,
+            };
+        }
         let stat_type = casts.leading.or(input_type);
         let out_type = casts.trailing.or(stat_type);
         if casts.trailing.is_some() && stat_type.is_none() {
@@ -273,7 +317,20 @@ impl Site<'_, '_> {
         let mut patch = Patch::new();
         let out_name = g.value(self.norm.output).name.clone();
 
-        let scale = match self.norm.scale.filter(|_| !affine_outside) {
+        // Folded, the scale and shift are the constants the pattern widened, in the input's type.
+        let unwidened = |p: Param, source: Option<ValueId>| Param {
+            value: source.unwrap_or(p.value),
+            ..p
+        };
+        let scale_param = self
+            .norm
+            .scale
+            .map(|p| unwidened(p, folded.and_then(|f| f.scale)));
+        let shift_param = self
+            .norm
+            .shift
+            .map(|p| unwidened(p, folded.and_then(|f| f.shift)));
+        let scale = match scale_param.filter(|_| !affine_outside) {
             Some(p) => self.param(&mut patch, p, stat_type, shape.as_deref(), "scale")?,
             None => {
                 let (Some(shape), Some(ty)) = (&shape, stat_type) else {
@@ -287,7 +344,7 @@ impl Site<'_, '_> {
                 patch.initializer(format!("{out_name}_scale"), t)
             }
         };
-        let shift = match (self.norm.kind, self.norm.shift) {
+        let shift = match (self.norm.kind, shift_param) {
             (NormKind::LayerNorm, Some(p)) if !affine_outside => {
                 Some(self.param(&mut patch, p, stat_type, shape.as_deref(), "shift")?)
             }

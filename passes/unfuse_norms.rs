@@ -14,9 +14,10 @@
 //!   RMSNorm                                       v = ReduceMean(Mul(x, x))  y = Div(x, Sqrt(Add(v, ε)))·γ
 //!   ```
 //!
-//!   computed in float32 with Casts around it when the input is another float type (the fused ops' default
-//!   `stash_type = 1`). This is the form `fuse-layernorm` / `fuse-rmsnorm` recognise, so unfusing then fusing
-//!   gives the fused model back.
+//!   computed in float32 when the input is another float type (the fused ops' default `stash_type = 1`): the
+//!   input, scale and shift are Cast to float32 and the result Cast back once, after the shift, as onnxruntime
+//!   computes float16 and bfloat16 norms. This is the form `fuse-layernorm` / `fuse-rmsnorm` recognise, so
+//!   unfusing then fusing gives the fused model back.
 //! * Preconditions: the mean / inverse-deviation outputs are unused; the first normalized axis names a
 //!   dimension of the input — `-1`, or any axis within the input's rank when that is known. Other norms are left
 //!   alone with a note.
@@ -208,44 +209,46 @@ impl Unfuse<'_, '_> {
         let shifted = b.value_op("Add", name("AddEpsilon"), vec![], vec![variance, eps]);
         let root = b.value_op("Sqrt", name("Sqrt"), vec![], vec![shifted]);
         let mut result = b.value_op("Div", name("Div"), vec![], vec![centred, root]);
-        if cast_needed && let Some(t) = x_type {
-            result = b.value_op(
+        // The scale and shift apply in the statistics' type too, and the result is rounded to the input type
+        // once, at the end: what onnxruntime's kernels compute for float16 and bfloat16 inputs (rounding after
+        // the division and after each affine step, as the ONNX function body spells it, differs from them by
+        // up to two units in the last place).
+        let in_stat_type = |b: &mut Builder, what: &str, v: crate::ir::ValueId| -> ValueRef {
+            match cast_needed {
+                true => b.value_op(
+                    "Cast",
+                    name(&format!("Cast{what}")),
+                    vec![attr_int("to", stat_type as i64)],
+                    vec![v.into()],
+                ),
+                false => v.into(),
+            }
+        };
+        let steps: Vec<(&str, ValueRef)> = [("Mul", "Scale", scale), ("Add", "Shift", shift)]
+            .into_iter()
+            .filter_map(|(op, what, v)| Some((op, in_stat_type(&mut b, what, v?))))
+            .collect();
+        let count = steps.len();
+        for (i, (op_type, operand)) in steps.into_iter().enumerate() {
+            let out: ValueRef = match i + 1 == count && !cast_needed {
+                true => y.into(),
+                false => b.patch.value(name(op_type)),
+            };
+            b.op(op_type, name(op_type), vec![], vec![result, operand], out);
+            result = out;
+        }
+        match x_type.filter(|_| cast_needed) {
+            Some(t) => b.op(
                 "Cast",
                 name("CastBack"),
                 vec![attr_int("to", t as i64)],
                 vec![result],
-            );
-        }
-        let last = match (scale.is_some(), shift.is_some()) {
-            (true, true) => 2,
-            (true, false) | (false, true) => 1,
-            (false, false) => 0,
-        };
-        let mut steps = 0;
-        let mut finish = |b: &mut Builder, op_type: &str, operand: crate::ir::ValueId| {
-            steps += 1;
-            let out: ValueRef = if steps == last {
-                y.into()
-            } else {
-                b.patch.value(name(op_type))
-            };
-            b.op(
-                op_type,
-                name(op_type),
-                vec![],
-                vec![result, operand.into()],
-                out,
-            );
-            result = out;
-        };
-        if let Some(s) = scale {
-            finish(&mut b, "Mul", s);
-        }
-        if let Some(s) = shift {
-            finish(&mut b, "Add", s);
-        }
-        if last == 0 {
-            b.op("Identity", name("Identity"), vec![], vec![result], y.into());
+                y.into(),
+            ),
+            None if count == 0 => {
+                b.op("Identity", name("Identity"), vec![], vec![result], y.into())
+            }
+            None => {}
         }
         if f.embedding {
             self.mask_index(&mut b, &name)?;

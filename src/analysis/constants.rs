@@ -24,6 +24,9 @@ pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> 
     if op.op_type() == "Identity" {
         return constant(ix, ix.inputs(node).first().copied().flatten()?);
     }
+    if op.op_type() == "Cast" {
+        return widened_float(ix, node, op);
+    }
     if op.op_type() != "Constant" {
         return None;
     }
@@ -40,6 +43,44 @@ pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> 
         proto,
         external: None,
     }))
+}
+
+/// A `Cast` of a float constant to a float type at least as wide keeps every value: for analysis it is that
+/// constant (fp16 models cast their norms' scale and shift to float32 for the statistics' type). The tensor
+/// keeps its own type; [`widening_cast_source`] says which constant it is.
+fn widened_float<'g>(
+    ix: &GraphIndex<'g>,
+    node: petgraph::stable_graph::NodeIndex,
+    op: &crate::ir::Op,
+) -> Option<Cow<'g, Tensor>> {
+    let to = op.attribute("to")?.i() as i32;
+    let t = constant(ix, ix.inputs(node).first().copied().flatten()?)?;
+    let (from, to) = (float_width(t.elem_type())?, float_width(to)?);
+    (from.0 <= to.0 && from.1 <= to.1).then_some(t)
+}
+
+/// The constant a widening float `Cast` reads, when `v` is one's output.
+pub fn widening_cast_source(ix: &GraphIndex, v: ValueId) -> Option<ValueId> {
+    let (node, op) = ix.producer_op(v)?;
+    if op.op_type() != "Cast" || !op.domain().is_empty() {
+        return None;
+    }
+    widened_float(ix, node, op)?;
+    ix.inputs(node).first().copied().flatten()
+}
+
+/// Bits of mantissa and exponent a float type holds, ordered so that a conversion to a type that is at least
+/// as wide in both keeps every value (float16 and bfloat16 are not ordered: each holds values the other
+/// cannot).
+fn float_width(elem_type: i32) -> Option<(u8, u8)> {
+    use crate::onnx::tensor_proto::DataType;
+    match DataType::try_from(elem_type).ok()? {
+        DataType::Float16 => Some((10, 5)),
+        DataType::Bfloat16 => Some((7, 8)),
+        DataType::Float => Some((23, 8)),
+        DataType::Double => Some((52, 11)),
+        _ => None,
+    }
 }
 
 fn f32_proto(values: &[f32], dims: Vec<i64>) -> TensorProto {

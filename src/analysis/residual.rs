@@ -714,7 +714,12 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
             .is_some_and(|n| origin(ix, n) == origin(ix, v))
     };
     let mut roles: Vec<Option<(Role, Option<usize>)>> = vec![None; norms.len()];
-    let streams: HashSet<ValueId> = candidates.iter().map(|c| origin(ix, c.x)).collect();
+    // Each stream as its units read it and before shape-only ops: a norm whose last node is a Cast back to
+    // the model's type (float16 models) ends in the first, not the second.
+    let streams: HashSet<ValueId> = candidates
+        .iter()
+        .flat_map(|c| [c.x, origin(ix, c.x)])
+        .collect();
 
     let mut units = Vec::new();
     for (u, c) in candidates.iter().enumerate() {
@@ -816,7 +821,8 @@ pub fn analyze(ix: &GraphIndex) -> Analysis {
     if let Some(first) = units.first() {
         let entry = origin(ix, first.stream_in);
         let embedding = norm_by_output
-            .get(&entry)
+            .get(&first.stream_in)
+            .or_else(|| norm_by_output.get(&entry))
             .or_else(|| projected_from(ix, entry).and_then(|v| norm_by_output.get(&v)))
             .or_else(|| centred_from(ix, entry).and_then(|v| norm_by_output.get(&v)))
             .copied();
