@@ -24,12 +24,12 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError, Target};
 use crate::analysis::constants::{constant, widening_cast_source};
-use crate::onnx::tensor_proto::DataType;
 use crate::analysis::facts::Facts;
 use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
+use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{Dim, tensor_type};
 use crate::tensor::to_f64;
 
@@ -265,8 +265,14 @@ impl Site<'_, '_> {
     /// constants of the input's type), one Cast back to the input's type at the end. The op with that
     /// stash type computes exactly this on the input directly (onnxruntime's kernels do; `unfuse-norms`
     /// writes this form), so fusing gives the op on the input, not an op between two Casts.
-    fn stash_fold(&self, casts: &Casts, input_type: Option<i32>, op: &FusedSlots) -> Option<Folded> {
-        let t = input_type.filter(|&t| t == DataType::Float16 as i32 || t == DataType::Bfloat16 as i32)?;
+    fn stash_fold(
+        &self,
+        casts: &Casts,
+        input_type: Option<i32>,
+        op: &FusedSlots,
+    ) -> Option<Folded> {
+        let t = input_type
+            .filter(|&t| t == DataType::Float16 as i32 || t == DataType::Bfloat16 as i32)?;
         let takes_stash_type = op.skip.is_none() && !op.embedding;
         let spelled_out = casts.leading == Some(DataType::Float as i32)
             && casts.trailing == Some(t)

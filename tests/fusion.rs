@@ -283,3 +283,54 @@ fn the_ort_target_takes_the_residual_add_into_skip_layernorm() {
         assert!(o.text.contains("com.microsoft:1"), "{}", o.text);
     }
 }
+
+/// A float16 `LayerNormalization` (γ, β float16 too), as `model.half()` exports write it.
+fn half_layernorm() -> Vec<u8> {
+    tiny_model(|g| {
+        g.input = vec![f16_info("x", &[2, 3, 4])];
+        g.output = vec![f16_info("y", &[2, 3, 4])];
+        g.initializer = vec![
+            filled_f16("gamma", &[4], 1.375),
+            filled_f16("beta", &[4], 0.3),
+        ];
+        g.node = vec![with(
+            node("LayerNormalization", &["x", "gamma", "beta"], &["y"]),
+            vec![
+                int("axis", -1),
+                normshift::onnx::build::attr_float("epsilon", 1e-5),
+            ],
+        )];
+    })
+}
+
+#[test]
+fn an_fp16_norm_unfused_then_fused_is_the_same_op_on_the_same_tensors() {
+    let original = half_layernorm();
+    let text = |bytes: &[u8]| {
+        normshift::io::load_bytes(bytes.to_vec().into(), "m.onnx".as_ref(), ".".as_ref())
+            .unwrap()
+            .to_text(Default::default())
+    };
+    // Unfused: statistics, scale and shift in float32 (the fused op's stash_type 1), one Cast back at the end;
+    // verified by tract (convert refuses to write otherwise).
+    let (out, _dir, unfused) = convert_bytes(&original, &["--passes", "unfuse-norms", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for run in report["verification"]["runs"].as_array().unwrap() {
+        assert_eq!(run["outputs"][0]["max_abs"].as_f64(), Some(0.0), "{report}");
+    }
+    let unfused = std::fs::read(unfused).unwrap();
+    let spelled = text(&unfused);
+    assert!(
+        spelled.contains("Cast[to=1](gamma)") && spelled.contains("Cast[to=1](beta)"),
+        "{spelled}"
+    );
+    assert!(
+        spelled.contains("y: f16[2, 3, 4] = Cast[to=10]("),
+        "{spelled}"
+    );
+    // Fused again: LayerNormalization on the float16 tensors, no Casts left.
+    let o = fuse(&unfused, &[]);
+    assert_eq!(o.fused, 1, "{}", o.text);
+    assert_eq!(o.text, text(&original));
+}
