@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use normshift::analysis::{Analysis, NormSummary, analyze};
+use normshift::analysis::{Analysis, NormSummary, analyze, analyze_model};
 use normshift::ir::index::GraphIndex;
 use normshift::passes::{PassClass, PassContext, PassError, Target, catalogue, run_one};
 
@@ -34,6 +34,14 @@ fn model_folders(dir: &Path) -> Vec<PathBuf> {
 
 fn analysis_of(model: &normshift::Model) -> Analysis {
     analyze(&GraphIndex::new(&model.graph))
+}
+
+/// The main graph's analysis and every subgraph body's, by path (`""` for the main graph).
+fn graphs_of(model: &normshift::Model) -> Vec<(String, Analysis)> {
+    let a = analyze_model(model).expect("bodies import");
+    let mut graphs = vec![(String::new(), a.main)];
+    graphs.extend(a.subgraphs.into_iter().map(|b| (b.path, b.analysis)));
+    graphs
 }
 
 /// A unit as compared: placement, branch kinds, its norms as the JSON report lists them, skip scale.
@@ -113,7 +121,40 @@ fn models_written_by_runtime_tools_analyse_as_their_architecture() {
         let want = &expected[&name];
         assert!(want.is_object(), "{name} has no entry in expected.json");
         let model = normshift::io::load(&folder.join("model.onnx")).expect("loads");
-        let a = analysis_of(&model);
+        let whole = analyze_model(&model).expect("bodies import");
+        // A merged decoder's figures are those of each branch (`in_subgraphs`); `norms_total` counts both.
+        let in_subgraphs = want["in_subgraphs"] == true;
+        if in_subgraphs != whole.summarised_by_subgraphs {
+            wrong.push(format!(
+                "{name}: summarised by its subgraphs is {}, should be {in_subgraphs}",
+                whole.summarised_by_subgraphs
+            ));
+            continue;
+        }
+        if let Some(total) = want["norms_total"].as_u64() {
+            let found = whole.main.norms.len()
+                + whole
+                    .subgraphs
+                    .iter()
+                    .map(|b| b.analysis.norms.len())
+                    .sum::<usize>();
+            if found as u64 != total {
+                wrong.push(format!(
+                    "{name}: {found} norms in the whole file, the architecture has {total}"
+                ));
+            }
+        }
+        let a = match in_subgraphs {
+            true => {
+                &whole
+                    .subgraphs
+                    .iter()
+                    .find(|b| b.analysis.unit_count > 0)
+                    .expect("a body with units")
+                    .analysis
+            }
+            false => &whole.main,
+        };
         let internal = a
             .norms
             .iter()
@@ -165,7 +206,7 @@ fn invariant_violations(folders: &[PathBuf]) -> (Vec<String>, usize) {
         let Ok(model) = normshift::io::load(&folder.join("model.onnx")) else {
             continue;
         };
-        let before = analysis_of(&model);
+        let before = graphs_of(&model);
         for pass in catalogue().iter().filter(|p| p.class() == PassClass::Exact) {
             // The one exact pass whose purpose is to change a norm's kind.
             let kinds = pass.name() != "layernorm-to-rmsnorm";
@@ -185,10 +226,13 @@ fn invariant_violations(folders: &[PathBuf]) -> (Vec<String>, usize) {
                     }
                 }
                 checked += 1;
-                let (want, got) = (
-                    structure(&before, kinds),
-                    structure(&analysis_of(&after), kinds),
-                );
+                let structures = |graphs: &[(String, Analysis)]| -> Vec<(String, Structure)> {
+                    graphs
+                        .iter()
+                        .map(|(path, a)| (path.clone(), structure(a, kinds)))
+                        .collect()
+                };
+                let (want, got) = (structures(&before), structures(&graphs_of(&after)));
                 if want != got {
                     broken.push(format!(
                         "{label}: analysis changed\n  before {want:?}\n  after  {got:?}"
