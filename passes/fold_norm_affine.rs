@@ -133,6 +133,36 @@ fn reads_only_the_shape(ix: &GraphIndex, n: NodeIndex) -> bool {
         .is_some_and(|op| op.domain().is_empty() && matches!(op.op_type(), "Shape" | "Size"))
 }
 
+/// Why a reader whose numbers are quantized cannot take the scale: onnxruntime's 4-bit `MatMulNBits`, dynamic
+/// int8 (`DynamicQuantizeLinear` before `MatMulInteger`), a `QuantizeLinear` calibrated for the unscaled
+/// values, or a MatMul/Gemm whose weight is a `DequantizeLinear` (static QDQ). Requantizing is not exact.
+fn quantized_linear(ix: &GraphIndex, n: NodeIndex) -> Option<String> {
+    let op = ix.graph.graph[n].op()?;
+    let layer = match (op.domain(), op.op_type()) {
+        ("com.microsoft", "MatMulNBits") => "block-quantized weights (MatMulNBits)",
+        ("", "MatMulInteger" | "DynamicQuantizeLinear" | "QLinearMatMul") => {
+            "int8 weights (MatMulInteger)"
+        }
+        ("", "QuantizeLinear") => {
+            return Some(
+                "a QuantizeLinear calibrated for the values as they are: scaling them first would change what \
+                 it quantizes"
+                    .into(),
+            );
+        }
+        ("", "MatMul" | "Gemm") => {
+            let weight = ix.inputs(n).get(1).copied().flatten()?;
+            ix.produced_by(weight, "DequantizeLinear")?;
+            "quantized weights (DequantizeLinear)"
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "a linear layer on {layer}: folding the scale in would change quantized weights, and requantizing \
+         them is not exact"
+    ))
+}
+
 fn reader(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> Result<Reader, String> {
     let op = ix.graph.graph[n].op().ok_or("a source reads it")?;
     let label = || ix.graph.node_label(n);
@@ -143,6 +173,9 @@ fn reader(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> Result<Reader, Stri
         )
     };
     let is = |ty: &str| op.op_type() == ty && op.domain().is_empty();
+    if let Some(form) = quantized_linear(ix, n) {
+        return Err(format!("{} reads it: {form}", label()));
+    }
     if slot != InputSlot::Operand(0) || !(is("MatMul") || is("Gemm")) {
         return Err(not_linear());
     }

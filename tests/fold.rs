@@ -94,3 +94,21 @@ fn scale_and_shift_fold_and_a_shared_weight_is_copied() {
         "{text}"
     );
 }
+
+#[test]
+fn norms_feeding_quantized_weights_are_left_alone_saying_so() {
+    // onnxruntime-genai's int4 export: every norm feeds MatMulNBits (4-bit blocks), which no exact fold can
+    // change. Planned without running (tract cannot run GroupQueryAttention).
+    let mut model =
+        normshift::io::load(&fixture("wild/llama.genai_int4").join("model.onnx")).unwrap();
+    let pass = normshift::passes::by_name("fold-norm-affine").unwrap();
+    let run = normshift::passes::run_one(&mut model, pass.as_ref(), &Default::default()).unwrap();
+    assert_eq!(run.changes, 0);
+    assert_eq!(run.notes.len(), 5, "{:?}", run.notes);
+    for note in &run.notes {
+        assert!(
+            note.contains("MatMulNBits") && note.contains("quantized weights"),
+            "{note}"
+        );
+    }
+}

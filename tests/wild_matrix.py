@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""What works on models as tools export them: one row per model folder, one column per capability.
+
+    python3 tests/wild_matrix.py BINARY DIR [DIR ...]      (PYTHON or ORT_DYLIB_PATH for onnxruntime)
+
+For each folder holding a model.onnx (and an expected.json beside the folders, as in models/wild):
+  * analysis: `analyze --json` matches expected.json (placement, norm, units, embedding/final norm, norms;
+    for merged decoders the per-branch figures);
+  * each exact pass (unfuse-norms, fuse-layernorm + fuse-rmsnorm, fold-norm-affine, layernorm-to-rmsnorm):
+    `convert` with verification on the folder's own test data — `ok N` (N changes, verified, written),
+    `none` (nothing to do), `refused` (the pass or verification refused, in one line), `FAIL` (a mismatch
+    or a crash);
+  * placement round trip: the rewrite the model's placement allows (pre-to-post for pre, post-to-pre for
+    post), then back, verified against the original (`exact`: the round trip reproduces it).
+Prints a Markdown table (the README's "Models as exported in practice") and exits 1 on any FAIL.
+Only the standard library is needed.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+PASSES = [
+    ("unfuse", "unfuse-norms"),
+    ("fuse", "fuse-layernorm,fuse-rmsnorm"),
+    ("fold", "fold-norm-affine"),
+    ("ln→rms", "layernorm-to-rmsnorm"),
+]
+
+
+def run(args):
+    return subprocess.run(args, capture_output=True, text=True)
+
+
+def analysis_matches(binary, model, want):
+    r = run([binary, "analyze", model, "--json"])
+    if r.returncode != 0:
+        return False, "analyze failed"
+    a = json.loads(r.stdout)
+    got = {
+        "placement": a["placement"], "norm": a["norm"], "units": a["unit_count"],
+        "embedding_norm": a["embedding_norm"], "final_norm": a["final_norm"], "norms": a["norm_count"],
+    }
+    wrong = [k for k, v in got.items() if want.get(k) != v]
+    if bool(want.get("in_subgraphs")) != bool(a.get("summarised_by_subgraphs")):
+        wrong.append("in_subgraphs")
+    return not wrong, a["placement"] if not wrong else "wrong " + ",".join(wrong)
+
+
+def convert(binary, model, out, passes, inputs):
+    args = [binary, "convert", model, "-o", out, "--passes", passes, "--json"]
+    if inputs:
+        args += ["--inputs", inputs]
+    r = run(args)
+    try:
+        report = json.loads(r.stdout)
+    except ValueError:
+        report = None
+    if r.returncode == 0 and report:
+        changes = sum(p["changes"] for p in report["passes"])
+        if changes == 0:
+            return "none", report
+        return f"ok {changes}", report
+    if r.returncode in (2, 3) or (report and report.get("refusal")):
+        return "refused", report
+    return "FAIL", report
+
+
+def has_test_data(folder):
+    return any(n.startswith("test_data_set_") for n in os.listdir(folder))
+
+
+def main():
+    binary, dirs = sys.argv[1], sys.argv[2:]
+    rows, failed = [], 0
+    work = tempfile.mkdtemp()
+    for d in dirs:
+        expected_path = os.path.join(d, "expected.json")
+        expected = json.load(open(expected_path)) if os.path.exists(expected_path) else {}
+        for name in sorted(os.listdir(d)):
+            folder = os.path.join(d, name)
+            model = os.path.join(folder, "model.onnx")
+            if not os.path.isfile(model):
+                continue
+            inputs = folder if has_test_data(folder) else None
+            ok, placement = analysis_matches(binary, model, expected.get(name, {}))
+            cells = ["yes" if ok else placement]
+            for _, passes in PASSES:
+                verdict, _ = convert(binary, model, os.path.join(work, "out.onnx"), passes, inputs)
+                failed += verdict == "FAIL"
+                cells.append(verdict)
+            cells.append(round_trip(binary, model, placement, inputs, work))
+            failed += cells[-1] == "FAIL"
+            rows.append((name, cells))
+    header = ["model", "analysis"] + [c for c, _ in PASSES] + ["placement round trip"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, cells in rows:
+        print(f"| `{name}` | " + " | ".join(cells) + " |")
+    return 1 if failed else 0
+
+
+def round_trip(binary, model, placement, inputs, work):
+    there, back = {"pre": ("pre-to-post", "post-to-pre"), "post": ("post-to-pre", "pre-to-post")}.get(
+        placement, (None, None))
+    if there is None:
+        return "-"
+    mid, end = os.path.join(work, "mid.onnx"), os.path.join(work, "end.onnx")
+    extra = ["--inputs", inputs] if inputs else []
+    first = run([binary, "convert", model, "-o", mid, "--passes", there, "--json"] + extra)
+    if not os.path.exists(mid):
+        return "refused" if first.returncode in (2, 3) else "FAIL"
+    run([binary, "convert", mid, "-o", end, "--passes", back, "--json"] + extra)
+    if not os.path.exists(end):
+        return "refused back"
+    check = run([binary, "verify", model, end, "--json"] + extra)
+    os.remove(mid)
+    os.remove(end)
+    if check.returncode == 0:
+        return "exact"
+    return "refused" if check.returncode in (2, 3) else "FAIL"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
