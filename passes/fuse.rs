@@ -25,7 +25,9 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target};
 use crate::analysis::constants::{constant, widening_cast_source};
 use crate::analysis::facts::Facts;
-use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
+use crate::analysis::{
+    Analysis, FusedSlots, Norm, NormForm, NormKind, Param, analyze, analyze_graph, origin,
+};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
@@ -121,11 +123,32 @@ pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Pa
             Err(reason) => patch.note(format!("left `{label}` alone: {reason}")),
         }
     }
+    note_quantized_norms(model, &analysis, kind, &mut patch);
     // The manager upgrades the rest of the model to the opset the fused ops need (`run_one`).
     if patch.sites > 0 && opset > 0 {
         patch.require_opset("", opset);
     }
     Ok(patch)
+}
+
+/// Norms that analysis finds only through their quantization (static QDQ puts `QuantizeLinear →
+/// DequantizeLinear` between the mean, the variance, ε and the division) are left as they are, and said: one op
+/// in their place would compute without the quantization steps, which is not the model's function.
+fn note_quantized_norms(model: &Model, plain: &Analysis, kind: NormKind, patch: &mut Patch) {
+    let through = analyze_graph(&model.graph);
+    let count = |a: &Analysis| {
+        a.norms
+            .iter()
+            .filter(|n| n.norm.kind == kind && n.norm.form == NormForm::Decomposed)
+            .count()
+    };
+    let quantized = count(&through).saturating_sub(count(plain));
+    if quantized > 0 {
+        patch.note(format!(
+            "left {quantized} decomposed {kind}s alone: QuantizeLinear/DequantizeLinear pairs sit \
+             between their ops, and a fused op would compute without those quantization steps"
+        ));
+    }
 }
 
 /// One decomposed norm being fused.

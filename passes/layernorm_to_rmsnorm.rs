@@ -414,6 +414,11 @@ impl Plan<'_, '_> {
         let [Some(x), Some(w)] = self.ix.inputs(mm)[..] else {
             return Err(unfit("and its MatMul has an empty operand"));
         };
+        if self.ix.produced_by(w, "DequantizeLinear").is_some() {
+            return Err(unfit(
+                "and its MatMul's weights are quantized (DequantizeLinear)",
+            ));
+        }
         let t =
             constant(self.ix, w).ok_or_else(|| unfit("and its MatMul's weight is not constant"))?;
         let h = scale.len();
@@ -496,6 +501,13 @@ impl Plan<'_, '_> {
         trans_b: bool,
         c: Option<ValueId>,
     ) -> Result<(), String> {
+        if self.ix.produced_by(w, "DequantizeLinear").is_some() {
+            return Err(format!(
+                "{} has quantized weights (DequantizeLinear): centring them would write float weights, and \
+                 requantizing them is not exact",
+                self.label(n)
+            ));
+        }
         let t = constant(self.ix, w)
             .ok_or_else(|| format!("{} has no constant weight", self.label(n)))?;
         if t.dims().len() != 2 {

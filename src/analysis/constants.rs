@@ -27,6 +27,9 @@ pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> 
     if op.op_type() == "Cast" {
         return widened_float(ix, node, op);
     }
+    if op.op_type() == "DequantizeLinear" {
+        return dequantized(ix, node, op).map(Cow::Owned);
+    }
     if op.op_type() != "Constant" {
         return None;
     }
@@ -43,6 +46,51 @@ pub fn constant<'g>(ix: &GraphIndex<'g>, v: ValueId) -> Option<Cow<'g, Tensor>> 
         proto,
         external: None,
     }))
+}
+
+/// `DequantizeLinear` of constants: `(x − zero_point) · scale`, per tensor or per axis, as float32 (QDQ models
+/// store weights, norm scales and even ε this way). Blocked quantization (`block_size`) is not read.
+fn dequantized(
+    ix: &GraphIndex,
+    node: petgraph::stable_graph::NodeIndex,
+    op: &crate::ir::Op,
+) -> Option<Tensor> {
+    if op.attribute("block_size").is_some_and(|a| a.i() != 0) {
+        return None;
+    }
+    let inputs = ix.inputs(node);
+    let input = |slot: usize| inputs.get(slot).copied().flatten();
+    let x = constant(ix, input(0)?)?;
+    let values = to_f64(&x).ok()?;
+    let scale = to_f64(&*constant(ix, input(1)?)?).ok()?;
+    let zero = match input(2) {
+        Some(z) => to_f64(&*constant(ix, z)?).ok()?,
+        None => vec![0.0],
+    };
+    let dims = x.dims().to_vec();
+    // Per tensor: one scale. Per axis: one per index along `axis` (default 1).
+    let per = |i: usize, table: &[f64]| -> Option<f64> {
+        if table.len() == 1 {
+            return table.first().copied();
+        }
+        let rank = dims.len() as i64;
+        let axis = op.attribute("axis").map_or(1, |a| a.i());
+        let axis = if axis < 0 { axis + rank } else { axis };
+        let axis = usize::try_from(axis).ok().filter(|&a| a < dims.len())?;
+        let inner: i64 = dims[axis + 1..].iter().product();
+        let index = (i as i64 / inner.max(1)) % dims[axis].max(1);
+        table.get(index as usize).copied()
+    };
+    let out: Option<Vec<f64>> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| Some((v - per(i, &zero)?) * per(i, &scale)?))
+        .collect();
+    let proto = crate::onnx::build::float_tensor(1, dims, &out?)?;
+    Some(Tensor {
+        proto,
+        external: None,
+    })
 }
 
 /// A `Cast` of a float constant to a float type at least as wide keeps every value: for analysis it is that

@@ -33,9 +33,10 @@ mod dot;
 pub mod facts;
 mod model;
 pub mod norms;
+pub mod quantized;
 pub mod residual;
 
-pub use model::{BodyAnalysis, ModelAnalysis, analyze_model};
+pub use model::{BodyAnalysis, ModelAnalysis, analyze_graph, analyze_model};
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
     Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, Stream,

@@ -3,10 +3,11 @@
 
 use serde::Serialize;
 
+use super::quantized::without_activation_qdq;
 use super::residual::{Analysis, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::subgraph::Scope;
-use crate::ir::{Model, ValidationError};
+use crate::ir::{Graph, Model, ValidationError};
 
 /// One body's analysis, with where the body is.
 #[derive(Debug, Clone, Serialize)]
@@ -32,14 +33,14 @@ pub struct ModelAnalysis {
 }
 
 pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
-    let main = analyze(&GraphIndex::new(&model.graph));
+    let main = analyze_graph(&model.graph);
     let mut subgraphs = Vec::new();
     model
         .graph
         .visit_bodies(&Scope::default(), "", &mut |at, body| {
             subgraphs.push(BodyAnalysis {
                 path: at.path.clone(),
-                analysis: analyze(&GraphIndex::new(body)),
+                analysis: analyze_graph(body),
             });
             Ok::<_, ValidationError>(())
         })?;
@@ -53,6 +54,15 @@ pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
         result.summarised_by_subgraphs = true;
     }
     Ok(result)
+}
+
+/// One graph's analysis, read through its quantization: activation `QuantizeLinear → DequantizeLinear` pairs
+/// are transparent (`quantized::without_activation_qdq`); node and value ids stay the graph's own.
+pub fn analyze_graph(graph: &Graph) -> Analysis {
+    match without_activation_qdq(graph) {
+        Some(view) => analyze(&GraphIndex::new(&view)),
+        None => analyze(&GraphIndex::new(graph)),
+    }
 }
 
 impl ModelAnalysis {

@@ -410,7 +410,7 @@ impl Graph {
         Ok(())
     }
 
-    fn apply(&mut self, patch: &Patch) -> Result<(), PatchError> {
+    pub(crate) fn apply(&mut self, patch: &Patch) -> Result<(), PatchError> {
         if patch.is_empty() {
             return Ok(());
         }
