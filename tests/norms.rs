@@ -198,3 +198,84 @@ fn fixtures_have_the_norms_they_were_built_with() {
         );
     }
 }
+
+/// `norm_graph(LN)` quantized as onnxruntime's static QDQ does it: ε stored as uint8 behind a
+/// `DequantizeLinear`, and a `QuantizeLinear → DequantizeLinear` pair on the variance and on the quotient.
+fn quantized_layernorm() -> Vec<u8> {
+    use prost::Message;
+    let mut proto = normshift::onnx::ModelProto::decode(&norm_graph(LN)[..]).unwrap();
+    let g = proto.graph.as_mut().unwrap();
+    let u8_scalar = |name: &str, v: u8| normshift::onnx::TensorProto {
+        name: Some(name.into()),
+        data_type: Some(2),
+        raw_data: Some(vec![v].into()),
+        ..Default::default()
+    };
+    // ε = (255 − 0) · 1e-6 / 255.
+    g.initializer.retain(|t| t.name() != "eps");
+    g.initializer.extend([
+        u8_scalar("eps_q", 255),
+        filled("eps_scale", &[], 1e-6 / 255.0),
+        u8_scalar("zero", 0),
+        filled("act_scale", &[], 0.01),
+    ]);
+    let mut nodes = vec![node(
+        "DequantizeLinear",
+        &["eps_q", "eps_scale", "zero"],
+        &["eps"],
+    )];
+    for n in std::mem::take(&mut g.node) {
+        let pair = n.output[0].clone();
+        let quantized = pair == "v" || pair == "n";
+        nodes.push(n);
+        if quantized {
+            // Readers of `pair` read its dequantized copy.
+            let (q, dq) = (format!("{pair}_q"), format!("{pair}_dq"));
+            nodes.push(node("QuantizeLinear", &[&pair, "act_scale", "zero"], &[&q]));
+            nodes.push(node("DequantizeLinear", &[&q, "act_scale", "zero"], &[&dq]));
+        }
+    }
+    for n in &mut nodes {
+        let own_pair = matches!(n.op_type(), "QuantizeLinear");
+        for input in &mut n.input {
+            if !own_pair && (input == "v" || input == "n") {
+                input.push_str("_dq");
+            }
+        }
+    }
+    g.node = nodes;
+    proto.encode_to_vec()
+}
+
+#[test]
+fn a_norm_quantized_inside_is_read_through_its_quantization() {
+    let model = normshift::io::load_bytes(
+        quantized_layernorm().into(),
+        "q.onnx".as_ref(),
+        ".".as_ref(),
+    )
+    .unwrap();
+    // The graph as it is has no norm: a QuantizeLinear sits between the variance and ε.
+    assert!(find_norms(&GraphIndex::new(&model.graph)).is_empty());
+    // Read through the pairs, it is the LayerNorm, ε dequantized.
+    let a = normshift::analysis::analyze_graph(&model.graph);
+    assert_eq!(a.norms.len(), 1);
+    let n = &a.norms[0].norm;
+    assert_eq!(
+        (n.kind, n.form, n.axis),
+        (NormKind::LayerNorm, NormForm::Decomposed, -1)
+    );
+    assert!((n.epsilon - 1e-6).abs() < 1e-12, "{}", n.epsilon);
+    // The fusion leaves it, saying why.
+    let mut model = model;
+    let pass = normshift::passes::by_name("fuse-layernorm").unwrap();
+    let run = normshift::passes::run_one(&mut model, pass.as_ref(), &Default::default()).unwrap();
+    assert_eq!(run.changes, 0);
+    assert!(
+        run.notes
+            .iter()
+            .any(|n| n.contains("QuantizeLinear/DequantizeLinear")),
+        "{:?}",
+        run.notes
+    );
+}
