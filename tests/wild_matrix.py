@@ -8,8 +8,8 @@ For each folder holding a model.onnx (and an expected.json beside the folders, a
     for merged decoders the per-branch figures);
   * each exact pass (unfuse-norms, fuse-layernorm + fuse-rmsnorm, fold-norm-affine, layernorm-to-rmsnorm):
     `convert` with verification on the folder's own test data — `ok N` (N changes, verified, written),
-    `none` (nothing to do), `refused` (the pass or verification refused, in one line), `FAIL` (a mismatch
-    or a crash);
+    `none` (nothing to do), `left, said why` (candidates left alone, each with a note), `refused` (the pass
+    or verification refused, in one line), `FAIL` (a mismatch or a crash);
   * placement round trip: the rewrite the model's placement allows (pre-to-post for pre, post-to-pre for
     post), then back, verified against the original (`exact`: the round trip reproduces it).
 Prints a Markdown table (the README's "Models as exported in practice") and exits 1 on any FAIL.
@@ -59,8 +59,10 @@ def convert(binary, model, out, passes, inputs):
         report = None
     if r.returncode == 0 and report:
         changes = sum(p["changes"] for p in report["passes"])
+        notes = sum(len(p.get("notes", [])) + sum(len(b.get("notes", [])) for b in p.get("subgraphs", []))
+                    for p in report["passes"])
         if changes == 0:
-            return "none", report
+            return ("left, said why" if notes else "none"), report
         return f"ok {changes}", report
     if r.returncode in (2, 3) or (report and report.get("refusal")):
         return "refused", report
