@@ -252,3 +252,24 @@ fn passes_rewrite_inside_both_branches_and_count_their_changes_per_body() {
         );
     }
 }
+
+#[test]
+fn generated_inputs_run_both_branches_of_a_merged_decoder() {
+    use normshift::runtime::Values;
+    let plain = std::fs::read(fixture_model("bert_post.opset14")).unwrap();
+    let model = load(&merged(&plain));
+    let condition = |seed| {
+        let inputs =
+            normshift::verify::generate_inputs(&model, seed, &mut Default::default()).unwrap();
+        let named = inputs
+            .iter()
+            .find(|n| n.name == "use_cache_branch")
+            .unwrap();
+        match named.tensor.values() {
+            Values::Bool(v) => v[0],
+            other => panic!("{other:?}"),
+        }
+    };
+    // `convert` verifies on seeds 0 and 1: the branch with the cache, then the one without.
+    assert_eq!((condition(0), condition(1)), (true, false));
+}

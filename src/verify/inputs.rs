@@ -252,6 +252,18 @@ fn attention_dims(ix: &GraphIndex) -> HashMap<String, String> {
     derived
 }
 
+/// A boolean input: `true` (masks), except for a condition that selects an `If` branch, which alternates with
+/// the seed so that two input sets run both branches (optimum's merged decoders switch on `use_cache_branch`).
+fn bool_input(ix: &GraphIndex, id: crate::ir::ValueId, seed: u64) -> bool {
+    let selects_branch = ix.consumers(id).iter().any(|&(n, slot)| {
+        slot == crate::ir::InputSlot::Operand(0)
+            && ix.graph.graph[n]
+                .op()
+                .is_some_and(|op| op.op_type() == "If" && op.domain().is_empty())
+    });
+    !selects_branch || seed % 2 == 0
+}
+
 /// One input set for `model`, reproducible from `seed`.
 pub fn generate_inputs(
     model: &Model,
@@ -309,7 +321,7 @@ pub fn generate_inputs(
                     .map(|x| x as i32)
                     .collect(),
             ),
-            Some(ElemType::Bool) => Values::Bool(vec![true; len]),
+            Some(ElemType::Bool) => Values::Bool(vec![bool_input(&ix, id, seed); len]),
             _ => {
                 return Err(VerifyError::Inputs(format!(
                     "input `{}` has element type {}, for which no inputs can be generated; give --inputs",
