@@ -146,6 +146,19 @@ impl Facts {
             let elem = match ty {
                 "Cast" => op.attribute("to").map(|a| a.i() as i32),
                 "CastLike" => elem_of(1),
+                // The scale's type (`output_dtype` from opset 21 when it says otherwise).
+                "DequantizeLinear" => op
+                    .attribute("output_dtype")
+                    .map(|a| a.i() as i32)
+                    .filter(|&t| t != 0)
+                    .or_else(|| elem_of(1)),
+                // The zero point's type, uint8 without one.
+                "QuantizeLinear" => elem_of(2).or_else(|| {
+                    op.attribute("output_dtype")
+                        .map(|a| a.i() as i32)
+                        .filter(|&t| t != 0)
+                        .or(Some(DataType::Uint8 as i32))
+                }),
                 "Where" => elem_of(1),
                 "Shape" | "Size" | "ArgMax" | "ArgMin" | "NonZero" => Some(DataType::Int64 as i32),
                 "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And"
@@ -230,7 +243,16 @@ impl Facts {
             "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "And" | "Or"
             | "Xor" => Some(r0?.max(r1?)),
             _ if UNARY_LIKE.contains(&ty)
-                || matches!(ty, "Cast" | "CastLike" | "Not" | "IsNaN" | "IsInf") =>
+                || matches!(
+                    ty,
+                    "Cast"
+                        | "CastLike"
+                        | "Not"
+                        | "IsNaN"
+                        | "IsInf"
+                        | "QuantizeLinear"
+                        | "DequantizeLinear"
+                ) =>
             {
                 r0
             }
