@@ -13,6 +13,10 @@ Tools used:
   * torch.onnx.export (legacy TorchScript exporter, dynamo=False; and the dynamo exporter, opset 23)
   * python -m onnxruntime.transformers.optimizer (default opt level) for bert/gpt2
   * python -m onnxruntime_genai.models.builder (-p fp32 / -p int4, -e cpu) for llama
+  * onnxruntime.quantization.quantize_static (QDQ, int8 activations and weights, per channel) and
+    quantize_dynamic (int8 weights) on a legacy opset-17 BERT
+  * model.half() before the dynamo (opset 23, gpt2) and legacy (opset 17, llama) exporters
+The optimum-onnx fixtures (merged decoders) are written by make_optimum_fixtures.py in a venv of their own.
 expected.json is written from the architectural facts in SPECS below; only its "ops" lists are read off the
 files (documentation of what the tool wrote).
 """
@@ -134,18 +138,19 @@ def session(path):
 
 def np_dtype(t):
     return {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-            "tensor(float16)": np.float16}[t]
+            "tensor(float16)": np.float16, "tensor(bool)": np.bool_}[t]
 
 
-def write_testdata(folder, feeds_by_name):
-    """feeds_by_name: {input name: numpy array}; cast to the dtype the final model declares."""
+def write_testdata(folder, feeds_by_name, index=0):
+    """feeds_by_name: {input name: numpy array}; cast to the dtype the final model declares.
+    Writes test_data_set_<index>."""
     path = os.path.join(folder, "model.onnx")
     sess = session(path)
     feeds = {}
     for i in sess.get_inputs():
         feeds[i.name] = np.asarray(feeds_by_name[i.name]).astype(np_dtype(i.type))
     outs = sess.run(None, feeds)
-    td = os.path.join(folder, "test_data_set_0")
+    td = os.path.join(folder, f"test_data_set_{index}")
     os.makedirs(td, exist_ok=True)
     for k, i in enumerate(sess.get_inputs()):
         with open(os.path.join(td, f"input_{k}.pb"), "wb") as f:
@@ -396,6 +401,94 @@ def build_bert_fresh_legacy14(folder, tmp):
     return {n: a.numpy() for n, a in zip(names, args)}
 
 
+def _bert_legacy17_for_quant(tmp):
+    """One BertModel legacy opset-17 export shared by the two quantized fixtures (written once per run)."""
+    raw = os.path.join(tmp, "bert_q_raw.onnx")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    seed_all(21)
+    m = reinit(T.BertModel(eager(T.BertConfig(**BERT_CFG)), add_pooling_layer=False).eval(), 21)
+    args = text_args(names, 256, 121)
+    legacy_export(LastHidden(m, names), args, names, raw, 17)  # sets REF["current"] (the float model)
+    return raw, {n: a.numpy() for n, a in zip(names, args)}
+
+
+class RandomTextReader:
+    """onnxruntime.quantization.CalibrationDataReader over a few seeded random batches (ids, all-ones mask,
+    random token types), batch 1, sequence 5..8."""
+    def __init__(self, n=8, seed=221):
+        g = np.random.default_rng(seed)
+        self.batches = []
+        for k in range(n):
+            seq = 5 + k % 4
+            self.batches.append({"input_ids": g.integers(0, 256, (1, seq), dtype=np.int64),
+                                 "attention_mask": np.ones((1, seq), np.int64),
+                                 "token_type_ids": g.integers(0, 2, (1, seq), dtype=np.int64)})
+        self.it = iter(self.batches)
+
+    def get_next(self):
+        return next(self.it, None)
+
+    def rewind(self):
+        self.it = iter(self.batches)
+
+
+def build_bert_qdq_s8(folder, tmp):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    raw, feeds = _bert_legacy17_for_quant(tmp)
+    quantize_static(raw, os.path.join(folder, "model.onnx"), RandomTextReader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True)
+    return feeds
+
+
+def build_bert_dynamic_int8(folder, tmp):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    raw, feeds = _bert_legacy17_for_quant(tmp)
+    quantize_dynamic(raw, os.path.join(folder, "model.onnx"), weight_type=QuantType.QInt8)
+    return feeds
+
+
+def build_gpt2_fp16_dynamo23(folder, tmp):
+    seed_all(22)
+    m = reinit(T.GPT2Model(T.GPT2Config(**GPT2_CFG)).eval(), 22).half()
+    names = ["input_ids", "attention_mask"]
+    args = text_args(names, 256, 122)
+
+    class W(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                          return_dict=True).last_hidden_state
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", min=2, max=64)
+    torch_ref("current", W(m), args)
+    with torch.no_grad():
+        torch.onnx.export(W(m), args, os.path.join(folder, "model.onnx"), input_names=names,
+                          output_names=["last_hidden_state"], opset_version=23, dynamo=True, external_data=False,
+                          dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    return {n: a.numpy() for n, a in zip(names, args)}
+
+
+def build_llama_fp16_legacy17(folder, tmp):
+    seed_all(23)
+    m = reinit(T.LlamaModel(eager(T.LlamaConfig(**LLAMA_CFG))).eval(), 23).half()
+    names = ["input_ids", "attention_mask"]
+    args = text_args(names, 256, 123)
+
+    class W(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                          return_dict=True).last_hidden_state
+    legacy_export(W(m), args, names, os.path.join(folder, "model.onnx"), 17)
+    return {n: a.numpy() for n, a in zip(names, args)}
+
+
 # ---------------------------------------------------------------------------------------------- facts
 def facts(placement, norm, layers, emb, final, desc, note=None, parallel=False):
     d = {"placement": placement, "norm": norm, "units": 2 * layers, "parallel": parallel,
@@ -483,6 +576,44 @@ SPECS = {
         "biases zeros), legacy export opset 14 with input_ids, attention_mask",
         "decomposed LayerNorms; the exporter deduplicates equal parameters: the embedding norm's weight and bias "
         "are the only norm initializers, every other norm reads them through its own Identity node")),
+    "bert.qdq_s8": (build_bert_qdq_s8, facts(
+        "post", "layernorm", 2, True, False,
+        "BertModel (hidden 64, 4 heads, MLP 256, vocab 256) legacy export opset 17, then "
+        "onnxruntime.quantization.quantize_static(quant_format=QDQ, activation_type=QInt8, weight_type=QInt8, "
+        "per_channel=True), MinMax calibration on 8 seeded random batches (CalibrationDataReader), default op types",
+        "LayerNormalization x5 (opset 17, not decomposed) kept in float between Q/DQ: its input is the "
+        "DequantizeLinear of a QuantizeLinear on the residual Add's output, its scale an int8 per-tensor DQ (per_channel "
+        "falls back: onnxruntime warns 'Axis 1 is out-of-range' for the rank-1 norm weights), its bias an int32 DQ "
+        "(scale = input scale x weight scale), its output goes through QuantizeLinear -> DequantizeLinear before "
+        "the Q/K/V MatMuls and the residual Add; both residual Add inputs are DQ outputs (stream and branch); "
+        "MatMul weights int8 per-channel (axis 1), linear biases are separate Adds on int8 per-tensor DQ'd "
+        "initializers; embedding tables int8 DQ before Gather; activations int8 asymmetric (non-zero zero "
+        "points); outputs differ from PyTorch by quantization error")),
+    "bert.dynamic_int8": (build_bert_dynamic_int8, facts(
+        "post", "layernorm", 2, True, False,
+        "the same BertModel legacy opset-17 export through onnxruntime.quantization.quantize_dynamic("
+        "weight_type=QInt8), default op types",
+        "MatMulInteger x12 (Q/K/V/O/fc1/fc2 weights int8 per-tensor, activations from DynamicQuantizeLinear "
+        "(uint8), result Cast to float and Mul'd by the two scales, then the float bias Add); the attention "
+        "score/context MatMuls stay float; LayerNormalization x5 stays float (input = float residual Add, output "
+        "to a DynamicQuantizeLinear and to the next residual Add); the three embedding Gathers read uint8 "
+        "tables followed by DequantizeLinear")),
+    "gpt2.fp16_dynamo23": (build_gpt2_fp16_dynamo23, facts(
+        "pre", "layernorm", 2, False, True,
+        "GPT2Model (hidden 64, 4 heads, MLP 256, vocab 256, default sdpa attention) .half(), torch.onnx.export "
+        "dynamo=True opset 23, dynamic batch/sequence",
+        "everything float16 (weights and activations, output tensor(float16)); LayerNormalization x5 with "
+        "float16 X/scale/bias and stash_type 1, no Casts around the norms (the only Cast makes the boolean mask); "
+        "Attention (opset 23, boolean mask, scale 0.25); Conv1D projections as Gemm; gelu_new as Pow/Tanh; test "
+        "data has finite outputs")),
+    "llama.fp16_legacy17": (build_llama_fp16_legacy17, facts(
+        "pre", "rmsnorm", 2, False, True,
+        "LlamaModel (hidden 64, 4 heads, 2 KV heads, MLP 128, vocab 256, eager attention) .half(), legacy "
+        "torch.onnx.export opset 17",
+        "weights float16, decomposed RMSNorm with float32 inside: Cast(to float) of the float16 stream -> "
+        "Pow 2 -> ReduceMean -> Add eps -> Sqrt -> Div(1, .) -> Mul with the float32 x -> Cast(to float16) -> "
+        "Mul by the float16 weight; the residual Adds are float16; rotary Cos/Sin computed in float32 and Cast; "
+        "eager attention (MatMul/Softmax, K/V repeated to 4 heads); output tensor(float16), finite")),
 }
 
 
@@ -532,7 +663,11 @@ def main():
             failures[name] = f"{type(ex).__name__}: {str(ex)[:300]}"
             shutil.rmtree(folder, ignore_errors=True)
     with open(exp_path, "w") as f:
-        json.dump({k: expected[k] for k in ["_doc"] + [n for n in SPECS if n in expected]}, f, indent=1)
+        # Entries of SPECS first, in table order; entries written by other scripts (make_optimum_fixtures.py)
+        # are kept after them.
+        order = ["_doc"] + [n for n in SPECS if n in expected] + \
+            [n for n in expected if n != "_doc" and n not in SPECS]
+        json.dump({k: expected[k] for k in order}, f, indent=1)
         f.write("\n")
     shutil.rmtree(tmp, ignore_errors=True)
     if failures:
