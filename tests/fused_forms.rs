@@ -445,3 +445,15 @@ fn every_norm_of_a_residual_sum_gets_a_skip_op_or_a_reason() {
         );
     }
 }
+
+#[test]
+fn a_qdq_layernorm_unfused_and_fused_again_keeps_its_quantization_around_it() {
+    // onnxruntime's static QDQ at opset 17: DequantizeLinear → LayerNormalization (scale and bias behind their
+    // own DequantizeLinear) → QuantizeLinear.
+    let original = wild("bert.qdq_s8");
+    let mut model = original.clone();
+    assert_eq!(run(&mut model, "unfuse-norms", Target::Onnx).changes, 5);
+    assert_eq!(run(&mut model, "fuse-layernorm", Target::Onnx).changes, 5);
+    let text = |m: &normshift::Model| m.to_text(Default::default());
+    assert_eq!(text(&model), text(&original));
+}

@@ -273,3 +273,103 @@ fn generated_inputs_run_both_branches_of_a_merged_decoder() {
     // `convert` verifies on seeds 0 and 1: the branch with the cache, then the one without.
     assert_eq!((condition(0), condition(1)), (true, false));
 }
+
+/// Whether onnxruntime can be loaded here (tract cannot run optimum's merged decoders); if not, says so.
+fn onnxruntime_here(test: &str) -> bool {
+    use std::io::Write;
+    match normshift::runtime::onnxruntime_library() {
+        Ok(_) => true,
+        Err(why) => {
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+            false
+        }
+    }
+}
+
+/// `convert` on a fixture with its own test data, judged by onnxruntime; the JSON report.
+fn convert_verified(
+    folder: &str,
+    passes: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+) -> serde_json::Value {
+    let data = fixture(folder);
+    let out = normshift(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--passes",
+        passes,
+        "--inputs",
+        data.to_str().unwrap(),
+        "--runtime",
+        "ort",
+        "--json",
+    ]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)))
+}
+
+#[test]
+fn merged_decoders_keep_their_function_and_interface_in_both_branches() {
+    if !onnxruntime_here("merged_decoders_keep_their_function_and_interface_in_both_branches") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Test set 0 runs the branch without cache (past length 0), set 1 the one with it (past length 3).
+    for (folder, exact) in [
+        (
+            "wild/gpt2_lm.optimum_merged",
+            "unfuse-norms,fuse-layernorm,fold-norm-affine,layernorm-to-rmsnorm",
+        ),
+        (
+            "wild/t5_decoder.optimum_merged",
+            "fuse-rmsnorm,fold-norm-affine,unfuse-norms",
+        ),
+    ] {
+        let original = fixture(folder).join("model.onnx");
+        let rewritten = dir.path().join("exact.onnx");
+        let report = convert_verified(folder, exact, &original, &rewritten);
+        assert_eq!(report["written"], true, "{folder}: {report}");
+        assert_eq!(
+            report["verification"]["runs"].as_array().unwrap().len(),
+            2,
+            "{report}"
+        );
+        for run in &report["passes"].as_array().unwrap()[..1] {
+            let bodies = run["subgraphs"].as_array().unwrap();
+            assert_eq!(bodies.len(), 2, "{run}");
+            assert!(
+                bodies.iter().all(|b| b["changes"].as_u64() > Some(0)),
+                "{run}"
+            );
+        }
+        // The placement round trip inside both branches gives the original's outputs back.
+        let (there, back) = (dir.path().join("post.onnx"), dir.path().join("back.onnx"));
+        let report = convert_verified(folder, "pre-to-post", &original, &there);
+        assert_eq!(report["written"], true, "{folder}: {report}");
+        let report = convert_verified(folder, "post-to-pre", &there, &back);
+        assert_eq!(report["written"], true, "{folder}: {report}");
+        let check = normshift(&[
+            "verify",
+            original.to_str().unwrap(),
+            back.to_str().unwrap(),
+            "--inputs",
+            fixture(folder).to_str().unwrap(),
+            "--runtime",
+            "ort",
+        ]);
+        assert!(check.status.success(), "{folder}: {}", stderr(&check));
+        // The past/present interface is the original's.
+        let interface = |p: &std::path::Path| {
+            let m = normshift::io::load(p).unwrap();
+            let names = |ids: &[normshift::ir::ValueId]| -> Vec<String> {
+                ids.iter().map(|&v| m.graph.value(v).name.clone()).collect()
+            };
+            (names(&m.graph.inputs), names(&m.graph.outputs))
+        };
+        assert_eq!(interface(&back), interface(&original));
+        assert_eq!(interface(&rewritten), interface(&original));
+    }
+}
