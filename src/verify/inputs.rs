@@ -261,7 +261,7 @@ fn bool_input(ix: &GraphIndex, id: crate::ir::ValueId, seed: u64) -> bool {
                 .op()
                 .is_some_and(|op| op.op_type() == "If" && op.domain().is_empty())
     });
-    !selects_branch || seed % 2 == 0
+    !selects_branch || seed.is_multiple_of(2)
 }
 
 /// One input set for `model`, reproducible from `seed`.
