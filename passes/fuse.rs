@@ -25,9 +25,8 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target};
 use crate::analysis::constants::{constant, widening_cast_source};
 use crate::analysis::facts::Facts;
-use crate::analysis::{
-    Analysis, FusedSlots, Norm, NormForm, NormKind, Param, analyze, analyze_graph, origin,
-};
+use crate::analysis::quantized::without_activation_qdq;
+use crate::analysis::{Analysis, FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
@@ -135,7 +134,10 @@ pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Pa
 /// DequantizeLinear` between the mean, the variance, ε and the division) are left as they are, and said: one op
 /// in their place would compute without the quantization steps, which is not the model's function.
 fn note_quantized_norms(model: &Model, plain: &Analysis, kind: NormKind, patch: &mut Patch) {
-    let through = analyze_graph(&model.graph);
+    let Some(view) = without_activation_qdq(&model.graph) else {
+        return;
+    };
+    let through = analyze(&GraphIndex::new(&view));
     let count = |a: &Analysis| {
         a.norms
             .iter()

@@ -11,6 +11,15 @@ use crate::ir::{Graph, Patch};
 /// The graph with every activation `QuantizeLinear → DequantizeLinear` pair taken out, or `None` when it has
 /// none. Ids of every other node and value are unchanged.
 pub fn without_activation_qdq(graph: &Graph) -> Option<Graph> {
+    // Most graphs have none: say so without indexing them.
+    let dequantizes = graph
+        .graph
+        .node_weights()
+        .filter_map(|n| n.op())
+        .any(|op| op.op_type() == "DequantizeLinear" && op.domain().is_empty());
+    if !dequantizes {
+        return None;
+    }
     let ix = GraphIndex::new(graph);
     let mut patch = Patch::new();
     let mut pairs = 0;
