@@ -448,6 +448,20 @@ def build_bert_dynamic_int8(folder, tmp):
     return feeds
 
 
+def build_gpt2_dynamic_int8(folder, tmp):
+    """A Pre-LN GPT-2 (legacy opset 17) through quantize_dynamic: its output projections, which write the
+    residual stream, become MatMulInteger (what layernorm-to-rmsnorm must refuse to centre)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    seed_all(24)
+    m = reinit(T.GPT2Model(eager(T.GPT2Config(**GPT2_CFG))).eval(), 24)
+    names = ["input_ids", "attention_mask"]
+    args = text_args(names, 256, 124)
+    raw = os.path.join(tmp, "gpt2_q_raw.onnx")
+    legacy_export(LastHidden(m, names), args, names, raw, 17)
+    quantize_dynamic(raw, os.path.join(folder, "model.onnx"), weight_type=QuantType.QInt8)
+    return {n: a.numpy() for n, a in zip(names, args)}
+
+
 def build_gpt2_fp16_dynamo23(folder, tmp):
     seed_all(22)
     m = reinit(T.GPT2Model(T.GPT2Config(**GPT2_CFG)).eval(), 22).half()
@@ -589,6 +603,11 @@ SPECS = {
         "MatMul weights int8 per-channel (axis 1), linear biases are separate Adds on int8 per-tensor DQ'd "
         "initializers; embedding tables int8 DQ before Gather; activations int8 asymmetric (non-zero zero "
         "points); outputs differ from PyTorch by quantization error")),
+    "gpt2.dynamic_int8": (build_gpt2_dynamic_int8, facts(
+        "pre", "layernorm", 2, False, True,
+        "GPT2Model legacy opset-17 export through onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)",
+        "MatMulInteger for the projections (c_attn, c_proj, c_fc as MatMul after the Conv1D reshape), fed by "
+        "DynamicQuantizeLinear, rescaled by Cast + Mul; LayerNormalization x5 stays float")),
     "bert.dynamic_int8": (build_bert_dynamic_int8, facts(
         "post", "layernorm", 2, True, False,
         "the same BertModel legacy opset-17 export through onnxruntime.quantization.quantize_dynamic("

@@ -360,11 +360,38 @@ impl Plan<'_, '_> {
                     inputs.get(2).copied().flatten(),
                 )
             }
+            _ if self.quantized_product(n) => Err(format!(
+                "{} writes the stream with quantized weights: centring them would change quantized \
+                     weights, and requantizing them is not exact",
+                self.label(n)
+            )),
             _ => Err(format!(
                 "{} writes the stream and is not a linear layer, a table or a sum of them",
                 self.label(n)
             )),
         }
+    }
+
+    /// Whether `n` is a linear layer on quantized weights (`MatMulNBits`, `MatMulInteger`, ...), or rescales
+    /// one's output (dynamic int8: `Mul(Cast(MatMulInteger(·)), scale)`).
+    fn quantized_product(&self, n: NodeIndex) -> bool {
+        let quantized = |n: NodeIndex| {
+            self.ix.graph.graph[n].op().is_some_and(|op| {
+                matches!(
+                    op.op_type(),
+                    "MatMulNBits" | "MatMulInteger" | "QLinearMatMul" | "MatMulIntegerToFloat"
+                )
+            })
+        };
+        quantized(n)
+            || self.ix.inputs(n).iter().flatten().any(|&v| {
+                let v = self
+                    .ix
+                    .produced_by(v, "Cast")
+                    .and_then(|(c, _)| self.ix.inputs(c).first().copied().flatten())
+                    .unwrap_or(v);
+                self.ix.producer(v).is_some_and(|(p, _)| quantized(p))
+            })
     }
 
     /// The values of a per-channel constant scale (LayerScale's `λ`): a constant of more than one element

@@ -112,3 +112,27 @@ fn norms_feeding_quantized_weights_are_left_alone_saying_so() {
         );
     }
 }
+
+#[test]
+fn dynamic_int8_weights_are_neither_folded_into_nor_centred() {
+    // onnxruntime's quantize_dynamic on a Pre-LN GPT-2: the projections are MatMulInteger.
+    let model = normshift::io::load(&fixture("wild/gpt2.dynamic_int8").join("model.onnx")).unwrap();
+    let run = |name: &str| {
+        let pass = normshift::passes::by_name(name).unwrap();
+        normshift::passes::run_one(&mut model.clone(), pass.as_ref(), &Default::default())
+    };
+    let fold = run("fold-norm-affine").unwrap();
+    assert_eq!(fold.changes, 0);
+    // The four pre-norms each feed a DynamicQuantizeLinear → MatMulInteger (the final norm feeds the output).
+    let quantized = fold
+        .notes
+        .iter()
+        .filter(|n| n.contains("MatMulInteger") && n.contains("quantized weights"))
+        .count();
+    assert_eq!(quantized, 4, "{:?}", fold.notes);
+    let err = run("layernorm-to-rmsnorm").unwrap_err().to_string();
+    assert!(
+        err.contains("writes the stream with quantized weights"),
+        "{err}"
+    );
+}
