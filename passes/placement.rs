@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError};
+use crate::analysis::quantized::without_activation_qdq;
 use crate::analysis::{Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, shape_steps};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
@@ -136,6 +137,17 @@ pub(super) fn plan_units(
     let ix = GraphIndex::new(&model.graph);
     let a = analyze(&ix);
     let refuse = |reason: String| PassError::Refused { pass, reason };
+    if let Some(view) = without_activation_qdq(&model.graph) {
+        let through = analyze(&GraphIndex::new(&view));
+        if through.placement != a.placement {
+            return Err(refuse(format!(
+                "its residual stream and norms pass through QuantizeLinear/DequantizeLinear pairs (read through \
+                 them the model is {}); moving a skip across quantized values would change what each pair \
+                 quantizes, and the placement passes do not rewrite quantized streams",
+                through.placement
+            )));
+        }
+    }
     let mut rewrites = Rewrites {
         ix: &ix,
         patch: Patch::new(),

@@ -457,3 +457,16 @@ fn a_qdq_layernorm_unfused_and_fused_again_keeps_its_quantization_around_it() {
     let text = |m: &normshift::Model| m.to_text(Default::default());
     assert_eq!(text(&model), text(&original));
 }
+
+#[test]
+fn placement_rewrites_refuse_a_quantized_stream_saying_why() {
+    let model = wild("bert.qdq_s8");
+    let pass = normshift::passes::by_name("post-to-pre").unwrap();
+    let err = run_one(&mut model.clone(), pass.as_ref(), &PassContext::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("QuantizeLinear/DequantizeLinear") && err.contains("the model is post"),
+        "{err}"
+    );
+}
