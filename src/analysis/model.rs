@@ -49,8 +49,12 @@ pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
         subgraphs,
         summarised_by_subgraphs: false,
     };
-    if let Some(summary) = result.agreed_body_summary().cloned() {
-        summary.copy_summary_into(&mut result.main);
+    if let Some(i) = result.agreed_body() {
+        let body = &result.subgraphs[i].analysis;
+        let main = &mut result.main;
+        (main.placement, main.norm, main.parallel) = (body.placement, body.norm, body.parallel);
+        (main.embedding_norm, main.final_norm) = (body.embedding_norm, body.final_norm);
+        (main.unit_count, main.norm_count) = (body.unit_count, body.norm_count);
         result.summarised_by_subgraphs = true;
     }
     Ok(result)
@@ -66,19 +70,35 @@ pub fn analyze_graph(graph: &Graph) -> Analysis {
 }
 
 impl ModelAnalysis {
+    /// The graph whose units the model's summary describes: the first body with units when the summary is
+    /// the bodies', else the main graph (what `analyze --dot` pictures).
+    pub fn summarised(&self) -> &Analysis {
+        match self.summarised_by_subgraphs {
+            true => self
+                .subgraphs
+                .iter()
+                .map(|b| &b.analysis)
+                .find(|a| a.unit_count > 0)
+                .unwrap_or(&self.main),
+            false => &self.main,
+        }
+    }
+
     /// The body whose summary stands for the model: only when the main graph has no units or norms of its own,
     /// and every body that has units reports the same figures.
-    fn agreed_body_summary(&self) -> Option<&Analysis> {
+    fn agreed_body(&self) -> Option<usize> {
         if self.main.unit_count > 0 || self.main.norm_count > 0 {
             return None;
         }
         let mut with_units = self
             .subgraphs
             .iter()
-            .map(|b| &b.analysis)
-            .filter(|a| a.unit_count > 0);
-        let first = with_units.next()?;
-        with_units.all(|a| a.same_summary(first)).then_some(first)
+            .enumerate()
+            .filter(|(_, b)| b.analysis.unit_count > 0);
+        let (first, body) = with_units.next()?;
+        with_units
+            .all(|(_, b)| b.analysis.same_summary(&body.analysis))
+            .then_some(first)
     }
 }
 
@@ -101,15 +121,5 @@ impl Analysis {
             other.unit_count,
             other.norm_count,
         )
-    }
-
-    fn copy_summary_into(&self, to: &mut Analysis) {
-        to.placement = self.placement;
-        to.norm = self.norm;
-        to.parallel = self.parallel;
-        to.embedding_norm = self.embedding_norm;
-        to.final_norm = self.final_norm;
-        to.unit_count = self.unit_count;
-        to.norm_count = self.norm_count;
     }
 }

@@ -36,17 +36,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<u8> {
     print_warnings(&model.warnings);
     let analysis = analyze_model(&model)?;
     let title = args.model.display().to_string();
-    // The picture is of the graph that holds the units: the main graph, or the first body when the main graph
-    // only dispatches to bodies.
-    let pictured = match analysis.summarised_by_subgraphs {
-        true => analysis
-            .subgraphs
-            .iter()
-            .map(|b| &b.analysis)
-            .find(|a| a.unit_count > 0)
-            .unwrap_or(&analysis.main),
-        false => &analysis.main,
-    };
+    let pictured = analysis.summarised();
     if let Some(path) = &args.dot {
         write_file(path, pictured.to_dot(&title).as_bytes())?;
     }

@@ -161,33 +161,29 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// `what: N change(s), M left unused and removed`, then its notes indented below it.
+fn print_changes(what: &str, changes: usize, cleaned: usize, notes: &[String], indent: &str) {
+    let cleaned = match cleaned {
+        0 => String::new(),
+        n => format!(", {n} left unused and removed"),
+    };
+    eprintln!("{what}: {changes} change(s){cleaned}");
+    for note in notes {
+        eprintln!("{indent}  {note}");
+    }
+}
+
 fn print_text(report: &ConvertReport) {
     for r in &report.passes {
-        eprintln!(
-            "{}: {} change(s){}",
-            r.pass,
-            r.changes,
-            match r.cleaned {
-                0 => String::new(),
-                n => format!(", {n} left unused and removed"),
-            }
-        );
-        for note in &r.notes {
-            eprintln!("  {note}");
-        }
+        print_changes(r.pass, r.changes, r.cleaned, &r.notes, "");
         for body in &r.subgraphs {
-            eprintln!(
-                "  in {}: {} change(s){}",
-                body.path,
+            print_changes(
+                &format!("  in {}", body.path),
                 body.changes,
-                match body.cleaned {
-                    0 => String::new(),
-                    n => format!(", {n} left unused and removed"),
-                }
+                body.cleaned,
+                &body.notes,
+                "  ",
             );
-            for note in &body.notes {
-                eprintln!("    {note}");
-            }
         }
     }
     if let Some(verification) = &report.verification {
