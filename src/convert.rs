@@ -15,8 +15,8 @@ use crate::io::{SaveError, SaveOptions, SaveReport, save};
 use crate::ir::Model;
 use crate::passes::{self, PassClass, PassError, PassRun, PipelineOptions};
 use crate::verify::{
-    DriftRow, InputSource, Judge, ModelRef, RuntimeChoice, Tolerance, VerifyError, VerifyReport,
-    drift_profile,
+    DriftRow, InputSource, Judge, ModelRef, RuntimeChoice, Tolerance, VerifyBy, VerifyError,
+    VerifyReport, drift_profile,
 };
 
 /// How to verify a conversion.
@@ -25,6 +25,8 @@ pub struct VerifyOptions {
     pub runtime: RuntimeChoice,
     pub inputs: InputSource,
     pub tolerance: Tolerance,
+    /// Whole models or unit by unit.
+    pub by: VerifyBy,
 }
 
 /// Everything a conversion does, besides the model and the paths.
@@ -226,7 +228,8 @@ fn judge(
         dir: reference.dir,
         label: &report.output,
     };
-    let mut judge = Judge::new(reference, &verify.inputs, verify.tolerance, verify.runtime)?;
+    let mut judge = Judge::new(reference, &verify.inputs, verify.tolerance, verify.runtime)?
+        .by(verify.by, report.exact);
     progress.stage("verifying the result against the original");
     let checked = judge.check(&candidate)?;
     let runtime = checked.runtime;
@@ -252,6 +255,11 @@ fn judge(
                 max_divergence: limit,
             });
         }
+    }
+    if !report.exact && checked.verified_by == VerifyBy::Unit {
+        // The segmented run measured the stream after every unit already.
+        report.drift = Some(Drift::Rows(drift_of_units(&checked.units)));
+    } else if !report.exact {
         progress.stage("measuring the drift unit by unit");
         let drift = drift_profile(
             &reference,
@@ -268,6 +276,20 @@ fn judge(
     }
     report.verification = Some(checked);
     Ok(())
+}
+
+/// The drift profile from a segmented verification's rows: the stream after each unit.
+fn drift_of_units(rows: &[crate::verify::UnitRow]) -> Vec<DriftRow> {
+    rows.iter()
+        .filter(|r| !r.units.is_empty())
+        .map(|r| DriftRow {
+            unit: r.units.end - 1,
+            value: r.value.clone(),
+            rel_l2: r.accumulated.rel_l2,
+            cosine: r.accumulated.cosine,
+            max_abs: r.accumulated.max_abs,
+        })
+        .collect()
 }
 
 /// After a failed verification of exact passes: reruns them one at a time from the original, verifying after

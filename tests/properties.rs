@@ -20,7 +20,7 @@ use normshift::ir::index::GraphIndex;
 use normshift::ir::text::TextOptions;
 use normshift::passes::{PassContext, PassError, by_name, run_one};
 use normshift::runtime::RuntimeKind;
-use normshift::verify::{InputSource, ModelRef, RuntimeChoice, Tolerance, verify_pair};
+use normshift::verify::{InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyBy, verify_pair};
 use normshift::{Model, io};
 use proptest::prelude::*;
 use prost::Message;
@@ -178,7 +178,7 @@ proptest! {
         let a = ModelRef { model: &model, dir: here, label: std::path::Path::new("original") };
         let b = ModelRef { model: &rewritten, dir: here, label: std::path::Path::new("rewritten") };
         let source = InputSource::Seeds { seeds: vec![0], dims: Default::default() };
-        let report = verify_pair(&a, &b, &source, Tolerance::default(), RuntimeChoice::Only(RuntimeKind::Tract))
+        let report = verify_pair(&a, &b, &source, Tolerance::default(), RuntimeChoice::Only(RuntimeKind::Tract), VerifyBy::Model)
             .map_err(|e| TestCaseError::fail(format!("tract: {e}")))?;
         let worst = report.runs.iter().flat_map(|r| &r.outputs).map(|o| o.max_abs).fold(0.0, f64::max);
         prop_assert!(report.ok, "exact passes changed the outputs by up to {worst}\n{}", text(&rewritten));

@@ -7,8 +7,8 @@ use common::*;
 use normshift::io::{SaveOptions, load, save};
 use normshift::runtime::Values;
 use normshift::verify::{
-    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, generate_inputs, verify_pair,
-    verify_reference,
+    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyBy, generate_inputs,
+    verify_pair, verify_reference,
 };
 
 #[test]
@@ -40,7 +40,15 @@ fn a_model_matches_itself_on_several_seeds() {
         dims: DimSizes::default(),
     };
     let m = ModelRef::loaded(&model, &path);
-    let report = verify_pair(&m, &m, &source, Tolerance::default(), RuntimeChoice::Auto).unwrap();
+    let report = verify_pair(
+        &m,
+        &m,
+        &source,
+        Tolerance::default(),
+        RuntimeChoice::Auto,
+        VerifyBy::Model,
+    )
+    .unwrap();
     assert_eq!(report.runtime, normshift::runtime::RuntimeKind::Tract);
     assert_eq!(report.runs.len(), 3);
     assert!(report.ok);

@@ -293,3 +293,57 @@ impl Facts {
         }
     }
 }
+
+/// A tensor value of element type `elem`, of rank `rank` with unnamed dimensions (rank unknown: `None`).
+pub fn declared(name: &str, elem: i32, rank: Option<usize>) -> crate::onnx::ValueInfoProto {
+    use crate::onnx::{
+        TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    let shape = rank.map(|r| TensorShapeProto {
+        dim: vec![tensor_shape_proto::Dimension::default(); r],
+    });
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Types the inputs and outputs of `part`, a graph extracted from the one `facts` describe (value ids are
+/// shared): each keeps the type declared for it, or gets the element type and rank inferred. Returns the names that
+/// could be typed neither way, which a checker will refuse.
+pub fn declare_interface(facts: &Facts, part: &mut crate::ir::Graph) -> Vec<String> {
+    let interface: Vec<ValueId> = part.inputs.iter().chain(&part.outputs).copied().collect();
+    let mut untyped = Vec::new();
+    for v in interface {
+        if part.value(v).ty().is_some() {
+            continue;
+        }
+        let name = part.value(v).name.clone();
+        match facts.elem_type(v) {
+            Some(elem) => part.value_mut(v).info = Some(declared(&name, elem, facts.rank(v))),
+            None => untyped.push(name),
+        }
+    }
+    untyped.dedup();
+    untyped
+}
+
+/// A typed extract: [`Model::extract`](crate::ir::Model::extract) of the values named, with every input and
+/// output typed ([`declare_interface`]), and the names that could not be typed.
+pub fn extract_typed(
+    model: &crate::ir::Model,
+    from: &[String],
+    to: &[String],
+) -> Result<(crate::ir::Extracted<crate::ir::Model>, Vec<String>), crate::ir::ExtractError> {
+    let g = &model.graph;
+    let mut part = model.extract(&g.values_named(from)?, &g.values_named(to)?)?;
+    let untyped = declare_interface(&Facts::infer(&GraphIndex::new(g)), &mut part.graph.graph);
+    Ok((part, untyped))
+}

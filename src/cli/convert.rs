@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::inspect::load;
 use super::progress::Stages;
-use super::verify::{InputArgs, RuntimeArg, ToleranceArgs, print_report};
+use super::verify::{InputArgs, RuntimeArg, ToleranceArgs, VerifyByArg, print_report};
 use super::{EXIT_MISMATCH, EXIT_OK, print_warnings};
 
 #[derive(Args, Debug)]
@@ -76,6 +76,10 @@ pub struct ConvertArgs {
     pub inputs: InputArgs,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
+    /// How to run the two models: whole, or unit by unit (cut at the residual stream, one segment in memory at
+    /// a time). `auto`: unit by unit above 1 GiB of weights. Either way the report has a row per unit.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub verify_by: VerifyByArg,
     /// Print a JSON report.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +135,7 @@ impl ConvertArgs {
                 runtime: self.runtime.choice(),
                 inputs: self.inputs.source(2),
                 tolerance: self.tolerance.into(),
+                by: self.verify_by.into(),
             }),
             max_divergence: self.max_divergence,
         }

@@ -5,6 +5,7 @@
 pub(crate) mod analyze;
 mod bench;
 pub(crate) mod convert;
+mod extract;
 pub(crate) mod inspect;
 mod progress;
 mod run;
@@ -69,6 +70,8 @@ pub enum Command {
     /// Run models and compare outputs: two models on the same inputs, one against stored outputs, or one model
     /// in two runtimes.
     Verify(verify::VerifyArgs),
+    /// Write the part of a model between named values as a standalone model.
+    Extract(extract::ExtractArgs),
     /// Run a model once; write its outputs (and the inputs used) in the ONNX test-data layout.
     Run(run::RunArgs),
     /// Measure the latency of one or more models (in one or both runtimes) on the same inputs, interleaved.
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Analyze(args) => analyze::run(args),
         Command::Convert(args) => convert::convert(args),
         Command::Verify(args) => verify::verify(args),
+        Command::Extract(args) => extract::extract(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Passes { json } => inspect::passes(json),
@@ -184,6 +188,12 @@ impl ErrorKind {
         if cause.downcast_ref::<RuntimeError>().is_some() {
             return Some(ErrorKind::Runtime);
         }
+        if let Some(e) = cause.downcast_ref::<crate::ir::ExtractError>() {
+            return Some(match e {
+                crate::ir::ExtractError::Invalid(_) => ErrorKind::Model,
+                _ => ErrorKind::Usage,
+            });
+        }
         if cause.downcast_ref::<crate::ir::ValidationError>().is_some() {
             return Some(ErrorKind::Model);
         }
@@ -209,6 +219,8 @@ impl ErrorKind {
             VerifyError::TestData { .. } | VerifyError::Inputs(_) => ErrorKind::Inputs,
             VerifyError::OutputMismatch(_) => ErrorKind::Verification,
             VerifyError::Encode(_) => ErrorKind::Model,
+            VerifyError::Segment(crate::ir::ExtractError::Invalid(_)) => ErrorKind::Model,
+            VerifyError::Segment(_) => ErrorKind::Usage,
         }
     }
 

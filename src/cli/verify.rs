@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::RuntimeKind;
 use crate::verify::{
-    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, VerifyReport, verify_pair,
-    verify_reference, verify_runtimes,
+    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, UNIT_VERIFY_THRESHOLD, UnitRow,
+    VerifyBy, VerifyReport, verify_pair, verify_reference, verify_runtimes,
 };
 use clap::Args;
 
@@ -45,10 +45,39 @@ pub struct VerifyArgs {
     pub runtime: Vec<RuntimeArg>,
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
+    /// How to run two models: whole, or unit by unit (cut at the residual stream, one segment in memory at a
+    /// time, each unit's error reported). `auto`: unit by unit above 1 GiB of weights.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub verify_by: VerifyByArg,
     /// Print the full report as JSON.
     #[arg(long)]
     pub json: bool,
 }
+
+/// `--verify-by`, as the command line names it.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VerifyByArg {
+    /// Unit by unit when the model has residual units and more than 1 GiB of weights, else whole.
+    #[default]
+    Auto,
+    /// Segment by segment: peak memory bounded by the largest unit, not the model.
+    Unit,
+    /// Both models whole, in one run each.
+    Model,
+}
+
+impl From<VerifyByArg> for VerifyBy {
+    fn from(a: VerifyByArg) -> Self {
+        match a {
+            VerifyByArg::Auto => VerifyBy::Auto,
+            VerifyByArg::Unit => VerifyBy::Unit,
+            VerifyByArg::Model => VerifyBy::Model,
+        }
+    }
+}
+
+// The help text above states the threshold in words; keep them in step.
+const _: () = assert!(UNIT_VERIFY_THRESHOLD == 1 << 30);
 
 /// Where a command's inputs come from: a test-data folder, or seeds and dimension sizes to generate them.
 #[derive(Args, Debug, Clone)]
@@ -165,6 +194,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         &args.runtime,
         &args.inputs,
         tol,
+        args.verify_by.into(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -183,6 +213,7 @@ pub(crate) fn compare(
     runtime: &[RuntimeArg],
     inputs: &InputArgs,
     tol: Tolerance,
+    by: VerifyBy,
 ) -> anyhow::Result<VerifyReport> {
     let usage = |text: &str| Err(UsageError(text.into()).into());
     Ok(match (other, reference, runtime) {
@@ -205,7 +236,7 @@ pub(crate) fn compare(
         }
         (Some(other), None, [runtime]) => {
             let _step = Step::start("running both models");
-            verify_pair(a, other, &inputs.source(1), tol, runtime.choice())?
+            verify_pair(a, other, &inputs.source(1), tol, runtime.choice(), by)?
         }
         (None, Some(dir), [runtime]) => {
             let _step = Step::start("running the model");
@@ -268,5 +299,52 @@ pub fn print_report(report: &VerifyReport) {
             }
         }
     }
+    print_units(&report.units);
+    if let Some(segment) = &report.first_differing {
+        println!("first difference beyond tolerance: {segment}");
+    }
     println!("{}", if report.ok { "PASS" } else { "FAIL" });
+}
+
+/// The per-unit table: each segment's value, its own error (when measured) and the error accumulated to it.
+fn print_units(rows: &[UnitRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let own_measured = rows.iter().any(|r| r.own.is_some());
+    println!(
+        "  per unit (the residual stream after each, worst of the input sets{}):",
+        if own_measured {
+            "; own: the unit run on the original's input"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "    {:<12} {:<10} {:<10} {:<10} {:<12}{}  value",
+        "segment",
+        "max_abs",
+        "max_rel",
+        "rel_l2",
+        "cosine",
+        if own_measured { "  own max_abs" } else { "" }
+    );
+    for r in rows {
+        let a = &r.accumulated;
+        let own = match (own_measured, r.own) {
+            (false, _) => String::new(),
+            (true, Some(o)) => format!("  {:<11.3e}", o.max_abs),
+            (true, None) => format!("  {:<11}", "-"),
+        };
+        println!(
+            "    {:<12} {:<10.3e} {:<10.3e} {:<10.3e} {:<12.8}{own}  {}{}",
+            r.segment,
+            a.max_abs,
+            a.max_rel,
+            a.rel_l2,
+            a.cosine,
+            r.value,
+            if r.differs() { "  DIFF" } else { "" }
+        );
+    }
 }

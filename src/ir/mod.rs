@@ -16,6 +16,7 @@
 //! an [`OrderKey`] and export is a topological sort that always emits the smallest ready key.
 
 mod export;
+pub mod extract;
 mod import;
 pub mod index;
 pub mod patch;
@@ -33,6 +34,7 @@ use crate::onnx::{
     self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
 };
 
+pub use extract::{ExtractError, Extracted, Segment};
 pub use patch::{Patch, PatchError, ValueRef};
 pub use validate::ValidationError;
 

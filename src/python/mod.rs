@@ -21,7 +21,7 @@ use pyo3::types::PyBytes;
 
 use crate::Model;
 use crate::cli::convert::{ConvertArgs, refusal_reason};
-use crate::cli::verify::{InputArgs, RuntimeArg, ToleranceArgs};
+use crate::cli::verify::{InputArgs, RuntimeArg, ToleranceArgs, VerifyByArg};
 use crate::cli::{ErrorKind, UsageError, analyze, inspect, one_line, verify};
 use crate::convert::{Quiet, convert, convert_in_memory};
 use crate::io::{PROTOBUF_LIMIT, SaveReport};
@@ -188,6 +188,7 @@ struct ConvertRequest {
     target: String,
     verify: bool,
     runtime: String,
+    verify_by: String,
     inputs: Option<PathBuf>,
     seeds: Option<u64>,
     dims: HashMap<String, usize>,
@@ -230,6 +231,7 @@ impl ConvertRequest {
             allow_partial: self.allow_partial,
             no_verify: !self.verify,
             runtime: value("runtime", &self.runtime)?,
+            verify_by: value("verify_by", &self.verify_by)?,
             inputs: input_args(self.inputs, self.seeds, self.dims)?,
             tolerance: ToleranceArgs {
                 rtol: self.rtol,
@@ -320,6 +322,7 @@ struct VerifyRequest {
     other_base_dir: Option<PathBuf>,
     reference: Option<PathBuf>,
     runtime: Vec<String>,
+    verify_by: String,
     inputs: Option<PathBuf>,
     seeds: Option<u64>,
     dims: HashMap<String, usize>,
@@ -350,6 +353,7 @@ fn verify_models(
         atol: request.atol,
     };
     let reference = request.reference;
+    let by: VerifyByArg = value("verify_by", &request.verify_by)?;
     Ok(py.detach(|| -> Result<_, Failure> {
         let a_model = a.load()?;
         let a_label = a.label();
@@ -371,6 +375,7 @@ fn verify_models(
             &runtimes,
             &inputs,
             tolerance,
+            by.into(),
         )?;
         Ok((json(&report)?, warnings))
     })?)

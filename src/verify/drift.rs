@@ -83,6 +83,7 @@ pub fn drift_profile(
         source,
         Tolerance::default(),
         choice,
+        super::VerifyBy::Model,
     )?;
     let rows = probes
         .iter()

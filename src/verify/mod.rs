@@ -10,6 +10,7 @@ mod drift;
 mod inputs;
 mod report;
 mod testdata;
+mod units;
 
 pub use compare::{Comparison, Tolerance, compare};
 pub use drift::{DriftRow, drift_profile, probes};
@@ -20,6 +21,9 @@ pub use report::{
     verify_reference, verify_runtimes,
 };
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
+pub use units::{
+    Cut, Figures, UNIT_VERIFY_THRESHOLD, UnitRow, VerifyBy, cuts, first_differing, weight_bytes,
+};
 
 pub use crate::runtime::Named;
 
@@ -40,4 +44,6 @@ pub enum VerifyError {
     OutputMismatch(String),
     #[error("the model cannot be encoded for a runtime: {0}")]
     Encode(#[from] crate::ir::ValidationError),
+    #[error("the model cannot be cut into segments: {0}")]
+    Segment(#[from] crate::ir::ExtractError),
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::units::{self, Cut, Store, UnitRow, VerifyBy};
 use super::{
     Comparison, DimSizes, Tolerance, VerifyError, compare, generate_inputs, load_test_data,
     test_data_sets,
@@ -106,6 +107,14 @@ pub struct VerifyReport {
     /// Why `runtime` judged, when it was not the first choice (`auto`: tract could not run a model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime_note: Option<String>,
+    /// Whether the models were run whole or segment by segment (`unit`).
+    pub verified_by: VerifyBy,
+    /// The per-unit report: the residual stream compared after each unit (two models with residual units).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<UnitRow>,
+    /// When outputs differ: the first segment whose value differs beyond tolerance (`unit 3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_differing: Option<String>,
 }
 
 impl VerifyReport {
@@ -274,8 +283,15 @@ pub struct Judge<'a> {
     sets: Vec<InputSet>,
     /// Set when the generated inputs had to be made again at batch 1: why.
     batch_note: Option<String>,
-    /// The reference's outputs, per runtime that ran it.
+    /// The reference's outputs (and its values at the cuts), per runtime that ran it whole.
     baselines: Vec<(RuntimeKind, Vec<Vec<Named>>)>,
+    /// The reference's values at and across the cuts, per runtime that ran it unit by unit.
+    unit_baselines: Vec<(RuntimeKind, Store)>,
+    /// Where the models are cut: the reference's residual stream.
+    cuts: Vec<Cut>,
+    by: VerifyBy,
+    /// Whether the candidates compute the reference's function: then each unit's own error is measured.
+    exact: bool,
     /// Runtimes that could not run the reference (or could not be had), in the order tried.
     failures: Vec<RuntimeError>,
 }
@@ -296,8 +312,20 @@ impl<'a> Judge<'a> {
             choice,
             tolerance,
             baselines: Vec::new(),
+            unit_baselines: Vec::new(),
+            cuts: units::cuts(reference.model),
+            by: VerifyBy::Auto,
+            exact: true,
             failures: Vec::new(),
         })
+    }
+
+    /// How to run the models, and whether the candidates are meant to compute the reference's function (exact
+    /// pipelines: each segment of a candidate is also run on the reference's values, for its own error).
+    pub fn by(mut self, by: VerifyBy, exact: bool) -> Self {
+        self.by = by;
+        self.exact = exact;
+        self
     }
 
     pub fn sets(&self) -> &[InputSet] {
@@ -320,7 +348,7 @@ impl<'a> Judge<'a> {
             // Only when the reference itself ran nowhere: a candidate's failure is the candidate's.
             Err(
                 e @ (VerifyError::NoRuntime(_) | VerifyError::Runtime(RuntimeError::Failed { .. })),
-            ) if self.baselines.is_empty() => {
+            ) if self.baselines.is_empty() && self.unit_baselines.is_empty() => {
                 let why = match e {
                     VerifyError::NoRuntime(why) => why,
                     other => other.to_string(),
@@ -372,6 +400,13 @@ impl<'a> Judge<'a> {
     }
 
     fn check_all(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
+        let (by, by_note) = match self.by.resolve(self.reference.model, &self.cuts) {
+            VerifyBy::Unit if self.cuts.is_empty() => (
+                VerifyBy::Model,
+                Some("no residual units to cut at: verified as a whole".to_string()),
+            ),
+            by => (by, None),
+        };
         let candidates = self.choice.candidates();
         let several = candidates.len() > 1;
         // Failures of this candidate only: another candidate (a later step of the failing-pass search) may run.
@@ -380,7 +415,11 @@ impl<'a> Judge<'a> {
             if self.failures.iter().any(|f| f.runtime() == kind) {
                 continue;
             }
-            if let Err(e) = self.baseline_in(kind) {
+            let baseline = match by {
+                VerifyBy::Unit => self.unit_baseline_in(kind),
+                _ => self.baseline_in(kind),
+            };
+            if let Err(e) = baseline {
                 match e {
                     VerifyError::Runtime(e) if several => {
                         self.failures.push(e);
@@ -389,38 +428,37 @@ impl<'a> Judge<'a> {
                     e => return Err(e),
                 }
             }
-            let actual = match run_sets(kind, candidate, &self.sets) {
-                Ok(actual) => actual,
+            let checked = match by {
+                VerifyBy::Unit => self.by_units_in(kind, candidate),
+                _ => self.whole_in(kind, candidate),
+            };
+            let (runs, rows) = match checked {
+                Ok(done) => done,
                 Err(VerifyError::Runtime(e)) if several => {
                     failed_here.push(e);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            let reference = self
-                .baselines
-                .iter()
-                .find(|(k, _)| *k == kind)
-                .map(|(_, o)| o)
-                .expect("computed by baseline_in");
-            let runs = compare_sets(&self.sets, &actual, reference, self.tolerance, &|| {
-                format!(
-                    "{} against {}",
-                    candidate.label.display(),
-                    self.reference.label.display()
-                )
-            })?;
             let mut tried = self.failures.clone();
             tried.extend(failed_here);
+            let ok = all_ok(&runs);
+            let note = match (by_note, self.note(&tried, kind)) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
             return Ok(VerifyReport {
                 model: self.reference.label.into(),
                 against: candidate.label.into(),
                 tolerance: self.tolerance,
-                ok: all_ok(&runs),
+                ok,
                 runs,
                 runtime: kind,
                 reference_runtime: None,
-                runtime_note: self.note(&tried, kind),
+                runtime_note: note,
+                verified_by: by,
+                first_differing: (!ok).then(|| units::first_differing(&rows)).flatten(),
+                units: rows,
             });
         }
         let mut tried = self.failures.clone();
@@ -428,6 +466,111 @@ impl<'a> Judge<'a> {
         Err(VerifyError::NoRuntime(
             note_of(&tried).unwrap_or_else(|| "no runtime to try".into()),
         ))
+    }
+
+    fn describe(&self, candidate: &ModelRef) -> String {
+        format!(
+            "{} against {}",
+            candidate.label.display(),
+            self.reference.label.display()
+        )
+    }
+
+    /// Both models run whole in `kind`, with the cuts as extra outputs: the outputs compared in order, the
+    /// cuts by name.
+    fn whole_in(
+        &self,
+        kind: RuntimeKind,
+        candidate: &ModelRef,
+    ) -> Result<(Vec<RunReport>, Vec<UnitRow>), VerifyError> {
+        let probed = units::with_cut_outputs(candidate.model, &self.cuts);
+        let mut actual = run_sets(
+            kind,
+            &ModelRef {
+                model: &probed,
+                ..*candidate
+            },
+            &self.sets,
+        )?;
+        let reference = self
+            .baselines
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, o)| o)
+            .expect("computed by baseline_in");
+        let rows = units::rows_of(
+            &self.cuts,
+            &units::store_of(reference),
+            &units::store_of(&actual),
+            None,
+            self.tolerance,
+        );
+        let own = candidate.model.graph.outputs.len();
+        let theirs = self.reference.model.graph.outputs.len();
+        for outs in &mut actual {
+            outs.truncate(own);
+        }
+        let reference: Vec<Vec<Named>> = reference
+            .iter()
+            .map(|outs| outs[..theirs.min(outs.len())].to_vec())
+            .collect();
+        let runs = compare_sets(&self.sets, &actual, &reference, self.tolerance, &|| {
+            self.describe(candidate)
+        })?;
+        Ok((runs, rows))
+    }
+
+    /// Both models run segment by segment in `kind`: the outputs compared in order, and a row per cut.
+    fn by_units_in(
+        &self,
+        kind: RuntimeKind,
+        candidate: &ModelRef,
+    ) -> Result<(Vec<RunReport>, Vec<UnitRow>), VerifyError> {
+        let reference = self
+            .unit_baselines
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s)
+            .expect("computed by unit_baseline_in");
+        let (chained, rows) = units::candidate_rows(
+            kind,
+            candidate,
+            &self.cuts,
+            reference,
+            self.tolerance,
+            self.exact,
+            &self.sets,
+        )?;
+        let outputs_of = |model: &Model, store: &Store| -> Result<Vec<Vec<Named>>, VerifyError> {
+            let g = &model.graph;
+            store
+                .iter()
+                .map(|values| {
+                    g.outputs
+                        .iter()
+                        .map(|&o| {
+                            let name = &g.value(o).name;
+                            let tensor = values.get(name).cloned().ok_or_else(|| {
+                                VerifyError::OutputMismatch(format!(
+                                    "{}: no segment computed the output `{name}`",
+                                    self.describe(candidate)
+                                ))
+                            })?;
+                            Ok(Named {
+                                name: name.clone(),
+                                tensor,
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let actual = outputs_of(candidate.model, &chained)?;
+        let expected = outputs_of(self.reference.model, reference)?;
+        let runs = compare_sets(&self.sets, &actual, &expected, self.tolerance, &|| {
+            self.describe(candidate)
+        })?;
+        Ok((runs, rows))
     }
 
     /// Why `kind` judged and on what inputs, when that was not the first plan.
@@ -440,11 +583,25 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// The reference's outputs in `kind`, computed once per runtime.
+    /// The reference's outputs and cut values in `kind`, computed once per runtime.
     fn baseline_in(&mut self, kind: RuntimeKind) -> Result<(), VerifyError> {
         if !self.baselines.iter().any(|(k, _)| *k == kind) {
-            let outputs = run_sets(kind, &self.reference, &self.sets)?;
+            let probed = units::with_cut_outputs(self.reference.model, &self.cuts);
+            let at = ModelRef {
+                model: &probed,
+                ..self.reference
+            };
+            let outputs = run_sets(kind, &at, &self.sets)?;
             self.baselines.push((kind, outputs));
+        }
+        Ok(())
+    }
+
+    /// The reference's values across its cuts in `kind`, run segment by segment, once per runtime.
+    fn unit_baseline_in(&mut self, kind: RuntimeKind) -> Result<(), VerifyError> {
+        if !self.unit_baselines.iter().any(|(k, _)| *k == kind) {
+            let store = units::reference_values(kind, &self.reference, &self.cuts, &self.sets)?;
+            self.unit_baselines.push((kind, store));
         }
         Ok(())
     }
@@ -457,8 +614,9 @@ pub fn verify_pair(
     source: &InputSource,
     tol: Tolerance,
     choice: RuntimeChoice,
+    by: VerifyBy,
 ) -> Result<VerifyReport, VerifyError> {
-    Judge::new(*a, source, tol, choice)?.check(b)
+    Judge::new(*a, source, tol, choice)?.by(by, true).check(b)
 }
 
 /// Runs `model` on each test-data set under `dir` and compares with its `output_K.pb`.
@@ -508,6 +666,9 @@ pub fn verify_reference(
         runtime: kind,
         reference_runtime: None,
         runtime_note: note,
+        verified_by: VerifyBy::Model,
+        units: Vec::new(),
+        first_differing: None,
     })
 }
 
@@ -581,6 +742,9 @@ pub fn verify_runtimes(
         runtime: other,
         reference_runtime: Some(reference),
         runtime_note: None,
+        verified_by: VerifyBy::Model,
+        units: Vec::new(),
+        first_differing: None,
     })
 }
 

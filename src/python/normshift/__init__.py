@@ -158,6 +158,7 @@ def convert(
     target: str = "onnx",
     verify: bool = True,
     runtime: str = "auto",
+    verify_by: str = "auto",
     inputs=None,
     seeds: Optional[int] = None,
     dims: Optional[Mapping[str, int]] = None,
@@ -179,7 +180,8 @@ def convert(
     As ``normshift convert``: ``target`` is ``"onnx"`` (standard ops) or ``"ort"`` (onnxruntime's
     com.microsoft ops as well); unless ``verify=False`` both models are run on the same inputs (two seeded sets,
     ``seeds=N`` sets, sizes for symbolic dimensions in ``dims={"sequence": 16}``, or stored ones in
-    ``inputs=DIR``) by ``runtime`` (``"auto"``, ``"tract"``, ``"ort"``). If an exact pass changed the outputs
+    ``inputs=DIR``) by ``runtime`` (``"auto"``, ``"tract"``, ``"ort"``), whole or unit by unit as
+    ``verify_by`` says (``"auto"``: unit by unit above 1 GiB of weights; ``"unit"``; ``"model"``). If an exact pass changed the outputs
     beyond ``rtol``/``atol`` (or a function-changing one beyond ``max_divergence``), :class:`VerificationFailed`
     is raised with the report attached and nothing is returned or written.
 
@@ -201,6 +203,7 @@ def convert(
         "target": target,
         "verify": bool(verify),
         "runtime": runtime,
+        "verify_by": verify_by,
         "inputs": _path(inputs),
         "seeds": seeds,
         "dims": _dims(dims),
@@ -230,6 +233,7 @@ def verify(
     *,
     reference=None,
     runtime: Union[str, Sequence[str]] = "auto",
+    verify_by: str = "auto",
     inputs=None,
     seeds: Optional[int] = None,
     dims: Optional[Mapping[str, int]] = None,
@@ -240,7 +244,8 @@ def verify(
 ) -> Dict[str, Any]:
     """Runs models and compares their outputs, as ``normshift verify``: ``model`` against ``other`` on the same
     inputs, ``model`` against the stored outputs in ``reference=DIR``, or one model in two runtimes
-    (``runtime=("tract", "ort")``). Returns the report (``normshift verify --json``); ``report["ok"]`` says
+    (``runtime=("tract", "ort")``); two models whole or unit by unit as ``verify_by`` says (``"auto"``,
+    ``"unit"``, ``"model"``: see :func:`convert`). Returns the report (``normshift verify --json``); ``report["ok"]`` says
     whether every output matched. A difference is a report, not an exception."""
     other_path, other_data, other_dir = (
         _source(other, other_base_dir) if other is not None else (None, None, None)
@@ -252,6 +257,7 @@ def verify(
         "other_base_dir": other_dir,
         "reference": _path(reference),
         "runtime": runtimes,
+        "verify_by": verify_by,
         "inputs": _path(inputs),
         "seeds": seeds,
         "dims": _dims(dims),

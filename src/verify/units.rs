@@ -1,0 +1,401 @@
+//! Verification unit by unit: both models cut at the residual stream between their units, each segment run on
+//! its own, so that memory is bounded by the largest segment rather than the model, and every unit's error is
+//! reported.
+//!
+//! The cuts are the original's stream values (what enters each unit, and the last unit's output), where the
+//! rewritten model computes a value of the same name: passes keep the names of the values they do not replace.
+//! Segment `s` of a model computes cut `s` from what earlier segments computed ([`Graph::segments`]): the
+//! stream, and the side values next to it (masks, shapes), which are handed on by name. The reference is run
+//! segment by segment, keeping only the values that cross cuts. The candidate is run twice per segment, in one
+//! preparation: *chained* on its own earlier segments (its end-to-end figures), and, for an exact pipeline,
+//! *isolated* on the reference's values at its inputs (so a unit's own error is not the sum of those before it).
+//!
+//! [`Graph::segments`]: crate::ir::Graph::segments
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::report::{InputSet, ModelRef, run_sets};
+use super::{Comparison, Tolerance, VerifyError, compare};
+use crate::analysis::facts::{Facts, declare_interface};
+use crate::analysis::{Analysis, analyze};
+use crate::ir::index::GraphIndex;
+use crate::ir::{Graph, Model, ValueId};
+use crate::runtime::{Named, RuntimeKind, TensorData};
+
+/// Above this many bytes of weights, `auto` verifies a model with residual units unit by unit: two whole
+/// models of 1 GiB each already cost a runtime (which copies external data into its own memory) over 4 GiB.
+pub const UNIT_VERIFY_THRESHOLD: u64 = 1 << 30;
+
+/// How to run the models of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyBy {
+    /// Unit by unit above [`UNIT_VERIFY_THRESHOLD`] of weights when the model has residual units, else whole.
+    #[default]
+    Auto,
+    Unit,
+    Model,
+}
+
+impl VerifyBy {
+    /// What `self` means for `model`: unit or model (never auto).
+    pub fn resolve(self, model: &Model, cuts: &[Cut]) -> VerifyBy {
+        match self {
+            VerifyBy::Auto if cuts.len() >= 2 && weight_bytes(model) > UNIT_VERIFY_THRESHOLD => {
+                VerifyBy::Unit
+            }
+            VerifyBy::Auto => VerifyBy::Model,
+            by => by,
+        }
+    }
+}
+
+/// Bytes of a model's initializers (inline and external).
+pub fn weight_bytes(model: &Model) -> u64 {
+    model.graph.tensors.values().map(|t| t.byte_len()).sum()
+}
+
+/// A value of the original's residual stream at which both models are cut, and the units computed before it
+/// since the previous cut (empty for the first: the prologue of embeddings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub value: String,
+    pub units: Range<usize>,
+}
+
+/// The stream values of `model`, one per unit boundary: each unit's input, then the last unit's output (its
+/// post-norm's, or its sum). Only values computed by an op qualify (a graph input is no cut).
+pub fn cuts(model: &Model) -> Vec<Cut> {
+    let g = &model.graph;
+    let ix = GraphIndex::new(g);
+    let analysis = analyze(&ix);
+    let mut values: Vec<(ValueId, usize)> = analysis
+        .residual_units
+        .iter()
+        .enumerate()
+        .map(|(k, u)| (u.stream_in, k))
+        .collect();
+    if let Some(end) = last_output(&analysis) {
+        values.push((end, analysis.residual_units.len()));
+    }
+    let mut cuts: Vec<Cut> = Vec::new();
+    let mut start = 0;
+    for (v, end) in values {
+        let computed = ix.producer_op(v).is_some();
+        if !computed || cuts.iter().any(|c| c.value == g.value(v).name) {
+            continue;
+        }
+        cuts.push(Cut {
+            value: g.value(v).name.clone(),
+            units: start..end,
+        });
+        start = end;
+    }
+    cuts
+}
+
+/// What leaves the last unit: its post-norm's output, or its sum.
+fn last_output(a: &Analysis) -> Option<ValueId> {
+    let last = a.residual_units.last()?;
+    let post = last
+        .post_norm
+        .or(last.fused_norm)
+        .filter(|_| last.post_norm.is_some() || last.sum.is_none())
+        .map(|i| a.norms[i].norm.output);
+    post.or(last.sum)
+}
+
+/// Error figures of one value, worst over the input sets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Figures {
+    pub max_abs: f64,
+    pub max_rel: f64,
+    pub rel_l2: f64,
+    pub cosine: f64,
+    pub ok: bool,
+}
+
+impl Figures {
+    fn worst(comparisons: &[Comparison]) -> Option<Figures> {
+        let first = comparisons.first()?;
+        let start = Figures {
+            max_abs: first.max_abs,
+            max_rel: first.max_rel,
+            rel_l2: first.rel_l2,
+            cosine: first.cosine,
+            ok: first.ok,
+        };
+        Some(comparisons[1..].iter().fold(start, |f, c| Figures {
+            max_abs: f.max_abs.max(c.max_abs),
+            max_rel: f.max_rel.max(c.max_rel),
+            rel_l2: f.rel_l2.max(c.rel_l2),
+            cosine: f.cosine.min(c.cosine),
+            ok: f.ok && c.ok,
+        }))
+    }
+}
+
+/// One row of the per-unit report: the value at the end of a segment, compared between the models.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitRow {
+    /// `prologue`, `unit 3`, or `units 3-4` when the candidate lacks the cut between them.
+    pub segment: String,
+    pub units: Range<usize>,
+    pub value: String,
+    /// The candidate's segment run on the reference's values at its inputs: this segment's own error (exact
+    /// pipelines verified unit by unit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own: Option<Figures>,
+    /// The candidate run on its own values from the start: the error accumulated up to here.
+    pub accumulated: Figures,
+}
+
+impl UnitRow {
+    /// Whether this row shows a difference beyond tolerance: its own error where that was measured.
+    pub fn differs(&self) -> bool {
+        !self.own.unwrap_or(self.accumulated).ok
+    }
+}
+
+fn segment_label(units: &Range<usize>) -> String {
+    match units.len() {
+        0 => "prologue".into(),
+        1 => format!("unit {}", units.start),
+        _ => format!("units {}-{}", units.start, units.end - 1),
+    }
+}
+
+/// The first row that differs beyond tolerance.
+pub fn first_differing(rows: &[UnitRow]) -> Option<String> {
+    rows.iter().find(|r| r.differs()).map(|r| r.segment.clone())
+}
+
+/// Values by name, one map per input set.
+pub type Store = Vec<HashMap<String, TensorData>>;
+
+/// Feeds of a segment run: a label, and per input set the stores searched in order for each input.
+type Feeds<'s> = [(&'s str, Vec<Vec<&'s HashMap<String, TensorData>>>)];
+
+fn seeded(sets: &[InputSet]) -> Store {
+    sets.iter()
+        .map(|s| {
+            s.inputs
+                .iter()
+                .map(|n| (n.name.clone(), n.tensor.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A model cut for segmented runs.
+struct Segmented<'a> {
+    at: ModelRef<'a>,
+    graph_facts: Facts,
+    segments: Vec<crate::ir::Segment>,
+}
+
+impl<'a> Segmented<'a> {
+    /// `model` cut at those of `cuts` it computes.
+    fn new(at: ModelRef<'a>, cuts: &[Cut]) -> Result<Segmented<'a>, VerifyError> {
+        let g = &at.model.graph;
+        let ix = GraphIndex::new(g);
+        let ids: Vec<ValueId> = cuts
+            .iter()
+            .filter_map(|c| g.value_id(&c.value))
+            .filter(|v| ix.producer_op(*v).is_some())
+            .collect();
+        let segments = g.segments(&ids)?;
+        Ok(Segmented {
+            graph_facts: Facts::infer(&ix),
+            segments,
+            at,
+        })
+    }
+
+    /// Segment `s` as a model of its own, its interface typed.
+    fn model(&self, s: usize) -> Result<Model, VerifyError> {
+        let seg = &self.segments[s];
+        let mut part = self.at.model.extract(&seg.inputs, &seg.outputs)?.graph;
+        declare_interface(&self.graph_facts, &mut part.graph);
+        Ok(part)
+    }
+
+    fn names(&self, ids: &[ValueId]) -> Vec<String> {
+        let g: &Graph = &self.at.model.graph;
+        ids.iter().map(|v| g.value(*v).name.clone()).collect()
+    }
+
+    /// Runs segment `s` on each feed (values by name), returning its outputs by name per feed.
+    fn run(
+        &self,
+        kind: RuntimeKind,
+        s: usize,
+        feeds: &Feeds,
+    ) -> Result<Vec<Vec<Named>>, VerifyError> {
+        let model = self.model(s)?;
+        let label = PathBuf::from(format!(
+            "{} [segment {} of {}]",
+            self.at.label.display(),
+            s + 1,
+            self.segments.len()
+        ));
+        let at = ModelRef {
+            model: &model,
+            dir: self.at.dir,
+            label: &label,
+        };
+        let names = self.names(&self.segments[s].inputs);
+        let mut sets = Vec::new();
+        for (what, stores) in feeds {
+            for (i, store) in stores.iter().enumerate() {
+                let inputs = names
+                    .iter()
+                    .map(|n| {
+                        let found = store.iter().find_map(|m| m.get(n));
+                        let tensor = found.cloned().ok_or_else(|| {
+                            VerifyError::Inputs(format!(
+                                "{}: no value for `{n}` ({what}, set {i})",
+                                label.display()
+                            ))
+                        })?;
+                        Ok(Named {
+                            name: n.clone(),
+                            tensor,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, VerifyError>>()?;
+                sets.push(InputSet {
+                    label: format!("{what} {i}"),
+                    inputs,
+                });
+            }
+        }
+        run_sets(kind, &at, &sets)
+    }
+}
+
+fn store_outputs(store: &mut Store, outputs: Vec<Vec<Named>>) {
+    for (map, outs) in store.iter_mut().zip(outputs) {
+        for o in outs {
+            map.insert(o.name, o.tensor);
+        }
+    }
+}
+
+/// Runs the reference segment by segment in `kind`: every value that crosses a cut, per set.
+pub fn reference_values(
+    kind: RuntimeKind,
+    reference: &ModelRef,
+    cuts: &[Cut],
+    sets: &[InputSet],
+) -> Result<Store, VerifyError> {
+    let segmented = Segmented::new(*reference, cuts)?;
+    let mut store = seeded(sets);
+    for s in 0..segmented.segments.len() {
+        let feeds = [("reference", store.iter().map(|m| vec![m]).collect())];
+        let outputs = segmented.run(kind, s, &feeds)?;
+        store_outputs(&mut store, outputs);
+    }
+    Ok(store)
+}
+
+/// The candidate run segment by segment against the reference's values: its values, chained from the inputs,
+/// and the per-unit rows.
+pub fn candidate_rows(
+    kind: RuntimeKind,
+    candidate: &ModelRef,
+    cuts: &[Cut],
+    reference: &Store,
+    tol: Tolerance,
+    isolate: bool,
+    sets: &[InputSet],
+) -> Result<(Store, Vec<UnitRow>), VerifyError> {
+    let segmented = Segmented::new(*candidate, cuts)?;
+    let mut chained = seeded(sets);
+    let mut own: Store = vec![HashMap::new(); sets.len()];
+    for s in 0..segmented.segments.len() {
+        let mut feeds = vec![("chained", chained.iter().map(|c| vec![c]).collect())];
+        if isolate && s > 0 {
+            // The reference's value wherever it has one of that name, else the candidate's own.
+            let isolated = chained
+                .iter()
+                .zip(reference)
+                .map(|(c, r)| vec![r, c])
+                .collect();
+            feeds.push(("isolated", isolated));
+        }
+        let mut outputs = segmented.run(kind, s, &feeds)?;
+        let isolated_out = outputs.split_off(sets.len());
+        store_outputs(&mut chained, outputs);
+        store_outputs(&mut own, isolated_out);
+    }
+    let rows = rows_of(cuts, reference, &chained, isolate.then_some(&own), tol);
+    Ok((chained, rows))
+}
+
+/// One row per cut the candidate computed (a cut it lacks merges its units into the next row).
+pub fn rows_of(
+    cuts: &[Cut],
+    reference: &Store,
+    accumulated: &Store,
+    own: Option<&Store>,
+    tol: Tolerance,
+) -> Vec<UnitRow> {
+    let figures = |store: &Store, name: &str| -> Option<Figures> {
+        let comparisons: Option<Vec<Comparison>> = store
+            .iter()
+            .zip(reference)
+            .map(|(a, r)| Some(compare(name, a.get(name)?, r.get(name)?, tol)))
+            .collect();
+        Figures::worst(&comparisons?)
+    };
+    let mut rows = Vec::new();
+    let mut start = 0;
+    for cut in cuts {
+        let Some(accumulated) = figures(accumulated, &cut.value) else {
+            continue;
+        };
+        let units = start..cut.units.end;
+        start = cut.units.end;
+        rows.push(UnitRow {
+            segment: segment_label(&units),
+            units,
+            value: cut.value.clone(),
+            own: own.and_then(|o| figures(o, &cut.value)),
+            accumulated,
+        });
+    }
+    rows
+}
+
+/// Stores from whole-model runs with the cuts as extra outputs: each set's outputs by name.
+pub fn store_of(outputs: &[Vec<Named>]) -> Store {
+    outputs
+        .iter()
+        .map(|outs| {
+            outs.iter()
+                .map(|o| (o.name.clone(), o.tensor.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// `model` with those `cuts` it computes as extra outputs (after its own), for a whole-model run that reports
+/// per unit.
+pub fn with_cut_outputs(model: &Model, cuts: &[Cut]) -> Model {
+    let mut m = model.clone();
+    let ix = GraphIndex::new(&model.graph);
+    for c in cuts {
+        if let Some(id) = model.graph.value_id(&c.value)
+            && ix.producer_op(id).is_some()
+            && !m.graph.outputs.contains(&id)
+        {
+            m.graph.outputs.push(id);
+        }
+    }
+    m
+}
