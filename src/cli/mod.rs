@@ -5,6 +5,7 @@
 pub(crate) mod analyze;
 mod bench;
 pub(crate) mod convert;
+mod diff;
 mod extract;
 pub(crate) mod inspect;
 mod progress;
@@ -70,6 +71,8 @@ pub enum Command {
     /// Run models and compare outputs: two models on the same inputs, one against stored outputs, or one model
     /// in two runtimes.
     Verify(verify::VerifyArgs),
+    /// What a rewrite changed: nodes removed, added and rewired, matched by structure, not by names.
+    Diff(diff::DiffArgs),
     /// Write the part of a model between named values as a standalone model.
     Extract(extract::ExtractArgs),
     /// Run a model once; write its outputs (and the inputs used) in the ONNX test-data layout.
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Convert(args) => convert::convert(args),
         Command::Verify(args) => verify::verify(args),
         Command::Extract(args) => extract::extract(args),
+        Command::Diff(args) => diff::diff(args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::bench(args),
         Command::Passes { json } => inspect::passes(json),

@@ -15,6 +15,7 @@
 //! The export order of nodes is the original file order wherever the graph did not change: each op node carries
 //! an [`OrderKey`] and export is a topological sort that always emits the smallest ready key.
 
+pub mod diff;
 mod export;
 pub mod extract;
 mod import;

@@ -16,6 +16,8 @@
 
 use std::fmt::Write;
 
+use petgraph::stable_graph::NodeIndex;
+
 use super::{Graph, Model, NodeKind, ValueId};
 use crate::onnx::{AttributeProto, attribute_proto::AttributeType, describe_type};
 use crate::tensor::{self, format_number};
@@ -95,63 +97,60 @@ impl Graph {
             }
         };
         for n in order {
-            let node = &self.graph[n];
-            let NodeKind::Op(op) = &node.kind else {
-                continue;
-            };
-            let outputs: Vec<String> = node
-                .outputs
-                .iter()
-                .map(|o| o.map(|v| self.typed_name(v)).unwrap_or_else(|| "_".into()))
-                .collect();
-            let inputs: Vec<String> = self
-                .node_inputs(n)
-                .into_iter()
-                .map(|i| {
-                    i.map(|v| self.value(v).name.clone())
-                        .unwrap_or_else(|| "_".into())
-                })
-                .collect();
-            let op_name = match op.domain() {
-                "" => op.op_type().to_string(),
-                d => format!("{d}.{}", op.op_type()),
-            };
-            // Sorted by name: attribute order carries no meaning in ONNX, and exporters differ in it.
-            let mut attrs: Vec<String> = op
-                .proto
-                .attribute
-                .iter()
-                .filter(|a| !spells_a_default(op, a))
-                .map(attribute_text)
-                .collect();
-            attrs.sort();
-            let attrs = if attrs.is_empty() {
-                String::new()
-            } else {
-                format!("[{}]", attrs.join(", "))
-            };
-            let _ = write!(
-                out,
-                "{} = {op_name}{attrs}({})",
-                outputs.join(", "),
-                inputs.join(", ")
-            );
-            let captured = self.captured_values(n);
-            if !captured.is_empty() {
-                let names: Vec<&str> = captured
-                    .iter()
-                    .map(|&v| self.value(v).name.as_str())
-                    .collect();
-                let _ = write!(out, " captures({})", names.join(", "));
+            if let Some(line) = self.node_text(n, options) {
+                out.push_str(&line);
+                out.push('\n');
             }
-            if options.node_names && !op.proto.name().is_empty() {
-                let _ = write!(out, "  # {}", op.proto.name());
-            }
-            out.push('\n');
         }
         for &v in &self.outputs {
             let _ = writeln!(out, "output {}", self.typed_name(v));
         }
+    }
+
+    /// One op node's line of the text form (`None` for a source): `outputs = op[attrs](inputs)`.
+    pub fn node_text(&self, n: NodeIndex, options: TextOptions) -> Option<String> {
+        let node = &self.graph[n];
+        let NodeKind::Op(op) = &node.kind else {
+            return None;
+        };
+        let outputs: Vec<String> = node
+            .outputs
+            .iter()
+            .map(|o| o.map(|v| self.typed_name(v)).unwrap_or_else(|| "_".into()))
+            .collect();
+        let inputs: Vec<String> = self
+            .node_inputs(n)
+            .into_iter()
+            .map(|i| {
+                i.map(|v| self.value(v).name.clone())
+                    .unwrap_or_else(|| "_".into())
+            })
+            .collect();
+        let mut line = format!(
+            "{} = {}({})",
+            outputs.join(", "),
+            op_text(op),
+            inputs.join(", ")
+        );
+        let captured = self.captured_values(n);
+        if !captured.is_empty() {
+            let names: Vec<&str> = captured
+                .iter()
+                .map(|&v| self.value(v).name.as_str())
+                .collect();
+            let _ = write!(line, " captures({})", names.join(", "));
+        }
+        if options.node_names && !op.proto.name().is_empty() {
+            let _ = write!(line, "  # {}", op.proto.name());
+        }
+        Some(line)
+    }
+
+    /// A constant's summary in the text form: type, shape and content hash (small ones in full).
+    pub fn constant_text(&self, v: ValueId) -> Option<String> {
+        self.tensors
+            .get(&v)
+            .map(|t| tensor::summary(t, INLINE_ELEMENTS))
     }
 
     fn typed_name(&self, v: ValueId) -> String {
@@ -160,6 +159,28 @@ impl Graph {
             Some(ty) => format!("{}: {}", value.name, describe_type(Some(ty))),
             None => value.name.clone(),
         }
+    }
+}
+
+/// An op without its values: `domain.Op[attrs]`, attributes sorted by name (their order carries no meaning in
+/// ONNX, and exporters differ in it).
+pub fn op_text(op: &super::Op) -> String {
+    let op_name = match op.domain() {
+        "" => op.op_type().to_string(),
+        d => format!("{d}.{}", op.op_type()),
+    };
+    let mut attrs: Vec<String> = op
+        .proto
+        .attribute
+        .iter()
+        .filter(|a| !spells_a_default(op, a))
+        .map(attribute_text)
+        .collect();
+    attrs.sort();
+    if attrs.is_empty() {
+        op_name
+    } else {
+        format!("{op_name}[{}]", attrs.join(", "))
     }
 }
 
