@@ -99,7 +99,9 @@ class Builder:
         y = self.op("MatMul", [x, self.weight(f"{prefix}.weight", [n_in, n_out])])
         return self.op("Add", [self.weight(f"{prefix}.bias", [n_out], 0.02), y]) if bias else y
 
-    def attention(self, x, prefix, mask=None, bias=True):
+    def attention(self, x, prefix, mask=None, bias=True, kv=None):
+        """Self-attention over `x`, or cross-attention from `x` to `kv` (an encoder's output)."""
+        kv = x if kv is None else kv
         hd = HIDDEN // HEADS
         split = self.const(f"{prefix}.split_shape", np.array([0, 0, HEADS, hd], np.int64))
         merge = self.const(f"{prefix}.merge_shape", np.array([0, 0, HIDDEN], np.int64))
@@ -108,8 +110,8 @@ class Builder:
             return self.op("Transpose", [self.op("Reshape", [t, split])], perm=perm)
 
         q = heads(self.linear(x, f"{prefix}.q", HIDDEN, HIDDEN, bias), [0, 2, 1, 3])
-        k = heads(self.linear(x, f"{prefix}.k", HIDDEN, HIDDEN, bias), [0, 2, 3, 1])
-        v = heads(self.linear(x, f"{prefix}.v", HIDDEN, HIDDEN, bias), [0, 2, 1, 3])
+        k = heads(self.linear(kv, f"{prefix}.k", HIDDEN, HIDDEN, bias), [0, 2, 3, 1])
+        v = heads(self.linear(kv, f"{prefix}.v", HIDDEN, HIDDEN, bias), [0, 2, 1, 3])
         scores = self.op("Div", [self.op("MatMul", [q, k]), self.scalar(float(np.sqrt(hd)))])
         if mask is not None:
             scores = self.op("Add", [scores, mask])
@@ -215,9 +217,27 @@ def deepnorm_post(b):
     return [ids], x
 
 
+def t5_encdec(b):
+    """An encoder-decoder (T5-like, Pre-RMSNorm): an encoder stack with its final norm, then a decoder stack
+    whose units are self-attention, cross-attention to the encoder's output, and MLP, with its final norm."""
+    ids, dec_ids = "input_ids", "decoder_input_ids"
+    table = b.weight("embed.tokens", [VOCAB, HIDDEN], 0.5)
+    x = b.op("Gather", [table, ids], axis=0)
+    for i in range(LAYERS):
+        x = b.op("Add", [x, b.attention(b.rmsnorm(x, f"encoder{i}.attn_norm"), f"encoder{i}.attn", bias=False)])
+        x = b.op("Add", [x, b.gated_mlp(b.rmsnorm(x, f"encoder{i}.mlp_norm"), f"encoder{i}.mlp")])
+    memory = b.rmsnorm(x, "encoder.final_norm")
+    y = b.op("Gather", [table, dec_ids], axis=0)
+    for i in range(LAYERS):
+        y = b.op("Add", [y, b.attention(b.rmsnorm(y, f"decoder{i}.self_norm"), f"decoder{i}.self", bias=False)])
+        y = b.op("Add", [y, b.attention(b.rmsnorm(y, f"decoder{i}.cross_norm"), f"decoder{i}.cross", bias=False, kv=memory)])
+        y = b.op("Add", [y, b.gated_mlp(b.rmsnorm(y, f"decoder{i}.mlp_norm"), f"decoder{i}.mlp")])
+    return [ids, dec_ids], b.rmsnorm(y, "decoder.final_norm")
+
+
 FAMILIES = {"bert_post": bert_post, "gpt2_pre": gpt2_pre, "llama_rms": llama_rms}
 # Placements beyond the three main families, at opset 17 only.
-EXTRA_FAMILIES = {"gemma2_peri": gemma2_peri, "olmo2_out": olmo2_out, "neox_parallel": neox_parallel, "deepnorm_post": deepnorm_post}
+EXTRA_FAMILIES = {"gemma2_peri": gemma2_peri, "olmo2_out": olmo2_out, "neox_parallel": neox_parallel, "deepnorm_post": deepnorm_post, "t5_encdec": t5_encdec}
 
 
 def build(family, opset, seed=0, check=True):
@@ -303,6 +323,7 @@ def main():
     p.add_argument("--bert-base", action="store_true", help="write only the BERT-base-size benchmark model")
     p.add_argument("--gpt2-small", action="store_true", help="write only the GPT-2-small-size benchmark model")
     p.add_argument("--gpt2-xl", action="store_true", help="write only the GPT-2-XL-size model (6.2 GB, external data)")
+    p.add_argument("--only", help="write only this fixture folder (e.g. t5_encdec.opset17)")
     p.add_argument("--layers", type=int, default=12, help="with --bert-base: number of layers (24 and 48 for the depth benchmark)")
     a = p.parse_args()
     if a.bert_base:
@@ -312,6 +333,8 @@ def main():
     if a.gpt2_xl:
         return gpt2_xl(a.out)
     plan = [(f, o) for f in FAMILIES for o in (14, 17)] + [(f, 17) for f in EXTRA_FAMILIES]
+    if a.only:
+        plan = [(f, o) for f, o in plan if f"{f}.opset{o}" == a.only]
     for family, opset in plan:
         folder = os.path.join(a.out, f"{family}.opset{opset}")
         os.makedirs(folder, exist_ok=True)

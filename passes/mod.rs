@@ -186,8 +186,15 @@ pub fn run_pipeline(
     for (i, pass) in passes.iter().enumerate() {
         let stem = format!("{:02}-{}", i + 1, pass.name());
         dump(model, options, &stem, "before")?;
+        let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
         let run = run_one(model, pass.as_ref(), &options.context)?;
         dump(model, options, &stem, "after")?;
+        if let (Some(dir), Some(before)) = (&options.dump_ir, before) {
+            // What the pass changed, matched by structure: the file to snapshot when testing a rewrite.
+            let path = dir.join(format!("{stem}.diff"));
+            let text = crate::ir::diff::diff(&before, &model.graph).to_text();
+            std::fs::write(&path, text).map_err(|source| PassError::Dump { path, source })?;
+        }
         runs.push(run);
         if options.stop_after.as_deref() == Some(pass.name()) {
             break;

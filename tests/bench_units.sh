@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): verified `convert --passes fuse-layernorm`, both models run whole (--verify-by model)
 # and unit by unit (--verify-by unit), on BERT-base-width Post-LN stacks of 12, 24 and 48 layers and, with
-# --xl, on the GPT-2-XL-size export (6.2 GB of external data). Wall time and peak RSS, best of RUNS.
+# --xl, on the GPT-2-XL-size export (6.2 GB of external data), next to the unverified conversion (whose RSS is
+# the input's memory map, paged in by the write: what verification adds is the difference). Wall time and peak
+# RSS, best of RUNS.
 #   usage: tests/bench_units.sh [RUNS] [--xl]     (NORMSHIFT=path/to/binary to skip the release build)
 # The models are made on demand by models/make_fixtures.py into models/big/ (BIG=dir to use another folder).
 set -euo pipefail
@@ -45,6 +47,8 @@ echo "|---|---|---|"
 for model in "${models[@]}"; do
   size=$(du -mL "$model" | cut -f1)
   [ -f "$model.data" ] && size=$((size + $(du -mL "$model.data" | cut -f1)))
+  measure "$(basename "$model") (${size} MB), --no-verify" \
+    "$bin" convert "$model" -o "$out/out.onnx" --passes fuse-layernorm --no-verify
   for by in model unit; do
     measure "$(basename "$model") (${size} MB), --verify-by $by" \
       "$bin" convert "$model" -o "$out/out.onnx" --passes fuse-layernorm --runtime tract --verify-by "$by"

@@ -143,9 +143,21 @@ fn dump_ir_writes_the_text_before_and_after_each_pass() {
         files,
         [
             "01-fuse-layernorm.after.txt",
-            "01-fuse-layernorm.before.txt"
+            "01-fuse-layernorm.before.txt",
+            "01-fuse-layernorm.diff"
         ]
     );
+    // The pass's diff: the decomposed norm's nodes out, the fused op in, nothing else.
+    let diff = std::fs::read_to_string(dump.join("01-fuse-layernorm.diff")).unwrap();
+    let added: Vec<&str> = diff.lines().filter(|l| l.starts_with("+ ")).collect();
+    assert_eq!(added.len(), 1, "{diff}");
+    assert!(added[0].contains("LayerNormalization"), "{diff}");
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("- ") && l.contains("ReduceMean")),
+        "{diff}"
+    );
+    assert!(!diff.lines().any(|l| l.starts_with("~ ")), "{diff}");
     let after = std::fs::read_to_string(dump.join("01-fuse-layernorm.after.txt")).unwrap();
     assert!(after.contains("LayerNormalization"), "{after}");
     // Node names are in the dump, for finding a node in the file.

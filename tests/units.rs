@@ -25,6 +25,7 @@ const CASES: &[(&str, &str)] = &[
     ("olmo2_out.opset17", "fuse-rmsnorm"),
     ("neox_parallel.opset17", "unfuse-norms"),
     ("deepnorm_post.opset17", "unfuse-norms"),
+    ("t5_encdec.opset17", "fuse-rmsnorm"),
 ];
 
 fn rewritten(fixture: &str, pass: &str) -> (PathBuf, Model, Model) {
@@ -139,6 +140,8 @@ fn a_broken_unit_is_named_and_only_its_own_error_is_off() {
         ("bert_post.opset14", "fuse-layernorm", 1),
         ("gpt2_pre.opset14", "fuse-layernorm", 2),
         ("neox_parallel.opset17", "unfuse-norms", 1),
+        // The decoder's cross-attention unit, which reads the encoder's output across the cuts.
+        ("t5_encdec.opset17", "fuse-rmsnorm", 4),
     ] {
         let (path, original, mut model) = rewritten(fixture, pass);
         let norm = break_unit(&mut model, k);
@@ -169,6 +172,47 @@ fn a_broken_unit_is_named_and_only_its_own_error_is_off() {
         let whole = check(&path, &original, &model, VerifyBy::Model);
         assert!(!whole.ok);
         assert_eq!(whole.first_differing, report.first_differing, "{fixture}");
+    }
+}
+
+#[test]
+fn bisect_names_the_unit_and_the_node_a_broken_rewrite_broke() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, pass, k) in [
+        ("bert_post.opset14", "fuse-layernorm", 2),
+        ("gpt2_pre.opset14", "fuse-layernorm", 1),
+        ("neox_parallel.opset17", "unfuse-norms", 1),
+        ("t5_encdec.opset17", "fuse-rmsnorm", 4),
+    ] {
+        let (path, _, mut model) = rewritten(fixture, pass);
+        let norm = break_unit(&mut model, k);
+        let broken = dir.path().join(format!("{fixture}.onnx"));
+        normshift::io::save(&model, &broken, &Default::default()).unwrap();
+        let out = normshift(&[
+            "verify",
+            path.to_str().unwrap(),
+            broken.to_str().unwrap(),
+            "--bisect",
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{fixture}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let b = &report["bisection"];
+        assert_eq!(b["segment"], format!("unit {k}"), "{fixture}: {report}");
+        assert_eq!(b["original_value"], norm.as_str(), "{fixture}: {b}");
+        let node = b["rewritten_node"].as_str().unwrap();
+        assert!(node.starts_with(&format!("{norm} = ")), "{fixture}: {node}");
+        assert!(!b["figures"]["ok"].as_bool().unwrap());
+
+        let text = normshift(&[
+            "verify",
+            path.to_str().unwrap(),
+            broken.to_str().unwrap(),
+            "--bisect",
+        ]);
+        let text = stdout(&text);
+        assert!(text.contains(&format!("bisect: in unit {k}")), "{text}");
+        assert!(text.contains(&format!("second model: {norm} = ")), "{text}");
     }
 }
 

@@ -17,10 +17,14 @@ use crate::onnx::tensor_type;
 const UNARY_LIKE: &[&str] = &[
     "Abs",
     "Attention",
+    "AveragePool",
+    "BatchNormalization",
     "BiasGelu",
     "Ceil",
     "Clip",
     "Concat",
+    "Conv",
+    "ConvTranspose",
     "Cos",
     "CumSum",
     "Dropout",
@@ -32,12 +36,15 @@ const UNARY_LIKE: &[&str] = &[
     "Gelu",
     "GroupQueryAttention",
     "HardSigmoid",
+    "GroupNormalization",
     "Identity",
+    "InstanceNormalization",
     "LayerNormalization",
     "LeakyRelu",
     "Log",
     "LogSoftmax",
     "MatMulNBits",
+    "MaxPool",
     "MultiHeadAttention",
     "Neg",
     "Pad",
@@ -221,6 +228,18 @@ impl Facts {
                 .iter()
                 .map(|v| v.and_then(|v| self.vector_len(ix, v, depth - 1)))
                 .try_fold(0, |acc, len| len.map(|len| acc + len)),
+            // Flattening a vector to one axis keeps its length.
+            "Reshape" if depth > 0 && self.vector_len(ix, input(1)?, 0) == Some(1) => {
+                self.vector_len(ix, input(0)?, depth - 1)
+            }
+            // A vector filled to the shape `Shape(y)` of a vector `y` is as long as `y`.
+            "ConstantOfShape" if depth > 0 => {
+                let (shape, shape_op) = ix.producer_op(input(0)?)?;
+                let y = ix.inputs(shape).first().copied().flatten()?;
+                (shape_op.op_type() == "Shape" && self.rank(y) == Some(1))
+                    .then(|| self.vector_len(ix, y, depth - 1))
+                    .flatten()
+            }
             _ => None,
         }
     }
@@ -288,7 +307,7 @@ impl Facts {
                     r0?.checked_sub(axes)
                 }
             }
-            "Expand" => Some(r0?.max(self.vector_len(ix, inputs.get(1).copied().flatten()?, 4)?)),
+            "Expand" => Some(r0?.max(self.vector_len(ix, inputs.get(1).copied().flatten()?, 6)?)),
             _ => None,
         }
     }
@@ -316,8 +335,9 @@ pub fn declared(name: &str, elem: i32, rank: Option<usize>) -> crate::onnx::Valu
 }
 
 /// Types the inputs and outputs of `part`, a graph extracted from the one `facts` describe (value ids are
-/// shared): each keeps the type declared for it, or gets the element type and rank inferred. Returns the names that
-/// could be typed neither way, which a checker will refuse.
+/// shared): each keeps the type declared for it, or gets the element type and rank inferred. Returns the names whose
+/// element type or rank is known neither way (the official checker refuses a graph input or output without a
+/// shape; runtimes, fed concrete tensors, do not mind).
 pub fn declare_interface(facts: &Facts, part: &mut crate::ir::Graph) -> Vec<String> {
     let interface: Vec<ValueId> = part.inputs.iter().chain(&part.outputs).copied().collect();
     let mut untyped = Vec::new();
@@ -327,7 +347,12 @@ pub fn declare_interface(facts: &Facts, part: &mut crate::ir::Graph) -> Vec<Stri
         }
         let name = part.value(v).name.clone();
         match facts.elem_type(v) {
-            Some(elem) => part.value_mut(v).info = Some(declared(&name, elem, facts.rank(v))),
+            Some(elem) => {
+                part.value_mut(v).info = Some(declared(&name, elem, facts.rank(v)));
+                if facts.rank(v).is_none() {
+                    untyped.push(name);
+                }
+            }
             None => untyped.push(name),
         }
     }

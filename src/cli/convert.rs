@@ -52,7 +52,8 @@ pub struct ConvertArgs {
     /// Which runtime the fused ops are for: standard ONNX ops, or onnxruntime's com.microsoft ops as well.
     #[arg(long, value_enum, default_value_t = TargetArg::Onnx)]
     pub target: TargetArg,
-    /// Write the IR text form before and after each pass into DIR (NN-pass.before.txt, NN-pass.after.txt).
+    /// Write the IR text form before and after each pass into DIR (NN-pass.before.txt, NN-pass.after.txt), and
+    /// what the pass changed as a structural diff (NN-pass.diff, as `normshift diff` prints it).
     #[arg(long, value_name = "DIR")]
     pub dump_ir: Option<PathBuf>,
     /// Run the passes up to and including PASS, then stop (verify and write as usual).

@@ -49,7 +49,8 @@ struct ExtractReport {
     implied_inputs: Vec<String>,
     /// `--from` values no output depends on.
     unread_inputs: Vec<String>,
-    /// Inputs or outputs whose type neither MODEL nor inference knows (checkers refuse such a model).
+    /// Inputs or outputs whose element type or rank neither MODEL nor inference knows (the official checker
+    /// refuses such a model; runtimes take it).
     untyped: Vec<String>,
     file: SaveReport,
 }
@@ -106,7 +107,7 @@ pub fn extract(args: ExtractArgs) -> anyhow::Result<u8> {
     }
     if !report.untyped.is_empty() {
         println!(
-            "  warning: no type known for {} (checkers will refuse the model)",
+            "  warning: no element type or rank known for {} (the official checker will refuse the model)",
             report.untyped.join(", ")
         );
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::runtime::RuntimeKind;
 use crate::verify::{
     DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, UNIT_VERIFY_THRESHOLD, UnitRow,
-    VerifyBy, VerifyReport, verify_pair, verify_reference, verify_runtimes,
+    VerifyBy, VerifyReport, verify_and_bisect, verify_pair, verify_reference, verify_runtimes,
 };
 use clap::Args;
 
@@ -49,6 +49,11 @@ pub struct VerifyArgs {
     /// time, each unit's error reported). `auto`: unit by unit above 1 GiB of weights.
     #[arg(long, value_enum, default_value = "auto")]
     pub verify_by: VerifyByArg,
+    /// When two models' outputs differ: find the first unit whose own error is beyond tolerance, then inside it
+    /// the first value that differs (paired by name, or through nodes matched by structure as `diff` matches
+    /// them), and print the node computing it in both models.
+    #[arg(long, requires = "other")]
+    pub bisect: bool,
     /// Print the full report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -194,12 +199,21 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         &args.runtime,
         &args.inputs,
         tol,
-        args.verify_by.into(),
+        (args.verify_by.into(), args.bisect),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report);
+        if args.bisect && report.ok {
+            println!("bisect: the outputs agree: nothing to bisect");
+        } else if args.bisect && report.bisection.is_none() {
+            println!(
+                "bisect: no value computed in both models differs inside {} (the difference is in what \
+                 the models do not share)",
+                report.first_differing.as_deref().unwrap_or("the epilogue")
+            );
+        }
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_MISMATCH })
 }
@@ -213,7 +227,7 @@ pub(crate) fn compare(
     runtime: &[RuntimeArg],
     inputs: &InputArgs,
     tol: Tolerance,
-    by: VerifyBy,
+    (by, bisect): (VerifyBy, bool),
 ) -> anyhow::Result<VerifyReport> {
     let usage = |text: &str| Err(UsageError(text.into()).into());
     Ok(match (other, reference, runtime) {
@@ -236,7 +250,11 @@ pub(crate) fn compare(
         }
         (Some(other), None, [runtime]) => {
             let _step = Step::start("running both models");
-            verify_pair(a, other, &inputs.source(1), tol, runtime.choice(), by)?
+            let source = inputs.source(1);
+            match bisect {
+                true => verify_and_bisect(a, other, &source, tol, runtime.choice(), by)?,
+                false => verify_pair(a, other, &source, tol, runtime.choice(), by)?,
+            }
         }
         (None, Some(dir), [runtime]) => {
             let _step = Step::start("running the model");
@@ -302,6 +320,21 @@ pub fn print_report(report: &VerifyReport) {
     print_units(&report.units);
     if let Some(segment) = &report.first_differing {
         println!("first difference beyond tolerance: {segment}");
+    }
+    if let Some(c) = &report.bisection {
+        let value = match c.paired_by {
+            "name" => format!("`{}`", c.original_value),
+            _ => format!(
+                "`{}` (`{}` in the second model, paired by structure)",
+                c.original_value, c.rewritten_value
+            ),
+        };
+        println!(
+            "bisect: in {}, the first value that differs is {value}: max_abs {:.3e}, rel_l2 {:.3e}, cosine {:.8}",
+            c.segment, c.figures.max_abs, c.figures.rel_l2, c.figures.cosine
+        );
+        println!("  first model:  {}", c.original_node);
+        println!("  second model: {}", c.rewritten_node);
     }
     println!("{}", if report.ok { "PASS" } else { "FAIL" });
 }

@@ -175,7 +175,7 @@ impl Graph {
     }
 
     /// Makes each computed value of `inputs` a graph input: a new source node feeds the kept readers that its
-    /// producer fed, and a kept producer no longer writes it. Returns the values and their new sources.
+    /// producer fed, and a kept producer writes that slot under a fresh name instead. Returns the values and their new sources.
     fn detach_inputs(
         &mut self,
         inputs: &[ValueId],
@@ -199,7 +199,13 @@ impl Graph {
             self.graph.retain_edges(|g, e| {
                 g.edge_endpoints(e).map(|(s, _)| s) != Some(producer) || g[e].value != v
             });
-            self.graph[producer].outputs[slot] = None;
+            // A producer that stays (an output needs another of its results) still writes that slot, to a
+            // fresh name nobody reads: some ops require every output (EmbedLayerNormalization's first).
+            let rest = keep.contains(&producer).then(|| {
+                let hint = format!("{}_unread", self.value(v).name);
+                self.add_value(&hint, None)
+            });
+            self.graph[producer].outputs[slot] = rest;
             let source = self.graph.add_node(Node {
                 kind: NodeKind::Source,
                 outputs: vec![Some(v)],
@@ -222,12 +228,13 @@ impl Graph {
     }
 
     /// Cuts the graph at `cuts` (in stream order) into `cuts.len() + 1` segments: segment `s` computes
-    /// `cuts[s]` (the last, the graph's outputs) from what earlier segments computed. A value a later segment
+    /// `cuts[s]` (the last, the graph's outputs, unless earlier ones computed them all) from what earlier
+    /// segments computed. A value a later segment
     /// reads from an earlier one (a cut, or a side value such as an attention mask computed next to a unit)
     /// is an output of the segment that computes it and an input of each that reads it; graph outputs are
     /// outputs of the segment that computes them. Ops that depend on no cut value (masks, positions, shapes and
-    /// rotary tables computed from the graph's inputs; constants) are recomputed by every segment that needs
-    /// them rather than handed on: a runtime then sees their values as constants, as in the whole model.
+    /// rotary tables computed from the graph's inputs; constants; shapes of any value) are recomputed by every
+    /// segment that needs them rather than handed on: a runtime then sees them as in the whole model.
     pub fn segments(&self, cuts: &[ValueId]) -> Result<Vec<Segment>, ValidationError> {
         let order = self.ops_in_order()?;
         let producers = self.producer_index();
@@ -248,6 +255,11 @@ impl Graph {
                     .filter(|v| !owner.contains_key(v))
                     .collect(),
             };
+            if targets.is_empty() {
+                // The graph's outputs were all computed by earlier segments (a Post-LN model's last cut is
+                // its output): there is no epilogue.
+                break;
+            }
             let mut inputs: Vec<ValueId> = Vec::new();
             let mut seen = HashSet::new();
             let mut stack = targets.clone();
@@ -315,7 +327,10 @@ impl Graph {
         Ok(segments)
     }
 
-    /// The ops that read a cut value, directly or through other ops.
+    /// The ops that read a cut value's contents, directly or through other ops. `Shape` and `Size` read only
+    /// its shape: what they compute is recomputed wherever it is needed (from the cut value handed on), so that
+    /// a runtime sees shape arithmetic as such rather than as tensors fed in (tract cannot reshape by a
+    /// shape that arrives as an input).
     fn downstream_of(
         &self,
         order: &[NodeIndex],
@@ -323,6 +338,12 @@ impl Graph {
     ) -> HashSet<NodeIndex> {
         let mut after = HashSet::new();
         for &n in order {
+            let reads_shape_only = self.graph[n].op().is_some_and(|op| {
+                op.domain().is_empty() && matches!(op.op_type(), "Shape" | "Size")
+            });
+            if reads_shape_only {
+                continue;
+            }
             let reads_cut = self
                 .graph
                 .edges_directed(n, Direction::Incoming)

@@ -323,6 +323,7 @@ struct VerifyRequest {
     reference: Option<PathBuf>,
     runtime: Vec<String>,
     verify_by: String,
+    bisect: bool,
     inputs: Option<PathBuf>,
     seeds: Option<u64>,
     dims: HashMap<String, usize>,
@@ -354,6 +355,7 @@ fn verify_models(
     };
     let reference = request.reference;
     let by: VerifyByArg = value("verify_by", &request.verify_by)?;
+    let bisect = request.bisect;
     Ok(py.detach(|| -> Result<_, Failure> {
         let a_model = a.load()?;
         let a_label = a.label();
@@ -375,7 +377,7 @@ fn verify_models(
             &runtimes,
             &inputs,
             tolerance,
-            by.into(),
+            (by.into(), bisect),
         )?;
         Ok((json(&report)?, warnings))
     })?)

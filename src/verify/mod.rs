@@ -17,12 +17,13 @@ pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
 pub use report::{
     InputSet, InputSource, Judge, ModelRef, Outputs, PreparedModels, RunReport, RuntimeChoice,
-    VerifyReport, first_that_runs, input_sets, prepare_models, run_sets, verify_pair,
-    verify_reference, verify_runtimes,
+    VerifyReport, first_that_runs, input_sets, prepare_models, run_sets, verify_and_bisect,
+    verify_pair, verify_reference, verify_runtimes,
 };
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
 pub use units::{
-    Cut, Figures, UNIT_VERIFY_THRESHOLD, UnitRow, VerifyBy, cuts, first_differing, weight_bytes,
+    Culprit, Cut, Figures, UNIT_VERIFY_THRESHOLD, UnitRow, VerifyBy, cuts, first_differing,
+    weight_bytes,
 };
 
 pub use crate::runtime::Named;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::units::{self, Cut, Store, UnitRow, VerifyBy};
+use super::units::{self, Culprit, Cut, Store, UnitRow, VerifyBy};
 use super::{
     Comparison, DimSizes, Tolerance, VerifyError, compare, generate_inputs, load_test_data,
     test_data_sets,
@@ -115,6 +115,9 @@ pub struct VerifyReport {
     /// When outputs differ: the first segment whose value differs beyond tolerance (`unit 3`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_differing: Option<String>,
+    /// `verify --bisect` on differing outputs: the first value inside that segment that differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bisection: Option<Culprit>,
 }
 
 impl VerifyReport {
@@ -459,6 +462,7 @@ impl<'a> Judge<'a> {
                 verified_by: by,
                 first_differing: (!ok).then(|| units::first_differing(&rows)).flatten(),
                 units: rows,
+                bisection: None,
             });
         }
         let mut tried = self.failures.clone();
@@ -583,6 +587,45 @@ impl<'a> Judge<'a> {
         }
     }
 
+    /// After `report` (of `candidate`) found the outputs differ: the first value that differs inside the first
+    /// segment whose own error is beyond tolerance, run in the runtime that judged.
+    pub fn bisect(
+        &mut self,
+        candidate: &ModelRef,
+        report: &VerifyReport,
+    ) -> Result<Option<Culprit>, VerifyError> {
+        let kind = report.runtime;
+        self.unit_baseline_in(kind)?;
+        let reference = self
+            .unit_baselines
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, s)| s)
+            .expect("computed by unit_baseline_in");
+        let measured_own = report.units.iter().skip(1).all(|r| r.own.is_some());
+        let rows = if report.verified_by == VerifyBy::Unit && measured_own {
+            report.units.clone()
+        } else {
+            units::candidate_rows(
+                kind,
+                candidate,
+                &self.cuts,
+                reference,
+                self.tolerance,
+                true,
+                &self.sets,
+            )?
+            .1
+        };
+        let baseline = units::Baseline {
+            reference: &self.reference,
+            cuts: &self.cuts,
+            store: reference,
+            sets: &self.sets,
+        };
+        units::bisect(kind, &baseline, candidate, &rows, self.tolerance)
+    }
+
     /// The reference's outputs and cut values in `kind`, computed once per runtime.
     fn baseline_in(&mut self, kind: RuntimeKind) -> Result<(), VerifyError> {
         if !self.baselines.iter().any(|(k, _)| *k == kind) {
@@ -617,6 +660,23 @@ pub fn verify_pair(
     by: VerifyBy,
 ) -> Result<VerifyReport, VerifyError> {
     Judge::new(*a, source, tol, choice)?.by(by, true).check(b)
+}
+
+/// [`verify_pair`], and when the outputs differ, where `b` first goes wrong ([`Judge::bisect`]).
+pub fn verify_and_bisect(
+    a: &ModelRef,
+    b: &ModelRef,
+    source: &InputSource,
+    tol: Tolerance,
+    choice: RuntimeChoice,
+    by: VerifyBy,
+) -> Result<VerifyReport, VerifyError> {
+    let mut judge = Judge::new(*a, source, tol, choice)?.by(by, true);
+    let mut report = judge.check(b)?;
+    if !report.ok {
+        report.bisection = judge.bisect(b, &report)?;
+    }
+    Ok(report)
 }
 
 /// Runs `model` on each test-data set under `dir` and compares with its `output_K.pb`.
@@ -669,6 +729,7 @@ pub fn verify_reference(
         verified_by: VerifyBy::Model,
         units: Vec::new(),
         first_differing: None,
+        bisection: None,
     })
 }
 
@@ -745,6 +806,7 @@ pub fn verify_runtimes(
         verified_by: VerifyBy::Model,
         units: Vec::new(),
         first_differing: None,
+        bisection: None,
     })
 }
 

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::report::{InputSet, ModelRef, run_sets};
 use super::{Comparison, Tolerance, VerifyError, compare};
-use crate::analysis::facts::{Facts, declare_interface};
+use crate::analysis::facts::{Facts, declare_interface, declared};
 use crate::analysis::{Analysis, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Graph, Model, ValueId};
@@ -236,7 +236,17 @@ impl<'a> Segmented<'a> {
         s: usize,
         feeds: &Feeds,
     ) -> Result<Vec<Vec<Named>>, VerifyError> {
-        let model = self.model(s)?;
+        self.run_model(kind, s, &self.model(s)?, feeds)
+    }
+
+    /// Runs `model` (segment `s`, possibly with more outputs) on each feed.
+    fn run_model(
+        &self,
+        kind: RuntimeKind,
+        s: usize,
+        model: &Model,
+        feeds: &Feeds,
+    ) -> Result<Vec<Vec<Named>>, VerifyError> {
         let label = PathBuf::from(format!(
             "{} [segment {} of {}]",
             self.at.label.display(),
@@ -244,7 +254,7 @@ impl<'a> Segmented<'a> {
             self.segments.len()
         ));
         let at = ModelRef {
-            model: &model,
+            model,
             dir: self.at.dir,
             label: &label,
         };
@@ -273,6 +283,32 @@ impl<'a> Segmented<'a> {
                     inputs,
                 });
             }
+        }
+        // An input neither the model declares nor inference types (the fourth output of onnxruntime's Skip
+        // ops, say) gets the type of the tensor it is fed: runtimes refuse an untyped input.
+        let untyped: Vec<usize> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                let g = &model.graph;
+                g.value_id(n).is_some_and(|v| g.value(v).ty().is_none())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if let (false, Some(first)) = (untyped.is_empty(), sets.first()) {
+            let mut typed = model.clone();
+            for i in untyped {
+                let fed = &first.inputs[i];
+                let v = typed.graph.value_id(&fed.name).expect("checked above");
+                let elem = fed.tensor.elem_type().onnx() as i32;
+                typed.graph.value_mut(v).info =
+                    Some(declared(&fed.name, elem, Some(fed.tensor.shape().len())));
+            }
+            let at = ModelRef {
+                model: &typed,
+                ..at
+            };
+            return run_sets(kind, &at, &sets);
         }
         run_sets(kind, &at, &sets)
     }
@@ -398,4 +434,170 @@ pub fn with_cut_outputs(model: &Model, cuts: &[Cut]) -> Model {
         }
     }
     m
+}
+
+/// Where a rewrite first differs inside the first segment that does: the first value (in the original's
+/// order) whose two versions differ beyond tolerance, and the node computing it in each model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Culprit {
+    pub segment: String,
+    pub original_value: String,
+    pub rewritten_value: String,
+    /// `name` (the same name in both) or `structure` (computed by nodes `diff` matches).
+    pub paired_by: &'static str,
+    pub original_node: String,
+    pub rewritten_node: String,
+    pub figures: Figures,
+}
+
+/// Pairs of values that should hold the same numbers: those of nodes matched by structure, then those of the
+/// same name computed by ops in both (what a rewrite that replaced a node left under its output's name).
+fn value_pairs(a: &Model, b: &Model) -> Vec<(ValueId, ValueId, &'static str)> {
+    let m = crate::ir::diff::match_nodes(&a.graph, &b.graph);
+    let mut pairs: Vec<(ValueId, ValueId, &'static str)> = m
+        .value_pairs(&a.graph, &b.graph)
+        .into_iter()
+        .map(|(x, y)| (x, y, "structure"))
+        .collect();
+    let taken_a: std::collections::HashSet<ValueId> = pairs.iter().map(|p| p.0).collect();
+    let taken_b: std::collections::HashSet<ValueId> = pairs.iter().map(|p| p.1).collect();
+    let (ia, ib) = (GraphIndex::new(&a.graph), GraphIndex::new(&b.graph));
+    for &n in ia.ops() {
+        for v in a.graph.graph[n].outputs.iter().flatten() {
+            let Some(w) = b.graph.value_id(&a.graph.value(*v).name) else {
+                continue;
+            };
+            if !taken_a.contains(v) && !taken_b.contains(&w) && ib.producer_op(w).is_some() {
+                pairs.push((*v, w, "name"));
+            }
+        }
+    }
+    pairs
+}
+
+/// The original's side of a bisection: the model, where it is cut, its values across the cuts and the input
+/// sets they were computed on.
+#[derive(Clone, Copy)]
+pub struct Baseline<'a> {
+    pub reference: &'a ModelRef<'a>,
+    pub cuts: &'a [Cut],
+    pub store: &'a Store,
+    pub sets: &'a [InputSet],
+}
+
+/// Finds the culprit of a failed exact verification: the first segment whose own error is beyond tolerance
+/// (the epilogue when only the outputs differ), both models' versions of that segment run on the original's
+/// values at its inputs with every paired value as an output, and the first pair that differs.
+pub fn bisect(
+    kind: RuntimeKind,
+    baseline: &Baseline,
+    candidate: &ModelRef,
+    rows: &[UnitRow],
+    tol: Tolerance,
+) -> Result<Option<Culprit>, VerifyError> {
+    let Baseline {
+        reference,
+        cuts,
+        store: reference_store,
+        sets,
+    } = *baseline;
+    let ref_cut = Segmented::new(*reference, cuts)?;
+    let cand_cut = Segmented::new(*candidate, cuts)?;
+    let (label, value) = match rows.iter().find(|r| r.differs()) {
+        Some(r) => (r.segment.clone(), Some(r.value.clone())),
+        None => ("epilogue".to_string(), None),
+    };
+    let index = |s: &Segmented| match &value {
+        Some(v) => s.segments.iter().position(|seg| {
+            seg.outputs
+                .first()
+                .is_some_and(|o| &s.at.model.graph.value(*o).name == v)
+        }),
+        None => s.segments.len().checked_sub(1),
+    };
+    let (Some(sr), Some(sc)) = (index(&ref_cut), index(&cand_cut)) else {
+        return Ok(None);
+    };
+    let pairs = value_pairs(reference.model, candidate.model);
+    let mut ref_part = ref_cut.model(sr)?;
+    let mut cand_part = cand_cut.model(sc)?;
+    let computed = |m: &Model| -> std::collections::HashSet<ValueId> {
+        m.graph
+            .graph
+            .node_weights()
+            .filter(|n| n.op().is_some())
+            .flat_map(|n| n.outputs.iter().flatten().copied())
+            .collect()
+    };
+    let (in_ref, in_cand) = (computed(&ref_part), computed(&cand_part));
+    let pairs: Vec<_> = pairs
+        .into_iter()
+        .filter(|(a, b, _)| in_ref.contains(a) && in_cand.contains(b))
+        .collect();
+    for (a, b, _) in &pairs {
+        for (part, v) in [(&mut ref_part, *a), (&mut cand_part, *b)] {
+            if !part.graph.outputs.contains(&v) {
+                part.graph.outputs.push(v);
+            }
+        }
+    }
+    declare_interface(&ref_cut.graph_facts, &mut ref_part.graph);
+    declare_interface(&cand_cut.graph_facts, &mut cand_part.graph);
+    let feeds: Vec<Vec<&HashMap<String, TensorData>>> =
+        reference_store.iter().map(|m| vec![m]).collect();
+    let run = |seg: &Segmented, s: usize, part: &Model| -> Result<Store, VerifyError> {
+        let outputs = seg.run_model(kind, s, part, &[("original's values", feeds.clone())])?;
+        let mut store = vec![HashMap::new(); sets.len()];
+        store_outputs(&mut store, outputs);
+        Ok(store)
+    };
+    let ref_values = run(&ref_cut, sr, &ref_part)?;
+    let cand_values = run(&cand_cut, sc, &cand_part)?;
+    // In the original's order: the first value that differs is where the rewrite went wrong.
+    let position: HashMap<ValueId, usize> = ref_part
+        .graph
+        .ops_in_order()?
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            ref_part.graph.graph[n]
+                .outputs
+                .iter()
+                .flatten()
+                .map(move |v| (*v, i))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut pairs = pairs;
+    pairs.sort_by_key(|(a, _, _)| position.get(a).copied().unwrap_or(usize::MAX));
+    let (ga, gb) = (&reference.model.graph, &candidate.model.graph);
+    for (a, b, paired_by) in pairs {
+        let (na, nb) = (&ga.value(a).name, &gb.value(b).name);
+        let comparisons: Option<Vec<Comparison>> = cand_values
+            .iter()
+            .zip(&ref_values)
+            .map(|(c, r)| Some(compare(nb, c.get(nb)?, r.get(na)?, tol)))
+            .collect();
+        let Some(figures) = comparisons.as_deref().and_then(Figures::worst) else {
+            continue;
+        };
+        if figures.ok {
+            continue;
+        }
+        let node_text = |g: &Graph, v: ValueId| {
+            g.producer(v)
+                .and_then(|(n, _)| g.node_text(n, Default::default()))
+                .unwrap_or_default()
+        };
+        return Ok(Some(Culprit {
+            segment: label,
+            original_value: na.clone(),
+            rewritten_value: nb.clone(),
+            paired_by,
+            original_node: node_text(ga, a),
+            rewritten_node: node_text(gb, b),
+            figures,
+        }));
+    }
+    Ok(None)
 }

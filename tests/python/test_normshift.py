@@ -189,6 +189,11 @@ def test_verify_compares_two_models_and_reports_a_difference_without_raising(ber
     pre, _ = normshift.convert(bert, ["post-to-pre"], verify=False)
     differs = normshift.verify(bert, pre)
     assert not differs["ok"]
+    # Unit by unit, with a row per unit; bisected to the first unit and value that differ.
+    by_unit = normshift.verify(bert, pre, verify_by="unit", bisect=True)
+    assert by_unit["verified_by"] == "unit" and not by_unit["ok"]
+    assert [r["segment"] for r in by_unit["units"]][:2] == ["prologue", "unit 0"]
+    assert by_unit["bisection"]["segment"] == "unit 0"
 
 
 # --- external data ----------------------------------------------------------------------------------------

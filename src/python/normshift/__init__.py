@@ -234,6 +234,7 @@ def verify(
     reference=None,
     runtime: Union[str, Sequence[str]] = "auto",
     verify_by: str = "auto",
+    bisect: bool = False,
     inputs=None,
     seeds: Optional[int] = None,
     dims: Optional[Mapping[str, int]] = None,
@@ -245,7 +246,8 @@ def verify(
     """Runs models and compares their outputs, as ``normshift verify``: ``model`` against ``other`` on the same
     inputs, ``model`` against the stored outputs in ``reference=DIR``, or one model in two runtimes
     (``runtime=("tract", "ort")``); two models whole or unit by unit as ``verify_by`` says (``"auto"``,
-    ``"unit"``, ``"model"``: see :func:`convert`). Returns the report (``normshift verify --json``); ``report["ok"]`` says
+    ``"unit"``, ``"model"``: see :func:`convert`); with ``bisect=True``, differing outputs are traced to the
+    first value that differs (``report["bisection"]``, as ``normshift verify --bisect``). Returns the report (``normshift verify --json``); ``report["ok"]`` says
     whether every output matched. A difference is a report, not an exception."""
     other_path, other_data, other_dir = (
         _source(other, other_base_dir) if other is not None else (None, None, None)
@@ -258,6 +260,7 @@ def verify(
         "reference": _path(reference),
         "runtime": runtimes,
         "verify_by": verify_by,
+        "bisect": bool(bisect),
         "inputs": _path(inputs),
         "seeds": seeds,
         "dims": _dims(dims),
