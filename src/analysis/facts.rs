@@ -236,7 +236,9 @@ impl Facts {
             "ConstantOfShape" if depth > 0 => {
                 let (shape, shape_op) = ix.producer_op(input(0)?)?;
                 let y = ix.inputs(shape).first().copied().flatten()?;
-                (shape_op.op_type() == "Shape" && self.rank(y) == Some(1))
+                let whole =
+                    shape_op.attribute("start").is_none() && shape_op.attribute("end").is_none();
+                (shape_op.op_type() == "Shape" && whole && self.rank(y) == Some(1))
                     .then(|| self.vector_len(ix, y, depth - 1))
                     .flatten()
             }

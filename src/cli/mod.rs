@@ -223,8 +223,8 @@ impl ErrorKind {
             VerifyError::TestData { .. } | VerifyError::Inputs(_) => ErrorKind::Inputs,
             VerifyError::OutputMismatch(_) => ErrorKind::Verification,
             VerifyError::Encode(_) => ErrorKind::Model,
-            VerifyError::Segment(crate::ir::ExtractError::Invalid(_)) => ErrorKind::Model,
-            VerifyError::Segment(_) => ErrorKind::Usage,
+            // Segments are cut from the model's own structure: a failure is the model's (or normshift's).
+            VerifyError::Segment(_) => ErrorKind::Model,
         }
     }
 

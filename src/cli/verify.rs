@@ -207,6 +207,8 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         print_report(&report);
         if args.bisect && report.ok {
             println!("bisect: the outputs agree: nothing to bisect");
+        } else if let Some(why) = &report.bisect_failed {
+            println!("bisect: could not run: {why}");
         } else if args.bisect && report.bisection.is_none() {
             println!(
                 "bisect: no value computed in both models differs inside {} (the difference is in what \

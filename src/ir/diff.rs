@@ -108,12 +108,11 @@ fn open_consumers(
         if placed(t) {
             continue;
         }
-        let group = groups
+        // One edge per input slot: a consumer appears once under its key.
+        groups
             .entry((e.weight().from_slot, slot, sigs[&t].clone()))
-            .or_default();
-        if !group.contains(&t) {
-            group.push(t);
-        }
+            .or_default()
+            .push(t);
     }
     groups
 }

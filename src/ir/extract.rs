@@ -72,9 +72,14 @@ impl Graph {
         if outputs.is_empty() {
             return Err(ExtractError::NoOutputs);
         }
-        if let Some(&c) = inputs.iter().find(|v| self.tensors.contains_key(v)) {
+        // A graph input with a default (before IR 4, weights were listed so) may be named; a pure initializer not.
+        if let Some(&c) = inputs
+            .iter()
+            .find(|v| self.tensors.contains_key(v) && !self.inputs.contains(v))
+        {
             return Err(ExtractError::ConstantInput(self.value(c).name.clone()));
         }
+        let (inputs, outputs) = (&dedup(inputs)[..], &dedup(outputs)[..]);
         let cut: HashSet<ValueId> = inputs.iter().copied().collect();
         let producers = self.producer_index();
         let (mut keep, reached) = self.needed(outputs, &cut, &producers);
@@ -231,16 +236,26 @@ impl Graph {
     /// `cuts[s]` (the last, the graph's outputs, unless earlier ones computed them all) from what earlier
     /// segments computed. A value a later segment
     /// reads from an earlier one (a cut, or a side value such as an attention mask computed next to a unit)
-    /// is an output of the segment that computes it and an input of each that reads it; graph outputs are
-    /// outputs of the segment that computes them. Ops that depend on no cut value (masks, positions, shapes and
-    /// rotary tables computed from the graph's inputs; constants; shapes of any value) are recomputed by every
-    /// segment that needs them rather than handed on: a runtime then sees them as in the whole model.
-    pub fn segments(&self, cuts: &[ValueId]) -> Result<Vec<Segment>, ValidationError> {
+    /// is an output of the segment that computes it and an input of each that reads it; graph outputs
+    /// computed downstream of a cut are outputs of the segment that computes them. Light ops that depend on no
+    /// cut value (masks, positions, shapes and rotary tables computed from the graph's inputs; constants;
+    /// shapes of any value) are recomputed by every segment that needs them rather than handed on, so that a
+    /// runtime sees them as in the whole model; an op reading a large initializer (an embedding table, an
+    /// encoder's weights) is computed once and its result handed on.
+    ///
+    /// Only values `handable` accepts are handed on between segments (besides cuts and graph inputs): a segment
+    /// that reads another recomputes its producers up to values that are. Verification cuts a rewritten model
+    /// with `handable` = what the original hands on, so that each of its segments can be fed the original's.
+    pub fn segments(
+        &self,
+        cuts: &[ValueId],
+        handable: impl Fn(ValueId) -> bool,
+    ) -> Result<Vec<Segment>, ValidationError> {
         let order = self.ops_in_order()?;
         let producers = self.producer_index();
         let cut_at: HashMap<ValueId, usize> =
             cuts.iter().enumerate().map(|(i, v)| (*v, i)).collect();
-        let after_cut = self.downstream_of(&order, &cut_at);
+        let after_cut = self.handed_on(&order, &cut_at);
         // The segment that computes each value handed on (a cut or the output of an op downstream of one).
         let mut owner: HashMap<ValueId, usize> = HashMap::new();
         let mut assigned: HashMap<NodeIndex, usize> = HashMap::new();
@@ -282,7 +297,7 @@ impl Graph {
                 }
                 if after_cut.contains(&node) {
                     match assigned.get(&node) {
-                        Some(&t) if t < s => {
+                        Some(&t) if t < s && handable(v) => {
                             inputs.push(v);
                             owner.insert(v, t);
                             let out = &mut segments[t].outputs;
@@ -291,6 +306,7 @@ impl Graph {
                             }
                             continue;
                         }
+                        // Computed earlier but not to be handed on: recomputed here.
                         Some(_) => {}
                         None => {
                             assigned.insert(node, s);
@@ -327,16 +343,17 @@ impl Graph {
         Ok(segments)
     }
 
-    /// The ops that read a cut value's contents, directly or through other ops. `Shape` and `Size` read only
-    /// its shape: what they compute is recomputed wherever it is needed (from the cut value handed on), so that
-    /// a runtime sees shape arithmetic as such rather than as tensors fed in (tract cannot reshape by a
-    /// shape that arrives as an input).
-    fn downstream_of(
+    /// The ops whose results are computed once and handed on: those that read a cut value's contents or a
+    /// large initializer, directly or through other ops. `Shape` and `Size` read only a shape: what they
+    /// compute is recomputed wherever it is needed (from the value handed on), so that a runtime sees shape
+    /// arithmetic as such rather than as tensors fed in (tract cannot reshape by a shape that arrives as an
+    /// input).
+    fn handed_on(
         &self,
         order: &[NodeIndex],
         cut_at: &HashMap<ValueId, usize>,
     ) -> HashSet<NodeIndex> {
-        let mut after = HashSet::new();
+        let mut handed = HashSet::new();
         for &n in order {
             let reads_shape_only = self.graph[n].op().is_some_and(|op| {
                 op.domain().is_empty() && matches!(op.op_type(), "Shape" | "Size")
@@ -344,17 +361,33 @@ impl Graph {
             if reads_shape_only {
                 continue;
             }
-            let reads_cut = self
-                .graph
-                .edges_directed(n, Direction::Incoming)
-                .any(|e| cut_at.contains_key(&e.weight().value) || after.contains(&e.source()));
-            if reads_cut {
-                after.insert(n);
+            let heavy_or_downstream = self.graph.edges_directed(n, Direction::Incoming).any(|e| {
+                let v = e.weight().value;
+                cut_at.contains_key(&v)
+                    || handed.contains(&e.source())
+                    || self
+                        .tensors
+                        .get(&v)
+                        .is_some_and(|t| t.byte_len() > RECOMPUTED_WEIGHT_BYTES)
+            });
+            if heavy_or_downstream {
+                handed.insert(n);
             }
         }
-        after
+        handed
     }
 }
+
+/// `ids` without repeats, in first-seen order: a value named twice is one input or output.
+fn dedup(ids: &[ValueId]) -> Vec<ValueId> {
+    let mut seen = HashSet::new();
+    ids.iter().copied().filter(|v| seen.insert(*v)).collect()
+}
+
+/// Ops reading an initializer larger than this are computed once in a segmented run and their results handed
+/// on, not recomputed by every segment that reads them (a rotary table's frequencies are small; an embedding
+/// table is not).
+const RECOMPUTED_WEIGHT_BYTES: u64 = 64 * 1024;
 
 /// Where a value's producer sits in file order (graph inputs first), for a stable input order.
 fn order_of(g: &Graph, producers: &HashMap<ValueId, (NodeIndex, usize)>, v: ValueId) -> (u64, u64) {

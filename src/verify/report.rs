@@ -118,6 +118,9 @@ pub struct VerifyReport {
     /// `verify --bisect` on differing outputs: the first value inside that segment that differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bisection: Option<Culprit>,
+    /// Why `--bisect` could not run (the verdict stands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bisect_failed: Option<String>,
 }
 
 impl VerifyReport {
@@ -463,6 +466,7 @@ impl<'a> Judge<'a> {
                 first_differing: (!ok).then(|| units::first_differing(&rows)).flatten(),
                 units: rows,
                 bisection: None,
+                bisect_failed: None,
             });
         }
         let mut tried = self.failures.clone();
@@ -602,28 +606,28 @@ impl<'a> Judge<'a> {
             .find(|(k, _)| *k == kind)
             .map(|(_, s)| s)
             .expect("computed by unit_baseline_in");
-        let measured_own = report.units.iter().skip(1).all(|r| r.own.is_some());
-        let rows = if report.verified_by == VerifyBy::Unit && measured_own {
-            report.units.clone()
-        } else {
-            units::candidate_rows(
-                kind,
-                candidate,
-                &self.cuts,
-                reference,
-                self.tolerance,
-                true,
-                &self.sets,
-            )?
-            .1
-        };
+        let (chained, rows) = units::candidate_rows(
+            kind,
+            candidate,
+            &self.cuts,
+            reference,
+            self.tolerance,
+            true,
+            &self.sets,
+        )?;
         let baseline = units::Baseline {
             reference: &self.reference,
             cuts: &self.cuts,
             store: reference,
             sets: &self.sets,
         };
-        units::bisect(kind, &baseline, candidate, &rows, self.tolerance)
+        units::bisect(
+            kind,
+            &baseline,
+            candidate,
+            (&chained, &rows),
+            self.tolerance,
+        )
     }
 
     /// The reference's outputs and cut values in `kind`, computed once per runtime.
@@ -674,7 +678,11 @@ pub fn verify_and_bisect(
     let mut judge = Judge::new(*a, source, tol, choice)?.by(by, true);
     let mut report = judge.check(b)?;
     if !report.ok {
-        report.bisection = judge.bisect(b, &report)?;
+        // The verdict stands whatever the search finds; a search that cannot run says why.
+        match judge.bisect(b, &report) {
+            Ok(found) => report.bisection = found,
+            Err(e) => report.bisect_failed = Some(e.to_string()),
+        }
     }
     Ok(report)
 }
@@ -730,6 +738,7 @@ pub fn verify_reference(
         units: Vec::new(),
         first_differing: None,
         bisection: None,
+        bisect_failed: None,
     })
 }
 
@@ -807,6 +816,7 @@ pub fn verify_runtimes(
         units: Vec::new(),
         first_differing: None,
         bisection: None,
+        bisect_failed: None,
     })
 }
 

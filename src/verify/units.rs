@@ -199,8 +199,13 @@ struct Segmented<'a> {
 }
 
 impl<'a> Segmented<'a> {
-    /// `model` cut at those of `cuts` it computes.
-    fn new(at: ModelRef<'a>, cuts: &[Cut]) -> Result<Segmented<'a>, VerifyError> {
+    /// `model` cut at those of `cuts` it computes; with `against`, handing on between segments only values of
+    /// the names the original's store holds (so that every segment can be fed the original's values).
+    fn new(
+        at: ModelRef<'a>,
+        cuts: &[Cut],
+        against: Option<&Store>,
+    ) -> Result<Segmented<'a>, VerifyError> {
         let g = &at.model.graph;
         let ix = GraphIndex::new(g);
         let ids: Vec<ValueId> = cuts
@@ -208,7 +213,10 @@ impl<'a> Segmented<'a> {
             .filter_map(|c| g.value_id(&c.value))
             .filter(|v| ix.producer_op(*v).is_some())
             .collect();
-        let segments = g.segments(&ids)?;
+        let original = against.and_then(|s| s.first());
+        let segments = g.segments(&ids, |v| {
+            original.is_none_or(|o| o.contains_key(&g.value(v).name))
+        })?;
         Ok(Segmented {
             graph_facts: Facts::infer(&ix),
             segments,
@@ -329,7 +337,7 @@ pub fn reference_values(
     cuts: &[Cut],
     sets: &[InputSet],
 ) -> Result<Store, VerifyError> {
-    let segmented = Segmented::new(*reference, cuts)?;
+    let segmented = Segmented::new(*reference, cuts, None)?;
     let mut store = seeded(sets);
     for s in 0..segmented.segments.len() {
         let feeds = [("reference", store.iter().map(|m| vec![m]).collect())];
@@ -350,18 +358,19 @@ pub fn candidate_rows(
     isolate: bool,
     sets: &[InputSet],
 ) -> Result<(Store, Vec<UnitRow>), VerifyError> {
-    let segmented = Segmented::new(*candidate, cuts)?;
+    let segmented = Segmented::new(*candidate, cuts, Some(reference))?;
     let mut chained = seeded(sets);
     let mut own: Store = vec![HashMap::new(); sets.len()];
     for s in 0..segmented.segments.len() {
         let mut feeds = vec![("chained", chained.iter().map(|c| vec![c]).collect())];
-        if isolate && s > 0 {
-            // The reference's value wherever it has one of that name, else the candidate's own.
-            let isolated = chained
-                .iter()
-                .zip(reference)
-                .map(|(c, r)| vec![r, c])
-                .collect();
+        let names = segmented.names(&segmented.segments[s].inputs);
+        let fed_by_original = reference
+            .first()
+            .is_some_and(|r| names.iter().all(|n| r.contains_key(n)));
+        // A segment the original's values cannot feed whole has no error of its own to measure (its row
+        // shows the accumulated one only).
+        if isolate && s > 0 && fed_by_original {
+            let isolated = reference.iter().map(|r| vec![r]).collect();
             feeds.push(("isolated", isolated));
         }
         let mut outputs = segmented.run(kind, s, &feeds)?;
@@ -492,7 +501,7 @@ pub fn bisect(
     kind: RuntimeKind,
     baseline: &Baseline,
     candidate: &ModelRef,
-    rows: &[UnitRow],
+    (chained, rows): (&Store, &[UnitRow]),
     tol: Tolerance,
 ) -> Result<Option<Culprit>, VerifyError> {
     let Baseline {
@@ -501,8 +510,8 @@ pub fn bisect(
         store: reference_store,
         sets,
     } = *baseline;
-    let ref_cut = Segmented::new(*reference, cuts)?;
-    let cand_cut = Segmented::new(*candidate, cuts)?;
+    let ref_cut = Segmented::new(*reference, cuts, None)?;
+    let cand_cut = Segmented::new(*candidate, cuts, Some(reference_store))?;
     let (label, value) = match rows.iter().find(|r| r.differs()) {
         Some(r) => (r.segment.clone(), Some(r.value.clone())),
         None => ("epilogue".to_string(), None),
@@ -543,8 +552,12 @@ pub fn bisect(
     }
     declare_interface(&ref_cut.graph_facts, &mut ref_part.graph);
     declare_interface(&cand_cut.graph_facts, &mut cand_part.graph);
-    let feeds: Vec<Vec<&HashMap<String, TensorData>>> =
-        reference_store.iter().map(|m| vec![m]).collect();
+    // The original's values at the inputs; a value only the rewritten model hands on, its own.
+    let feeds: Vec<Vec<&HashMap<String, TensorData>>> = reference_store
+        .iter()
+        .zip(chained)
+        .map(|(r, c)| vec![r, c])
+        .collect();
     let run = |seg: &Segmented, s: usize, part: &Model| -> Result<Store, VerifyError> {
         let outputs = seg.run_model(kind, s, part, &[("original's values", feeds.clone())])?;
         let mut store = vec![HashMap::new(); sets.len()];
