@@ -13,18 +13,7 @@ trap 'rm -rf "$out"' EXIT
 model=models/big/bert_base.onnx
 [ -f "$model" ] || "$python" models/make_fixtures.py models/big --bert-base >/dev/null
 
-measure() { # label, command...: best wall seconds and the peak RSS of that run
-  local label=$1; shift
-  local best=""
-  for _ in $(seq "$runs"); do
-    rm -f "$out"/out*
-    /usr/bin/time -f "%e %M" -o "$out/time" "$@" >"$out/log" 2>&1 || { echo "| $label | failed: $(tail -1 "$out/log") |"; return; }
-    read -r wall rss < "$out/time"
-    if [ -z "$best" ] || awk "BEGIN{exit !($wall < ${best%% *})}"; then best="$wall $rss"; fi
-  done
-  read -r wall rss <<< "$best"
-  printf '| %-46s | %8.2f s | %7.0f MB |\n' "$label" "$wall" "$((rss / 1024))"
-}
+. tests/bench_measure.sh
 
 echo "best of $runs runs, $(du -m "$model" | cut -f1) MB model"
 echo "| command | wall | peak RSS |"

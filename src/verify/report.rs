@@ -500,12 +500,7 @@ impl<'a> Judge<'a> {
             },
             &self.sets,
         )?;
-        let reference = self
-            .baselines
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, o)| o)
-            .expect("computed by baseline_in");
+        let reference = self.baseline(kind);
         let rows = units::rows_of(
             &self.cuts,
             &units::store_of(reference),
@@ -534,12 +529,7 @@ impl<'a> Judge<'a> {
         kind: RuntimeKind,
         candidate: &ModelRef,
     ) -> Result<(Vec<RunReport>, Vec<UnitRow>), VerifyError> {
-        let reference = self
-            .unit_baselines
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, s)| s)
-            .expect("computed by unit_baseline_in");
+        let reference = self.unit_baseline(kind);
         let (chained, rows) = units::candidate_rows(
             kind,
             candidate,
@@ -600,12 +590,7 @@ impl<'a> Judge<'a> {
     ) -> Result<Option<Culprit>, VerifyError> {
         let kind = report.runtime;
         self.unit_baseline_in(kind)?;
-        let reference = self
-            .unit_baselines
-            .iter()
-            .find(|(k, _)| *k == kind)
-            .map(|(_, s)| s)
-            .expect("computed by unit_baseline_in");
+        let reference = self.unit_baseline(kind);
         let (chained, rows) = units::candidate_rows(
             kind,
             candidate,
@@ -642,6 +627,18 @@ impl<'a> Judge<'a> {
             self.baselines.push((kind, outputs));
         }
         Ok(())
+    }
+
+    /// The reference's outputs in `kind`, which [`Judge::baseline_in`] computed.
+    fn baseline(&self, kind: RuntimeKind) -> &Vec<Vec<Named>> {
+        let found = self.baselines.iter().find(|(k, _)| *k == kind);
+        &found.expect("computed by baseline_in").1
+    }
+
+    /// The reference's values across its cuts in `kind`, which [`Judge::unit_baseline_in`] computed.
+    fn unit_baseline(&self, kind: RuntimeKind) -> &Store {
+        let found = self.unit_baselines.iter().find(|(k, _)| *k == kind);
+        &found.expect("computed by unit_baseline_in").1
     }
 
     /// The reference's values across its cuts in `kind`, run segment by segment, once per runtime.
