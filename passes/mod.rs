@@ -257,6 +257,22 @@ fn apply_and_clean(
     Ok((changes, cleaned))
 }
 
+/// Applies a patch planned outside the pass catalogue on behalf of `pass` (calibration's new constants), then
+/// the cleanup, and validates the result. Returns what the cleanup removed.
+pub fn apply_patch(
+    model: &mut Model,
+    patch: Patch,
+    pass: &'static str,
+) -> Result<usize, PassError> {
+    model
+        .apply(patch)
+        .map_err(|source| PassError::Patch { pass, source })?;
+    let cleaned =
+        cleanup::clean(model, &PassContext::default()).map_err(|e| attribute_to(pass, e))?;
+    validate(model, pass)?;
+    Ok(cleaned)
+}
+
 /// The cleanup's patch errors are the pass's: it is the pass that left the graph that way.
 fn attribute_to(pass: &'static str, e: PassError) -> PassError {
     match e {

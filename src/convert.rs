@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::calibrate::{self, CalibrateError, Calibration, HeldOut};
 use crate::io::{SaveError, SaveOptions, SaveReport, save};
 use crate::ir::Model;
 use crate::passes::{self, PassClass, PassError, PassRun, PipelineOptions};
@@ -40,6 +41,8 @@ pub struct ConvertOptions {
     pub verify: Option<VerifyOptions>,
     /// For function-changing pipelines: refuse the result above this relative L2 error on any output.
     pub max_divergence: Option<f64>,
+    /// Calibrate `post-to-pre` on these sets (`--calibration DIR`).
+    pub calibration: Option<Calibration>,
 }
 
 impl ConvertOptions {
@@ -47,6 +50,11 @@ impl ConvertOptions {
     pub fn check(&self) -> Result<(), ConvertError> {
         for name in &self.passes {
             passes::by_name(name)?;
+        }
+        if self.calibration.is_some() && !self.passes.iter().any(|p| p == CALIBRATED) {
+            return Err(ConvertError::Calibrate(CalibrateError::Refused(format!(
+                "--calibration refits what `{CALIBRATED}` makes, and the pipeline has no `{CALIBRATED}`"
+            ))));
         }
         Ok(())
     }
@@ -62,7 +70,12 @@ pub enum ConvertError {
     Verify(#[from] VerifyError),
     #[error(transparent)]
     Save(#[from] SaveError),
+    #[error(transparent)]
+    Calibrate(#[from] CalibrateError),
 }
+
+/// The pass `--calibration` calibrates.
+const CALIBRATED: &str = "post-to-pre";
 
 /// Why the result was not written.
 #[derive(Debug, Clone, Serialize)]
@@ -106,9 +119,24 @@ pub struct ConvertReport {
     pub failing_pass: Option<&'static str>,
     /// For a function-changing pipeline: the stream's divergence unit by unit.
     pub drift: Option<Drift>,
+    /// What `--calibration` fitted, and both mappings' figures on the held-out sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationReport>,
     /// Why `output` was not written, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+}
+
+/// What calibration did and how close it came, on sets it did not fit on, against the plain mapping.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub dir: PathBuf,
+    pub fitted: calibrate::Fitted,
+    /// The held-out sets (every `hold_out_every`-th folder), which judge both mappings.
+    pub held_out_sets: usize,
+    pub hold_out_every: usize,
+    pub calibrated: HeldOut,
+    pub plain: HeldOut,
 }
 
 impl ConvertReport {
@@ -185,7 +213,13 @@ pub fn convert_in_memory(
     options.check()?;
     let mut model = original.clone();
     progress.stage("running the passes");
-    let runs = passes::run_pipeline(&mut model, &options.passes, &options.pipeline)?;
+    let (runs, calibration) = match &options.calibration {
+        None => (
+            passes::run_pipeline(&mut model, &options.passes, &options.pipeline)?,
+            None,
+        ),
+        Some(c) => run_calibrated(&mut model, input, options, c, progress)?,
+    };
     // A function-changing pass that changed nothing leaves the function as it was.
     let exact = runs
         .iter()
@@ -201,6 +235,7 @@ pub fn convert_in_memory(
         verification_skipped: None,
         failing_pass: None,
         drift: None,
+        calibration,
         refusal: None,
     };
     match &options.verify {
@@ -209,6 +244,75 @@ pub fn convert_in_memory(
         Some(verify) => judge(original, &model, &mut report, options, verify, progress)?,
     }
     Ok((model, report))
+}
+
+/// The pipeline with `post-to-pre` calibrated: the passes before it, `post-to-pre`, calibration of its result
+/// against the model it was given, the passes after it. Then both mappings are judged on the held-out sets.
+fn run_calibrated(
+    model: &mut Model,
+    input: &Path,
+    options: &ConvertOptions,
+    calibration: &Calibration,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<PassRun>, Option<CalibrationReport>), ConvertError> {
+    let at = options
+        .passes
+        .iter()
+        .position(|p| p == CALIBRATED)
+        .unwrap_or(options.passes.len());
+    let mut runs = passes::run_pipeline(model, &options.passes[..at], &options.pipeline)?;
+    let before = model.clone();
+    runs.extend(passes::run_pipeline(
+        model,
+        &options.passes[at..at + 1],
+        &options.pipeline,
+    )?);
+    let kind = match options.verify.as_ref().map(|v| v.runtime) {
+        Some(RuntimeChoice::Only(kind)) => kind,
+        _ => crate::runtime::RuntimeKind::Tract,
+    };
+    let reference = ModelRef::loaded(&before, input);
+    progress.stage(&format!(
+        "calibrating on {} input sets",
+        calibration.fit.len()
+    ));
+    let (calibrated, fitted) = calibrate::calibrate(
+        &reference,
+        model,
+        &calibration.fit,
+        kind,
+        calibration.settings,
+    )?;
+    progress.stage(&format!(
+        "judging both mappings on {} held-out sets",
+        calibration.held_out.len()
+    ));
+    let plain = std::mem::replace(model, calibrated);
+    let judged = |m: &Model| {
+        calibrate::held_out(
+            &reference,
+            &ModelRef {
+                model: m,
+                ..reference
+            },
+            &calibration.held_out,
+            kind,
+        )
+    };
+    let report = CalibrationReport {
+        dir: calibration.dir.clone(),
+        held_out_sets: calibration.held_out.len(),
+        hold_out_every: calibration.hold_out_every,
+        calibrated: judged(model)?,
+        plain: judged(&plain)?,
+        fitted,
+    };
+    runs.extend(passes::run_pipeline(
+        model,
+        &options.passes[at + 1..],
+        &options.pipeline,
+    )?);
+    Ok((runs, Some(report)))
 }
 
 /// Verifies `rewritten` against `original` and fills in the verification, the refusal, the pass at fault and

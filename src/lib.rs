@@ -8,6 +8,7 @@
 //! * [`passes`] — the pass catalogue (`passes/` at the top of the repository, one file per pass);
 //! * [`runtime`] — the runtimes that execute models (tract built in, onnxruntime loaded at run time);
 //! * [`verify`] — running models in a runtime and comparing their outputs;
+//! * [`calibrate`] — refitting the constants of a Post-LN model made Pre-LN, on calibration inputs;
 //! * [`convert`] — a whole conversion: passes, verification, the search for a failing pass, writing;
 //! * [`tensor`] — reading the numbers inside tensors;
 //! * [`cli`] — the `normshift` command line on top of all of it.
@@ -15,6 +16,7 @@
 //! A model read and written with no pass in between comes back byte-identical.
 
 pub mod analysis;
+pub mod calibrate;
 /// The command line, which the binary and the Python package's command both run. It needs the runtimes.
 #[cfg(feature = "tract")]
 pub mod cli;

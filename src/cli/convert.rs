@@ -3,11 +3,14 @@
 
 use std::path::PathBuf;
 
+use crate::calibrate::Calibration;
 use crate::convert::{
-    ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions, convert as run_convert,
+    CalibrationReport, ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions,
+    convert as run_convert,
 };
 use crate::io::{DataLayout, SaveOptions};
 use crate::passes::{PassContext, PipelineOptions, Target};
+use crate::verify::InputSource;
 use clap::Args;
 
 use super::inspect::load;
@@ -67,6 +70,16 @@ pub struct ConvertArgs {
     /// named in a note) instead of refusing the model.
     #[arg(long)]
     pub allow_partial: bool,
+    /// post-to-pre: refit the Pre-LN model's pre-norms, output projections and final norm on these inputs so
+    /// that it approximates the original (ONNX test-data layout: DIR/test_data_set_*/input_K.pb, the model's
+    /// real inputs, batch 1 and unpadded; a few dozen sets of tens of tokens). Every --hold-out-every-th set is
+    /// held out: the report gives both mappings' figures on those, and they verify the result unless --inputs
+    /// says otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub calibration: Option<PathBuf>,
+    /// With --calibration: hold out every N-th set (in folder order) to judge the fit.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "calibration")]
+    pub hold_out_every: usize,
     /// Skip the verification after passes (neither model is run).
     #[arg(long)]
     pub no_verify: bool,
@@ -139,12 +152,21 @@ impl ConvertArgs {
                 by: self.verify_by.into(),
             }),
             max_divergence: self.max_divergence,
+            calibration: None,
         }
     }
 }
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
-    let options = args.options();
+    let mut options = args.options();
+    if let Some(dir) = &args.calibration {
+        let calibration = Calibration::load(dir, args.hold_out_every)?;
+        let explicit = args.inputs.inputs.is_some() || args.inputs.seeds.is_some();
+        if let Some(verify) = options.verify.as_mut().filter(|_| !explicit) {
+            verify.inputs = InputSource::Sets(calibration.held_out.clone());
+        }
+        options.calibration = Some(calibration);
+    }
     options.check()?;
     let model = load(&args.input)?;
     print_warnings(&model.warnings);
@@ -202,6 +224,9 @@ fn print_text(report: &ConvertReport) {
             );
             print_drift(report.drift.as_ref());
         }
+    }
+    if let Some(c) = &report.calibration {
+        print_calibration(c);
     }
     match (&report.refusal, &report.file) {
         (None, Some(file)) => eprintln!(
@@ -261,5 +286,55 @@ fn print_drift(drift: Option<&Drift>) {
         }
         Some(Drift::Failed { error }) => eprintln!("normshift: warning: no drift profile: {error}"),
         None => {}
+    }
+}
+
+fn print_calibration(c: &CalibrationReport) {
+    let f = &c.fitted;
+    eprintln!(
+        "calibrated post-to-pre on {} tokens of {} input sets in {:.1} s (λ = {}, ridge = {}): {} pre-norms and \
+         output projections and the final norm `{}` refitted",
+        f.tokens,
+        f.sets,
+        f.elapsed_s,
+        f.settings.lambda,
+        f.settings.ridge,
+        f.units.len(),
+        f.final_norm
+    );
+    eprintln!(
+        "held out (every {}th set, {} sets, not fitted on) against the original, calibrated vs plain mapping:",
+        c.hold_out_every, c.held_out_sets
+    );
+    eprintln!("  output                token cosine        pooled cosine       relative L2");
+    for (a, b) in c.calibrated.outputs.iter().zip(&c.plain.outputs) {
+        eprintln!(
+            "  {:<20}  {:<8.4} vs {:<7.4}  {:<8.4} vs {:<7.4}  {:<8.4} vs {:<7.4}",
+            a.name,
+            a.token_cosine,
+            b.token_cosine,
+            a.pooled_cosine,
+            b.pooled_cosine,
+            a.rel_l2,
+            b.rel_l2
+        );
+    }
+    eprintln!(
+        "  unit  cosine (calibrated vs plain)   fit: norm rel_l2  trunk rel_l2 (analytic -> refitted)"
+    );
+    for (k, u) in f.units.iter().enumerate() {
+        let probe = |h: &crate::calibrate::HeldOut| {
+            h.units.iter().find(|r| r.unit == u.unit).map(|r| r.cosine)
+        };
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        eprintln!(
+            "  {:<4}  {:<8} vs {:<8}             {:<9.3e}         {:.3e} -> {:.3e}",
+            k,
+            show(probe(&c.calibrated)),
+            show(probe(&c.plain)),
+            u.norm_fit,
+            u.analytic_fit,
+            u.projection_fit
+        );
     }
 }

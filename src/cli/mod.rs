@@ -172,10 +172,14 @@ impl ErrorKind {
                 ConvertError::Pass(e) => Self::of_pass(e),
                 ConvertError::Verify(e) => Self::of_verify(e),
                 ConvertError::Save(e) => Self::of_save(e),
+                ConvertError::Calibrate(e) => Self::of_calibrate(e),
             });
         }
         if let Some(e) = cause.downcast_ref::<PassError>() {
             return Some(Self::of_pass(e));
+        }
+        if let Some(e) = cause.downcast_ref::<crate::calibrate::CalibrateError>() {
+            return Some(Self::of_calibrate(e));
         }
         if let Some(e) = cause.downcast_ref::<VerifyError>() {
             return Some(Self::of_verify(e));
@@ -214,6 +218,17 @@ impl ErrorKind {
             PassError::Invalid { .. } | PassError::Patch { .. } | PassError::Refused { .. } => {
                 ErrorKind::Pass
             }
+        }
+    }
+
+    fn of_calibrate(e: &crate::calibrate::CalibrateError) -> ErrorKind {
+        use crate::calibrate::CalibrateError;
+        match e {
+            CalibrateError::Refused(_) | CalibrateError::Fit { .. } => ErrorKind::Pass,
+            CalibrateError::Inputs { .. } => ErrorKind::Inputs,
+            CalibrateError::Run(e) => Self::of_verify(e),
+            CalibrateError::Extract(_) => ErrorKind::Model,
+            CalibrateError::Patch(e) => Self::of_pass(e),
         }
     }
 

@@ -228,6 +228,7 @@ impl ConvertRequest {
             dump_ir: self.dump_ir,
             stop_after: self.stop_after,
             max_divergence: self.max_divergence,
+            calibration: None,
             allow_partial: self.allow_partial,
             no_verify: !self.verify,
             runtime: value("runtime", &self.runtime)?,

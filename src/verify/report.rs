@@ -21,6 +21,8 @@ pub enum InputSource {
     Seeds { seeds: Vec<u64>, dims: DimSizes },
     /// A test-data folder (`input_K.pb`), or a folder of `test_data_set_N` folders.
     Dir(PathBuf),
+    /// Sets already read (calibration's held-out sets).
+    Sets(Vec<InputSet>),
 }
 
 impl Default for InputSource {
@@ -171,6 +173,7 @@ pub fn input_sets(model: &Model, source: &InputSource) -> Result<Vec<InputSet>, 
                 })
                 .collect()
         }
+        InputSource::Sets(sets) => Ok(sets.clone()),
         InputSource::Dir(dir) => {
             let sets = test_data_sets(dir);
             if sets.is_empty() {
