@@ -1,0 +1,160 @@
+//! Calibrated `post-to-pre` (`convert --calibration DIR`): on Post-LN fixtures with trained-like weights, the
+//! calibrated mapping is never worse than the plain one on the held-out sets, the result is a Pre-LN model that
+//! `pre-to-post` takes, and models the method cannot calibrate are refused naming the unit.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// `count` input sets for `model` in the test-data layout, made by `normshift run` (seeds 0, 1, ...).
+fn calibration_sets(model: &Path, dir: &Path, count: usize) {
+    for k in 0..count {
+        let set = dir.join(format!("test_data_set_{k:02}"));
+        let out = normshift(&[
+            "run",
+            model.to_str().unwrap(),
+            "-o",
+            set.to_str().unwrap(),
+            "--seed",
+            &k.to_string(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+fn calibrated(
+    fixture: &str,
+    sets: usize,
+    extra: &[&str],
+) -> (std::process::Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration");
+    calibration_sets(&fixture_model(fixture), &cal, sets);
+    let (model, out_path) = (fixture_model(fixture), dir.path().join("out.onnx"));
+    let mut args: Vec<&str> = vec![
+        "convert",
+        model.to_str().unwrap(),
+        "-o",
+        out_path.to_str().unwrap(),
+    ];
+    args.extend([
+        "--passes",
+        "post-to-pre",
+        "--calibration",
+        cal.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(extra);
+    (normshift(&args), dir)
+}
+
+#[test]
+fn calibrated_is_never_worse_than_plain_on_held_out_sets() {
+    for fixture in ["bert_post.opset14", "bert_post.opset17"] {
+        let (out, dir) = calibrated(fixture, 12, &["--json"]);
+        assert!(out.status.success(), "{fixture}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let c = &report["calibration"];
+        assert_eq!(c["held_out_sets"], 3, "{fixture}: every 4th of 12 sets");
+        assert_eq!(c["fitted"]["sets"], 9);
+        assert_eq!(c["fitted"]["units"].as_array().unwrap().len(), 4);
+        // The verification ran on the held-out sets.
+        let judged: Vec<&str> = report["verification"]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["inputs"].as_str().unwrap())
+            .collect();
+        assert_eq!(judged.len(), 3, "{fixture}");
+        assert!(
+            judged
+                .iter()
+                .all(|l| l.ends_with("3") || l.ends_with("7") || l.ends_with("11")),
+            "{judged:?}"
+        );
+        let (cal, plain) = (&c["calibrated"]["outputs"][0], &c["plain"]["outputs"][0]);
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        assert!(
+            f(cal, "token_cosine") >= f(plain, "token_cosine"),
+            "{fixture}: {cal} vs {plain}"
+        );
+        assert!(
+            f(cal, "pooled_cosine") >= f(plain, "pooled_cosine"),
+            "{fixture}: {cal} vs {plain}"
+        );
+        assert!(
+            f(cal, "rel_l2") <= f(plain, "rel_l2"),
+            "{fixture}: {cal} vs {plain}"
+        );
+        // And after every unit.
+        let units = |h: &serde_json::Value| -> Vec<f64> {
+            h["units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["cosine"].as_f64().unwrap())
+                .collect()
+        };
+        let (cu, pu) = (units(&c["calibrated"]), units(&c["plain"]));
+        assert_eq!(cu.len(), 4);
+        assert!(
+            cu.iter().zip(&pu).all(|(a, b)| a >= b),
+            "{fixture}: {cu:?} vs {pu:?}"
+        );
+        // A true Pre-LN model, which pre-to-post takes.
+        let result = dir.path().join("out.onnx");
+        let model = normshift::io::load(&result).unwrap();
+        let ix = normshift::ir::index::GraphIndex::new(&model.graph);
+        assert_eq!(normshift::analysis::analyze(&ix).placement.as_str(), "pre");
+        let back = dir.path().join("back.onnx");
+        let out = normshift(&[
+            "convert",
+            result.to_str().unwrap(),
+            "-o",
+            back.to_str().unwrap(),
+            "--passes",
+            "pre-to-post",
+        ]);
+        assert!(out.status.success(), "{fixture}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_scaled_skip_is_refused_naming_the_unit() {
+    let (out, dir) = calibrated("deepnorm_post.opset17", 4, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("unit 0 cannot be calibrated") && err.contains("scaled"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out.onnx").exists());
+}
+
+#[test]
+fn calibration_needs_post_to_pre_and_two_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("calibration");
+    let model = fixture_model("bert_post.opset17");
+    calibration_sets(&model, &cal, 1);
+    let out_path = dir.path().join("out.onnx");
+    let run = |passes: &str| {
+        normshift(&[
+            "convert",
+            model.to_str().unwrap(),
+            "-o",
+            out_path.to_str().unwrap(),
+            "--passes",
+            passes,
+            "--calibration",
+            cal.to_str().unwrap(),
+        ])
+    };
+    let err = stderr(&run("post-to-pre"));
+    assert!(err.contains("needs at least 2"), "{err}");
+    calibration_sets(&model, &cal, 2);
+    let err = stderr(&run("fuse-layernorm"));
+    assert!(err.contains("has no `post-to-pre`"), "{err}");
+    assert!(!out_path.exists());
+}
