@@ -267,10 +267,10 @@ fn run_calibrated(
         &options.passes[at..at + 1],
         &options.pipeline,
     )?);
-    let kind = match options.verify.as_ref().map(|v| v.runtime) {
-        Some(RuntimeChoice::Only(kind)) => kind,
-        _ => crate::runtime::RuntimeKind::Tract,
-    };
+    let choice = options
+        .verify
+        .as_ref()
+        .map_or(RuntimeChoice::Auto, |v| v.runtime);
     let reference = ModelRef::loaded(&before, input);
     progress.stage(&format!(
         "calibrating on {} input sets",
@@ -280,9 +280,10 @@ fn run_calibrated(
         &reference,
         model,
         &calibration.fit,
-        kind,
+        choice,
         calibration.settings,
     )?;
+    let kind = fitted.runtime;
     progress.stage(&format!(
         "judging both mappings on {} held-out sets",
         calibration.held_out.len()

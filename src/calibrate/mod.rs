@@ -41,7 +41,10 @@ use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueRef};
 use crate::onnx::build::float_tensor;
 use crate::runtime::{Named, RuntimeKind, TensorData, Values};
-use crate::verify::{InputSet, ModelRef, VerifyError, load_test_data, run_sets, test_data_sets};
+use crate::verify::{
+    InputSet, ModelRef, RuntimeChoice, VerifyError, first_that_runs, load_test_data, run_sets,
+    test_data_sets,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrateError {
@@ -138,6 +141,8 @@ impl Calibration {
 #[derive(Debug, Clone, Serialize)]
 pub struct Fitted {
     pub sets: usize,
+    /// The runtime that ran the original and its branches.
+    pub runtime: RuntimeKind,
     pub tokens: usize,
     pub settings: Settings,
     pub units: Vec<UnitFit>,
@@ -204,17 +209,18 @@ fn with_outputs(model: &Model, names: &[&str]) -> Result<Model, CalibrateError> 
     Ok(m)
 }
 
-/// Calibrates `plain` (what `post-to-pre` made of `original`) on `sets`, running models in `kind`.
+/// Calibrates `plain` (what `post-to-pre` made of `original`) on `sets`, running models in the first runtime of
+/// `choice` that runs the original.
 pub fn calibrate(
     original: &ModelRef,
     plain: &Model,
     sets: &[InputSet],
-    kind: RuntimeKind,
+    choice: RuntimeChoice,
     settings: Settings,
 ) -> Result<(Model, Fitted), CalibrateError> {
     let started = Instant::now();
     let sites = sites::find(original.model).map_err(CalibrateError::Refused)?;
-    let reference = Reference::run(original, &sites, sets, kind)?;
+    let (reference, kind) = Reference::run(original, &sites, sets, choice)?;
     let mut walk = Walk::start(&sites, &reference, settings);
     let mut fits = Vec::new();
     let mut new_params: Vec<(&Slot, Vec<f64>)> = Vec::new();
@@ -248,6 +254,7 @@ pub fn calibrate(
         Fitted {
             sets: sets.len(),
             tokens: reference.tokens(),
+            runtime: kind,
             settings,
             units: fits,
             final_norm: sites.final_norm.output.clone(),
@@ -269,19 +276,20 @@ impl<'s> Reference<'s> {
         original: &ModelRef,
         sites: &'s Sites,
         sets: &[InputSet],
-        kind: RuntimeKind,
-    ) -> Result<Reference<'s>, CalibrateError> {
+        choice: RuntimeChoice,
+    ) -> Result<(Reference<'s>, RuntimeKind), CalibrateError> {
         let mut names = vec![sites.units[0].reads.input.as_str()];
         names.extend(sites.units.iter().map(|u| u.sum.as_str()));
         let probed = with_outputs(original.model, &names)?;
-        let outputs = run_sets(
-            kind,
+        let ran = first_that_runs(
+            choice,
             &ModelRef {
                 model: &probed,
                 ..*original
             },
             sets,
         )?;
+        let outputs = ran.sets;
         let float32 = outputs
             .iter()
             .flatten()
@@ -298,11 +306,14 @@ impl<'s> Reference<'s> {
             .iter()
             .map(|u| gather(&outputs, &u.sum).map(|g| g.rows))
             .collect::<Result<_, _>>()?;
-        Ok(Reference {
-            sites,
-            embedding,
-            sums,
-        })
+        Ok((
+            Reference {
+                sites,
+                embedding,
+                sums,
+            },
+            ran.runtime,
+        ))
     }
 
     fn tokens(&self) -> usize {
