@@ -401,7 +401,7 @@ impl<'r, 's> Walk<'r, 's> {
         let gamma = &unit.reads.scale.values;
         let beta = &unit.reads.shift.values;
         let mean_gamma = fit::mean(&gamma.iter().map(|g| g.abs()).collect::<Vec<_>>());
-        if !(mean_gamma > 0.0) {
+        if mean_gamma.is_nan() || mean_gamma <= 0.0 {
             return Err("its norm's scale is zero".into());
         }
         let trunk_scale = fit::median(&self.scales);

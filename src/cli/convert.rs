@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::calibrate::Calibration;
+use crate::calibrate::{CalibrateError, Calibration};
 use crate::convert::{
     CalibrationReport, ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions,
     convert as run_convert,
@@ -117,7 +117,8 @@ impl From<TargetArg> for Target {
 }
 
 impl ConvertArgs {
-    pub(crate) fn options(&self) -> ConvertOptions {
+    /// The library's options; reads the calibration sets when `--calibration` names them.
+    pub(crate) fn options(&self) -> Result<ConvertOptions, CalibrateError> {
         let layout = match (&self.external_data, self.inline_data) {
             (Some(l), _) if l.is_empty() => DataLayout::External { location: None },
             (Some(l), _) => DataLayout::External {
@@ -126,7 +127,7 @@ impl ConvertArgs {
             (None, true) => DataLayout::Inline,
             (None, false) => DataLayout::Keep,
         };
-        ConvertOptions {
+        let mut options = ConvertOptions {
             passes: self
                 .passes
                 .iter()
@@ -153,20 +154,22 @@ impl ConvertArgs {
             }),
             max_divergence: self.max_divergence,
             calibration: None,
+        };
+        if let Some(dir) = &self.calibration {
+            let calibration = Calibration::load(dir, self.hold_out_every)?;
+            // The held-out sets judge the result, unless the user said what should.
+            let explicit = self.inputs.inputs.is_some() || self.inputs.seeds.is_some();
+            if let Some(verify) = options.verify.as_mut().filter(|_| !explicit) {
+                verify.inputs = InputSource::Sets(calibration.held_out.clone());
+            }
+            options.calibration = Some(calibration);
         }
+        Ok(options)
     }
 }
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
-    let mut options = args.options();
-    if let Some(dir) = &args.calibration {
-        let calibration = Calibration::load(dir, args.hold_out_every)?;
-        let explicit = args.inputs.inputs.is_some() || args.inputs.seeds.is_some();
-        if let Some(verify) = options.verify.as_mut().filter(|_| !explicit) {
-            verify.inputs = InputSource::Sets(calibration.held_out.clone());
-        }
-        options.calibration = Some(calibration);
-    }
+    let options = args.options()?;
     options.check()?;
     let model = load(&args.input)?;
     print_warnings(&model.warnings);

@@ -196,6 +196,8 @@ struct ConvertRequest {
     atol: f64,
     allow_partial: bool,
     max_divergence: Option<f64>,
+    calibration: Option<PathBuf>,
+    hold_out_every: usize,
     stop_after: Option<String>,
     dump_ir: Option<PathBuf>,
     output: Option<PathBuf>,
@@ -228,7 +230,8 @@ impl ConvertRequest {
             dump_ir: self.dump_ir,
             stop_after: self.stop_after,
             max_divergence: self.max_divergence,
-            calibration: None,
+            calibration: self.calibration,
+            hold_out_every: self.hold_out_every,
             allow_partial: self.allow_partial,
             no_verify: !self.verify,
             runtime: value("runtime", &self.runtime)?,
@@ -252,7 +255,7 @@ fn convert_model(
     let in_memory = request.output.is_none();
     let args = request.args(source.label())?;
     let (converted, report, warnings) = py.detach(|| -> Result<_, Failure> {
-        let options = args.options();
+        let options = args.options().map_err(anyhow::Error::new)?;
         options.check().map_err(anyhow::Error::new)?;
         let model = source.load()?;
         let (converted, mut report) = if in_memory {

@@ -166,6 +166,8 @@ def convert(
     atol: float = 1e-5,
     allow_partial: bool = False,
     max_divergence: Optional[float] = None,
+    calibration=None,
+    hold_out_every: int = 4,
     stop_after: Optional[str] = None,
     dump_ir=None,
     output=None,
@@ -183,7 +185,9 @@ def convert(
     ``inputs=DIR``) by ``runtime`` (``"auto"``, ``"tract"``, ``"ort"``), whole or unit by unit as
     ``verify_by`` says (``"auto"``: unit by unit above 1 GiB of weights; ``"unit"``; ``"model"``). If an exact pass changed the outputs
     beyond ``rtol``/``atol`` (or a function-changing one beyond ``max_divergence``), :class:`VerificationFailed`
-    is raised with the report attached and nothing is returned or written.
+    is raised with the report attached and nothing is returned or written. With ``passes="post-to-pre"``,
+    ``calibration=DIR`` (``test_data_set_*`` input sets) refits the Pre-LN model on those inputs, holding out
+    every ``hold_out_every``-th set to judge it; ``report["calibration"]`` has both mappings' held-out figures.
 
     ``converted`` is an ``onnx.ModelProto`` (bytes without the onnx package, or with ``as_bytes=True``: what
     ``onnxruntime.InferenceSession`` takes without a parse). Tensors that were in external
@@ -211,6 +215,8 @@ def convert(
         "atol": float(atol),
         "allow_partial": bool(allow_partial),
         "max_divergence": max_divergence,
+        "calibration": _path(calibration),
+        "hold_out_every": int(hold_out_every),
         "stop_after": stop_after,
         "dump_ir": _path(dump_ir),
         "output": _path(output),
