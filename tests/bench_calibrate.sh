@@ -21,7 +21,7 @@ if [ -z "$sets" ]; then
 fi
 echo "| $(basename "$model") | wall | peak RSS |"
 echo "|---|---|---|"
-measure "post-to-pre, verified on the held-out sets" "$normshift" convert "$model" -o "$out/out.onnx" \
+measure "post-to-pre, verified on all 48 sets" "$normshift" convert "$model" -o "$out/out.onnx" \
   --passes post-to-pre --inputs "$sets"
 measure "post-to-pre --calibration (fit 36 sets, judge 12)" "$normshift" convert "$model" -o "$out/out.onnx" \
   --passes post-to-pre --calibration "$sets"

@@ -163,6 +163,31 @@ pub fn fit_affine(n: &Rows, x: &Rows, fallback: &[f64]) -> (Vec<f64>, Vec<f64>) 
     (gamma, beta)
 }
 
+/// Each row's scale along `direction`'s row: `⟨x, u⟩ / ⟨u, u⟩`, kept at least 1e-3 of the median (a row the
+/// projection flips or zeroes would weigh without bound in a relative fit).
+pub fn scales_along(x: &Rows, direction: &Rows) -> Vec<f64> {
+    let raw: Vec<f64> = x
+        .rows()
+        .zip(direction.rows())
+        .map(|(x, u)| {
+            let dot: f64 = x.iter().zip(u).map(|(x, u)| x * u).sum();
+            let uu: f64 = u.iter().map(|u| u * u).sum();
+            dot / uu.max(f64::MIN_POSITIVE)
+        })
+        .collect();
+    let floor = 1e-3 * median(&raw).abs().max(f64::MIN_POSITIVE);
+    raw.into_iter().map(|s| s.max(floor)).collect()
+}
+
+/// Each row of `x` times its scale.
+pub fn scaled(x: &Rows, scales: &[f64]) -> Rows {
+    let mut out = x.clone();
+    for (t, s) in scales.iter().enumerate() {
+        out.row_mut(t).iter_mut().for_each(|v| *v *= s);
+    }
+    out
+}
+
 /// `‖a − b‖ / ‖b‖` over all elements.
 pub fn rel_l2(a: &Rows, b: &Rows) -> f64 {
     let num: f64 = a

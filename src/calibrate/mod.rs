@@ -84,9 +84,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        // Chosen on MiniLM-L6's 36 fitted / 12 held-out sets (README): held-out token cosine rises from 0.82
+        // to 0.91 as the ridge goes from 0.05 to 8 (weaker pulls overfit), and λ = 0.4 beats 0.2, 0.6 and 0.8.
         Settings {
-            lambda: 0.6,
-            ridge: 0.05,
+            lambda: 0.4,
+            ridge: 8.0,
         }
     }
 }
@@ -360,6 +362,9 @@ struct Walk<'r, 's> {
     scales: Vec<f64>,
 }
 
+/// Rounds of the projection's fit, each refitting `W, b` for the per-token scales the previous one gave.
+const ALTERNATIONS: usize = 3;
+
 /// What refitting one projection gave.
 struct ProjectionStep {
     linear: Linear,
@@ -424,44 +429,44 @@ impl<'r, 's> Walk<'r, 's> {
             weight: w.iter().enumerate().map(|(x, v)| v * col(x % d)).collect(),
             bias: (0..d).map(|j| col(j) * (b[j] + beta[j])).collect(),
         };
-        // The target: the exact trunk after the unit, in the new basis.
+        // The target's direction: the original's next standardized sum, in the new basis. Its per-token scale
+        // is free (the norms reading the trunk do not see it): fitted with the projection, alternately.
         let next_norm = reference.norm(l + 1);
-        let sum = &reference.sums[l];
-        let sum_std = fit::token_std(sum, next_norm.epsilon);
-        let next_scales: Vec<f64> = self
-            .scales
-            .iter()
-            .zip(&sum_std)
-            .map(|(a, s)| a * s / mean_gamma)
-            .collect();
-        let z = fit::standardized(sum, next_norm.epsilon);
-        let mut target = z;
-        for (t, s) in next_scales.iter().enumerate() {
-            let row = &mut target.data[t * d..(t + 1) * d];
-            row.iter_mut()
-                .zip(&next_basis)
-                .for_each(|(v, b)| *v *= s * b);
+        let z = fit::standardized(&reference.sums[l], next_norm.epsilon);
+        let mut direction = z;
+        for row in direction.data.chunks_exact_mut(d) {
+            row.iter_mut().zip(&next_basis).for_each(|(v, b)| *v *= b);
         }
-        let target = target.centred();
+        let direction = direction.centred();
         let here = self.trunk.centred();
-        let residual = Rows::new(
-            target
-                .data
-                .iter()
-                .zip(&here.data)
-                .map(|(t, h)| t - h)
-                .collect(),
-            d,
-        );
-        let weights: Vec<f64> = next_scales.iter().map(|s| 1.0 / (s * s)).collect();
-        let linear = fit::ridge(a, &residual, &weights, &prior, self.settings.ridge)?;
-        let after = |p: &Linear| self.trunk.plus(&a.project(&p.weight, &p.bias));
-        let analytic_fit = fit::rel_l2(&after(&prior).centred(), &target);
-        let next = after(&linear);
-        let fit = fit::rel_l2(&next.centred(), &target);
+        let after = |p: &Linear| self.trunk.plus(&a.project(&p.weight, &p.bias)).centred();
+        let analytic = after(&prior);
+        let mut scales = fit::scales_along(&analytic, &direction);
+        let analytic_fit = fit::rel_l2(&analytic, &fit::scaled(&direction, &scales));
+        let mut linear = prior.clone();
+        let mut next = analytic;
+        for _ in 0..ALTERNATIONS {
+            let target = fit::scaled(&direction, &scales);
+            let residual = Rows::new(
+                target
+                    .data
+                    .iter()
+                    .zip(&here.data)
+                    .map(|(t, h)| t - h)
+                    .collect(),
+                d,
+            );
+            let weights: Vec<f64> = scales.iter().map(|s| 1.0 / (s * s)).collect();
+            linear = fit::ridge(a, &residual, &weights, &prior, self.settings.ridge)?;
+            next = after(&linear);
+            scales = fit::scales_along(&next, &direction);
+        }
+        let fit = fit::rel_l2(&next, &fit::scaled(&direction, &scales));
         if !fit.is_finite() {
             return Err("the refitted trunk is not finite".into());
         }
+        let next = self.trunk.plus(&a.project(&linear.weight, &linear.bias));
+        let next_scales = scales;
         self.trunk = next;
         self.basis = next_basis;
         self.scales = next_scales;
