@@ -259,7 +259,9 @@ fn run_calibrated(
         .passes
         .iter()
         .position(|p| p == CALIBRATED)
-        .unwrap_or(options.passes.len());
+        .ok_or_else(|| {
+            CalibrateError::Refused(format!("the pipeline has no `{CALIBRATED}` to calibrate"))
+        })?;
     let mut runs = passes::run_pipeline(model, &options.passes[..at], &options.pipeline)?;
     let before = model.clone();
     runs.extend(passes::run_pipeline(

@@ -173,6 +173,21 @@ def test_a_function_changing_conversion_reports_its_drift(bert):
     assert report["verification"]["runs"][0]["outputs"][0]["cosine"] < 1.0
 
 
+def test_calibration_refits_post_to_pre_and_reports_held_out_figures(bert, tmp_path):
+    sets = tmp_path / "calibration"
+    for k in range(8):
+        made = run_command("run", bert, "-o", sets / f"test_data_set_{k}", "--seed", k)
+        assert made.returncode == 0, made.stderr
+    pre, report = normshift.convert(onnx.load(bert), ["post-to-pre"], calibration=sets)
+    assert normshift.analyze(pre)["placement"] == "pre"
+    c = report["calibration"]
+    assert (c["fitted"]["sets"], c["held_out_sets"]) == (6, 2)
+    calibrated, plain = c["calibrated"]["outputs"][0], c["plain"]["outputs"][0]
+    assert calibrated["token_cosine"] > plain["token_cosine"]
+    # The held-out sets verified the result.
+    assert len(report["verification"]["runs"]) == 2
+
+
 def test_the_ort_runtime_is_the_onnxruntime_of_this_interpreter(bert):
     _, report = normshift.convert(onnx.load(bert), ["fuse-layernorm"], runtime="ort")
     assert report["verification"]["runtime"] == "onnxruntime"
