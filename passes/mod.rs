@@ -170,12 +170,38 @@ pub fn run_pipeline(
     names: &[String],
     options: &PipelineOptions,
 ) -> Result<Vec<PassRun>, PassError> {
+    run_segment(model, names, 0..names.len(), options)
+}
+
+/// Where `--stop-after` ends the pipeline `names`: the index of the first run of that pass (`None` when there
+/// is no stop), or an error when the pipeline does not contain it.
+pub fn stop_index(names: &[String], options: &PipelineOptions) -> Result<Option<usize>, PassError> {
+    options
+        .stop_after
+        .as_ref()
+        .map(|stop| {
+            names
+                .iter()
+                .position(|n| n == stop)
+                .ok_or_else(|| PassError::StopAfterUnknown(stop.clone()))
+        })
+        .transpose()
+}
+
+/// Runs the passes `names[range]` of the pipeline `names`, for a caller that does work of its own between
+/// segments: the dumps are numbered by each pass's place in the whole pipeline, and `--stop-after` is looked up
+/// in the whole pipeline (a segment after the stop runs nothing).
+pub fn run_segment(
+    model: &mut Model,
+    names: &[String],
+    range: std::ops::Range<usize>,
+    options: &PipelineOptions,
+) -> Result<Vec<PassRun>, PassError> {
     let passes: Vec<Box<dyn Pass>> = names.iter().map(|n| by_name(n)).collect::<Result<_, _>>()?;
-    if let Some(stop) = &options.stop_after
-        && !names.contains(stop)
-    {
-        return Err(PassError::StopAfterUnknown(stop.clone()));
-    }
+    let end = match stop_index(names, options)? {
+        Some(stop) => range.end.min(stop + 1),
+        None => range.end,
+    };
     if let Some(dir) = &options.dump_ir {
         std::fs::create_dir_all(dir).map_err(|source| PassError::Dump {
             path: dir.clone(),
@@ -183,7 +209,7 @@ pub fn run_pipeline(
         })?;
     }
     let mut runs = Vec::new();
-    for (i, pass) in passes.iter().enumerate() {
+    for (i, pass) in passes.iter().enumerate().take(end).skip(range.start) {
         let stem = format!("{:02}-{}", i + 1, pass.name());
         dump(model, options, &stem, "before")?;
         let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
@@ -196,9 +222,6 @@ pub fn run_pipeline(
             std::fs::write(&path, text).map_err(|source| PassError::Dump { path, source })?;
         }
         runs.push(run);
-        if options.stop_after.as_deref() == Some(pass.name()) {
-            break;
-        }
     }
     Ok(runs)
 }

@@ -262,11 +262,22 @@ fn run_calibrated(
         .ok_or_else(|| {
             CalibrateError::Refused(format!("the pipeline has no `{CALIBRATED}` to calibrate"))
         })?;
-    let mut runs = passes::run_pipeline(model, &options.passes[..at], &options.pipeline)?;
+    let names = &options.passes;
+    if let Some(stop) = passes::stop_index(names, &options.pipeline)?
+        && stop < at
+    {
+        return Err(CalibrateError::Refused(format!(
+            "the pipeline stops after `{}`, before `{CALIBRATED}`: there is nothing to calibrate",
+            names[stop]
+        ))
+        .into());
+    }
+    let mut runs = passes::run_segment(model, names, 0..at, &options.pipeline)?;
     let before = model.clone();
-    runs.extend(passes::run_pipeline(
+    runs.extend(passes::run_segment(
         model,
-        &options.passes[at..at + 1],
+        names,
+        at..at + 1,
         &options.pipeline,
     )?);
     let choice = options
@@ -291,28 +302,27 @@ fn run_calibrated(
         calibration.held_out.len()
     ));
     let plain = std::mem::replace(model, calibrated);
-    let judged = |m: &Model| {
-        calibrate::held_out(
-            &reference,
-            &ModelRef {
-                model: m,
-                ..reference
-            },
-            &calibration.held_out,
-            kind,
-        )
+    let judge = calibrate::HeldOutJudge::new(reference, &calibration.held_out, kind)?;
+    let candidate = |m| ModelRef {
+        model: m,
+        ..reference
     };
+    let (calibrated, plain) = (
+        judge.judge(&candidate(model))?,
+        judge.judge(&candidate(&plain))?,
+    );
     let report = CalibrationReport {
         dir: calibration.dir.clone(),
         held_out_sets: calibration.held_out.len(),
         hold_out_every: calibration.hold_out_every,
-        calibrated: judged(model)?,
-        plain: judged(&plain)?,
+        calibrated,
+        plain,
         fitted,
     };
-    runs.extend(passes::run_pipeline(
+    runs.extend(passes::run_segment(
         model,
-        &options.passes[at + 1..],
+        names,
+        at + 1..names.len(),
         &options.pipeline,
     )?);
     Ok((runs, Some(report)))

@@ -29,6 +29,15 @@ fn calibrated(
     sets: usize,
     extra: &[&str],
 ) -> (std::process::Output, tempfile::TempDir) {
+    calibrated_in(fixture, sets, "post-to-pre", extra)
+}
+
+fn calibrated_in(
+    fixture: &str,
+    sets: usize,
+    passes: &str,
+    extra: &[&str],
+) -> (std::process::Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let cal = dir.path().join("calibration");
     calibration_sets(&fixture_model(fixture), &cal, sets);
@@ -39,12 +48,7 @@ fn calibrated(
         "-o",
         out_path.to_str().unwrap(),
     ];
-    args.extend([
-        "--passes",
-        "post-to-pre",
-        "--calibration",
-        cal.to_str().unwrap(),
-    ]);
+    args.extend(["--passes", passes, "--calibration", cal.to_str().unwrap()]);
     args.extend_from_slice(extra);
     (normshift(&args), dir)
 }
@@ -157,4 +161,68 @@ fn calibration_needs_post_to_pre_and_two_sets() {
     let err = stderr(&run("fuse-layernorm"));
     assert!(err.contains("has no `post-to-pre`"), "{err}");
     assert!(!out_path.exists());
+}
+
+#[test]
+fn passes_around_the_calibrated_one_are_numbered_and_stopped_as_in_one_pipeline() {
+    let pipeline = "fuse-layernorm,post-to-pre,fuse-layernorm";
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("ir");
+    let dumped = |stop: Option<&str>| {
+        let mut extra = vec!["--json", "--dump-ir", dump.to_str().unwrap()];
+        extra.extend(stop.map(|s| ["--stop-after", s]).into_iter().flatten());
+        let _ = std::fs::remove_dir_all(&dump);
+        let (out, _dir) = calibrated_in("bert_post.opset17", 4, pipeline, &extra);
+        let mut diffs: Vec<String> = std::fs::read_dir(&dump)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".diff"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        diffs.sort();
+        (out, diffs)
+    };
+    let (out, diffs) = dumped(None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        diffs,
+        [
+            "01-fuse-layernorm.diff",
+            "02-post-to-pre.diff",
+            "03-fuse-layernorm.diff"
+        ]
+    );
+    // Stopping after the calibrated pass still calibrates it, and runs nothing after it.
+    let (out, diffs) = dumped(Some("post-to-pre"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(diffs, ["01-fuse-layernorm.diff", "02-post-to-pre.diff"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["passes"].as_array().unwrap().len(), 2);
+    assert!(report["calibration"]["fitted"].is_object());
+    // Stopping before it leaves nothing to calibrate: refused, not silently skipped.
+    let (out, diffs) = dumped(Some("fuse-layernorm"));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("stops after `fuse-layernorm`, before `post-to-pre`"),
+        "{err}"
+    );
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
+
+#[test]
+fn a_first_unit_reading_a_projection_of_the_embedding_norm_is_refused_naming_its_producer() {
+    // ALBERT (as exported by torch) projects its embedding norm to the hidden width before the first unit.
+    let (out, dir) = calibrated("wild/albert.legacy17", 4, &[]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("unit 0 cannot be calibrated")
+            && err.contains(
+                "embedding_hidden_mapping_in/Add_output_0` is made by `Add`, not by a norm"
+            ),
+        "{err}"
+    );
+    assert!(!dir.path().join("out.onnx").exists());
 }

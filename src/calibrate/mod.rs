@@ -597,25 +597,44 @@ pub struct OutputFit {
     pub rel_l2: f64,
 }
 
-/// Runs `original` and `candidate` on the held-out `sets` and compares them.
-pub fn held_out(
-    original: &ModelRef,
-    candidate: &ModelRef,
-    sets: &[InputSet],
+/// The original's outputs on the held-out sets, run once, to judge any number of candidates against.
+pub struct HeldOutJudge<'a> {
+    original: ModelRef<'a>,
+    source: crate::verify::InputSource,
+    sets: &'a [InputSet],
     kind: RuntimeKind,
-) -> Result<HeldOut, CalibrateError> {
-    let want = run_sets(kind, original, sets)?;
-    let got = run_sets(kind, candidate, sets)?;
-    let outputs = (0..want.first().map_or(0, Vec::len))
-        .map(|k| output_fit(&want, &got, k))
-        .collect();
-    let units = crate::verify::drift_profile(
-        original,
-        candidate,
-        &crate::verify::InputSource::Sets(sets.to_vec()),
-        crate::verify::RuntimeChoice::Only(kind),
-    )?;
-    Ok(HeldOut { outputs, units })
+    want: Vec<Vec<Named>>,
+}
+
+impl<'a> HeldOutJudge<'a> {
+    pub fn new(
+        original: ModelRef<'a>,
+        sets: &'a [InputSet],
+        kind: RuntimeKind,
+    ) -> Result<Self, CalibrateError> {
+        Ok(HeldOutJudge {
+            want: run_sets(kind, &original, sets)?,
+            source: crate::verify::InputSource::Sets(sets.to_vec()),
+            original,
+            sets,
+            kind,
+        })
+    }
+
+    /// How close `candidate` comes to the original, output by output and unit by unit.
+    pub fn judge(&self, candidate: &ModelRef) -> Result<HeldOut, CalibrateError> {
+        let got = run_sets(self.kind, candidate, self.sets)?;
+        let outputs = (0..self.want.first().map_or(0, Vec::len))
+            .map(|k| output_fit(&self.want, &got, k))
+            .collect();
+        let units = crate::verify::drift_profile(
+            &self.original,
+            candidate,
+            &self.source,
+            RuntimeChoice::Only(self.kind),
+        )?;
+        Ok(HeldOut { outputs, units })
+    }
 }
 
 fn cosine(a: &[f64], b: &[f64]) -> f64 {
@@ -654,7 +673,7 @@ fn output_fit(want: &[Vec<Named>], got: &[Vec<Named>], k: usize) -> OutputFit {
             let seq = shape[1];
             let per = seq * shape[2..].iter().product::<usize>();
             for (x, y) in a.chunks(per.max(1)).zip(b.chunks(per.max(1))) {
-                pooled.push(cosine(&pool(x, seq, width), &pool(y, seq, width)));
+                pooled.push(cosine(&pool(x, seq), &pool(y, seq)));
             }
         }
     }
@@ -677,7 +696,7 @@ fn output_fit(want: &[Vec<Named>], got: &[Vec<Named>], k: usize) -> OutputFit {
 }
 
 /// The mean over the sequence of one sequence's `[seq, …, width]` values (every trailing position kept apart).
-fn pool(x: &[f64], seq: usize, _width: usize) -> Vec<f64> {
+fn pool(x: &[f64], seq: usize) -> Vec<f64> {
     let per = x.len() / seq.max(1);
     (0..per)
         .map(|i| (0..seq).map(|s| x[s * per + i]).sum::<f64>() / seq as f64)

@@ -114,14 +114,19 @@ fn unit_site(ix: &GraphIndex, a: &Analysis, l: usize) -> Result<UnitSite, String
         .iter()
         .find(|n| n.norm.output == unit.stream_in)
         .ok_or_else(|| {
-            if l == 0 {
-                "it reads no embedding norm (there is no norm to refit for it)".to_string()
-            } else {
-                format!(
-                    "its stream `{}` is not the output of a norm",
-                    g.value(unit.stream_in).name
-                )
-            }
+            let made_by = ix
+                .producer_op(unit.stream_in)
+                .map_or("no op (a graph input)".to_string(), |(_, op)| {
+                    format!("`{}`", op.op_type())
+                });
+            // ALBERT and ELECTRA project the embedding norm's output to the hidden width: the first unit
+            // reads that projection, not a norm, and there is nothing between the two for calibration to refit.
+            format!(
+                "its stream `{}` is made by {made_by}, not by a norm: calibration refits the norm each \
+                 unit reads, so {} must read one directly",
+                g.value(unit.stream_in).name,
+                if l == 0 { "the first unit" } else { "every unit" }
+            )
         })?;
     let reads = norm_site(ix, &reads.norm)?;
     let projection = projection(ix, unit.branch_sum)?;
