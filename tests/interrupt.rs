@@ -71,6 +71,11 @@ fn check_outcome(child: Child, dir: &Path, output: &Path) -> Option<i32> {
         Some(0) => {
             normshift::io::load(output).expect("a finished output loads");
         }
+        // 130 after the write (while reporting or freeing memory): the handler says so, and the output is whole.
+        Some(130) if err.contains("interrupted after writing") => {
+            assert!(err.contains(&output.display().to_string()), "{err}");
+            normshift::io::load(output).expect("an output written before the interrupt loads");
+        }
         // 130: our handler ran. No code: SIGINT arrived before the handler was installed, when nothing had been
         // written yet.
         Some(130) | None => {
@@ -161,7 +166,7 @@ fn an_interrupt_during_a_verified_conversion_leaves_the_folder_as_it_was() {
         let status = check_outcome(child, dir.path(), &output);
         let left = files_in(dir.path());
         match status {
-            Some(0) => {
+            Some(0) | Some(130) if output.exists() => {
                 assert_eq!(left, ["in.onnx", "out.onnx"], "finished at {delay:?}");
                 std::fs::remove_file(&output).expect("removing the output");
             }

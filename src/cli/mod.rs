@@ -101,8 +101,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     // Ctrl-C or SIGTERM while a file is being written: remove what is unfinished, so that the output is either
     // complete or absent, then stop as an interrupted program does (128 + SIGINT).
     let installed = ctrlc::set_handler(|| {
-        let _no_more_writes = crate::io::unfinished::abandon();
-        eprintln!("normshift: interrupted; unfinished files removed");
+        let abandoned = crate::io::unfinished::abandon();
+        match abandoned.written() {
+            [] => eprintln!("normshift: interrupted; unfinished files removed"),
+            // Past the end of the write (reporting, freeing memory): the output is there and whole.
+            written => eprintln!(
+                "normshift: interrupted after writing {}; it is complete",
+                written
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
         std::process::exit(130);
     });
     if let Err(e) = installed {
