@@ -210,20 +210,42 @@ pub fn run_segment(
     }
     let mut runs = Vec::new();
     for (i, pass) in passes.iter().enumerate().take(end).skip(range.start) {
-        let stem = format!("{:02}-{}", i + 1, pass.name());
-        dump(model, options, &stem, "before")?;
+        dump(model, options, &dump_stem(names, i), "before")?;
         let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
         let run = run_one(model, pass.as_ref(), &options.context)?;
-        dump(model, options, &stem, "after")?;
-        if let (Some(dir), Some(before)) = (&options.dump_ir, before) {
-            // What the pass changed, matched by structure: the file to snapshot when testing a rewrite.
-            let path = dir.join(format!("{stem}.diff"));
-            let text = crate::ir::diff::diff(&before, &model.graph).to_text();
-            std::fs::write(&path, text).map_err(|source| PassError::Dump { path, source })?;
+        if let Some(before) = before {
+            dump_result(&before, model, names, i, options)?;
         }
         runs.push(run);
     }
     Ok(runs)
+}
+
+/// Writes what pass `i` of the pipeline `names` handed on (`model`) to the `--dump-ir` folder: its text and
+/// its diff from `before`, the graph the pass was given. A caller that changes the model after a segment
+/// (calibration refits `post-to-pre`'s constants) calls it again, so that the dump shows what the next pass
+/// is given.
+pub fn dump_result(
+    before: &crate::ir::Graph,
+    model: &Model,
+    names: &[String],
+    i: usize,
+    options: &PipelineOptions,
+) -> Result<(), PassError> {
+    let Some(dir) = &options.dump_ir else {
+        return Ok(());
+    };
+    let stem = dump_stem(names, i);
+    dump(model, options, &stem, "after")?;
+    // What the pass changed, matched by structure: the file to snapshot when testing a rewrite.
+    let path = dir.join(format!("{stem}.diff"));
+    let text = crate::ir::diff::diff(before, &model.graph).to_text();
+    std::fs::write(&path, text).map_err(|source| PassError::Dump { path, source })
+}
+
+/// `02-post-to-pre`: the dump files' stem for pass `i` of the pipeline `names`.
+fn dump_stem(names: &[String], i: usize) -> String {
+    format!("{:02}-{}", i + 1, names[i])
 }
 
 /// Applies one pass to the main graph and then inside every subgraph body, each followed (if it changed

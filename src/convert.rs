@@ -302,6 +302,8 @@ fn run_calibrated(
         calibration.held_out.len()
     ));
     let plain = std::mem::replace(model, calibrated);
+    // The dump shows what `post-to-pre` hands on: the calibrated model, not the plain mapping it started from.
+    passes::dump_result(&before.graph, model, names, at, &options.pipeline)?;
     let judge = calibrate::HeldOutJudge::new(reference, &calibration.held_out, kind)?;
     let candidate = |m| ModelRef {
         model: m,

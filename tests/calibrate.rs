@@ -193,6 +193,17 @@ fn passes_around_the_calibrated_one_are_numbered_and_stopped_as_in_one_pipeline(
             "03-fuse-layernorm.diff"
         ]
     );
+    // The calibrated pass's dump is what it handed on (the refitted constants), not the plain mapping.
+    let text = |name: &str| std::fs::read_to_string(dump.join(name)).unwrap();
+    assert_eq!(
+        text("02-post-to-pre.after.txt"),
+        text("03-fuse-layernorm.before.txt")
+    );
+    assert!(
+        text("02-post-to-pre.diff").contains("+ const"),
+        "{}",
+        text("02-post-to-pre.diff")
+    );
     // Stopping after the calibrated pass still calibrates it, and runs nothing after it.
     let (out, diffs) = dumped(Some("post-to-pre"));
     assert!(out.status.success(), "{}", stderr(&out));

@@ -373,3 +373,38 @@ fn merged_decoders_keep_their_function_and_interface_in_both_branches() {
         assert_eq!(interface(&rewritten), interface(&original));
     }
 }
+
+#[test]
+fn calibrating_a_model_with_units_inside_a_branch_is_refused_naming_the_branch() {
+    // post-to-pre converts the units in both branches; calibration would fit none of them.
+    let plain = std::fs::read(fixture_model("bert_post.opset14")).unwrap();
+    let bytes = merged(&plain);
+    let model = load(&bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("m.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, &bytes).unwrap();
+    let cal = dir.path().join("calibration");
+    for seed in 0..2 {
+        let inputs =
+            normshift::verify::generate_inputs(&model, seed, &mut Default::default()).unwrap();
+        let set = cal.join(format!("test_data_set_{seed}"));
+        normshift::verify::write_test_data(&set, &inputs, &[]).unwrap();
+    }
+    let out = normshift(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--passes",
+        "post-to-pre",
+        "--calibration",
+        cal.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the subgraph body `/merged::if/then_branch` holds residual units"),
+        "{err}"
+    );
+    assert!(!output.exists());
+}

@@ -4,7 +4,7 @@
 //! model `post-to-pre` made of it, which keeps every value and node name.
 
 use crate::analysis::constants::constant;
-use crate::analysis::{Analysis, Norm, NormKind, Param, Placement, analyze};
+use crate::analysis::{Analysis, Norm, NormKind, Param, Placement, analyze, analyze_model};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, ValueId};
 use crate::tensor::to_f64;
@@ -62,6 +62,7 @@ pub struct Sites {
 
 /// The sites of a Post-LN `model`, or why it cannot be calibrated (naming the unit).
 pub fn find(model: &Model) -> Result<Sites, String> {
+    refuse_units_in_bodies(model)?;
     let ix = GraphIndex::new(&model.graph);
     let a = analyze(&ix);
     if a.residual_units.is_empty() {
@@ -89,6 +90,25 @@ pub fn find(model: &Model) -> Result<Sites, String> {
         final_norm,
         width: width.unwrap_or(0),
     })
+}
+
+/// Calibration fits the main graph's units only, and `post-to-pre` also converts the units inside subgraph
+/// bodies (a merged decoder's branches): those would be handed on with the plain mapping, so a model with any
+/// is refused, naming the body.
+fn refuse_units_in_bodies(model: &Model) -> Result<(), String> {
+    let analysis = analyze_model(model).map_err(|e| e.to_string())?;
+    match analysis
+        .subgraphs
+        .iter()
+        .find(|b| !b.analysis.residual_units.is_empty())
+    {
+        Some(body) => Err(format!(
+            "the subgraph body `{}` holds residual units, and calibration fits only the main graph's \
+             (`post-to-pre` would hand those on with the plain mapping)",
+            body.path
+        )),
+        None => Ok(()),
+    }
 }
 
 fn unit_site(ix: &GraphIndex, a: &Analysis, l: usize) -> Result<UnitSite, String> {
