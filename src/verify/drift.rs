@@ -25,7 +25,8 @@ pub struct DriftRow {
     pub max_abs: f64,
 }
 
-/// The probes of `model`: (unit, value name) for the first norm reading each unit's sum.
+/// The probes of `model`: (unit, value name) for the first norm reading each unit's sum (or, when none reads
+/// it directly, the unit's post-norm, which may read it through shape-only ops: OPT adds in 2-D).
 pub fn probes(model: &Model) -> Vec<(usize, String)> {
     let ix = GraphIndex::new(&model.graph);
     let a = analyze(&ix);
@@ -33,10 +34,14 @@ pub fn probes(model: &Model) -> Vec<(usize, String)> {
         .iter()
         .enumerate()
         .filter_map(|(l, u)| {
-            let norm = u.fused_norm.map(|i| &a.norms[i]).or_else(|| {
-                let sum = u.sum?;
-                a.norms.iter().find(|n| n.norm.normalized() == Some(sum))
-            })?;
+            let norm = u
+                .fused_norm
+                .map(|i| &a.norms[i])
+                .or_else(|| {
+                    let sum = u.sum?;
+                    a.norms.iter().find(|n| n.norm.normalized() == Some(sum))
+                })
+                .or_else(|| u.post_norm.map(|i| &a.norms[i]))?;
             Some((l, model.graph.value(norm.norm.output).name.clone()))
         })
         .collect()
