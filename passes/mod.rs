@@ -30,6 +30,8 @@ use serde::Serialize;
 use crate::ir::text::TextOptions;
 use crate::ir::{Model, Patch, PatchError, ValidationError};
 
+pub use placement::norm_read_through;
+
 /// Whether a pass keeps the model's function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

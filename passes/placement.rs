@@ -200,15 +200,17 @@ fn steps_after_norm(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> Vec<NodeI
     steps
 }
 
-/// The value `stream` carries before the shape-only ops that follow a norm (see [`steps_after_norm`]).
-pub(super) fn before_steps(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> ValueId {
-    steps_after_norm(ix, a, stream)
+/// The norm a unit whose stream is `stream` reads through: the one whose output reaches `stream`, possibly
+/// through the shape-only ops that follow a norm (see [`steps_after_norm`]). `post-to-pre` moves the unit's
+/// skip to that norm's input; calibration refits it as the unit's pre-norm.
+pub fn norm_read_through<'a>(
+    ix: &GraphIndex,
+    a: &'a Analysis,
+    stream: ValueId,
+) -> Option<&'a NormInfo> {
+    let before_steps = steps_after_norm(ix, a, stream)
         .last()
         .and_then(|&n| ix.inputs(n).first().copied().flatten())
-        .unwrap_or(stream)
-}
-
-/// The norm whose output is `v`.
-pub(super) fn norm_producing(a: &Analysis, v: ValueId) -> Option<&NormInfo> {
-    a.norms.iter().find(|n| n.norm.output == v)
+        .unwrap_or(stream);
+    a.norms.iter().find(|n| n.norm.output == before_steps)
 }

@@ -53,6 +53,39 @@ fn calibrated_in(
     (normshift(&args), dir)
 }
 
+/// The calibrated mapping's held-out figures in the report's `calibration` are at least the plain mapping's:
+/// on the first output, and after each of the model's `units` units.
+fn assert_never_worse(fixture: &str, c: &serde_json::Value, units: usize) {
+    let (cal, plain) = (&c["calibrated"]["outputs"][0], &c["plain"]["outputs"][0]);
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert!(
+        f(cal, "token_cosine") >= f(plain, "token_cosine"),
+        "{fixture}: {cal} vs {plain}"
+    );
+    assert!(
+        f(cal, "pooled_cosine") >= f(plain, "pooled_cosine"),
+        "{fixture}: {cal} vs {plain}"
+    );
+    assert!(
+        f(cal, "rel_l2") <= f(plain, "rel_l2"),
+        "{fixture}: {cal} vs {plain}"
+    );
+    let cosines = |h: &serde_json::Value| -> Vec<f64> {
+        h["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["cosine"].as_f64().unwrap())
+            .collect()
+    };
+    let (cu, pu) = (cosines(&c["calibrated"]), cosines(&c["plain"]));
+    assert_eq!(cu.len(), units, "{fixture}: {cu:?}");
+    assert!(
+        cu.iter().zip(&pu).all(|(a, b)| a >= b),
+        "{fixture}: {cu:?} vs {pu:?}"
+    );
+}
+
 #[test]
 fn calibrated_is_never_worse_than_plain_on_held_out_sets() {
     for fixture in ["bert_post.opset14", "bert_post.opset17"] {
@@ -77,35 +110,7 @@ fn calibrated_is_never_worse_than_plain_on_held_out_sets() {
                 .all(|l| l.ends_with("3") || l.ends_with("7") || l.ends_with("11")),
             "{judged:?}"
         );
-        let (cal, plain) = (&c["calibrated"]["outputs"][0], &c["plain"]["outputs"][0]);
-        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
-        assert!(
-            f(cal, "token_cosine") >= f(plain, "token_cosine"),
-            "{fixture}: {cal} vs {plain}"
-        );
-        assert!(
-            f(cal, "pooled_cosine") >= f(plain, "pooled_cosine"),
-            "{fixture}: {cal} vs {plain}"
-        );
-        assert!(
-            f(cal, "rel_l2") <= f(plain, "rel_l2"),
-            "{fixture}: {cal} vs {plain}"
-        );
-        // And after every unit.
-        let units = |h: &serde_json::Value| -> Vec<f64> {
-            h["units"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["cosine"].as_f64().unwrap())
-                .collect()
-        };
-        let (cu, pu) = (units(&c["calibrated"]), units(&c["plain"]));
-        assert_eq!(cu.len(), 4);
-        assert!(
-            cu.iter().zip(&pu).all(|(a, b)| a >= b),
-            "{fixture}: {cu:?} vs {pu:?}"
-        );
+        assert_never_worse(fixture, c, 4);
         // A true Pre-LN model, which pre-to-post takes.
         let result = dir.path().join("out.onnx");
         let model = normshift::io::load(&result).unwrap();
@@ -223,17 +228,52 @@ fn passes_around_the_calibrated_one_are_numbered_and_stopped_as_in_one_pipeline(
 }
 
 #[test]
-fn a_first_unit_reading_a_projection_of_the_embedding_norm_is_refused_naming_its_producer() {
-    // ALBERT (as exported by torch) projects its embedding norm to the hidden width before the first unit.
-    let (out, dir) = calibrated("wild/albert.legacy17", 4, &[]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("unit 0 cannot be calibrated")
-            && err.contains(
-                "embedding_hidden_mapping_in/Add_output_0` is made by `Add`, not by a norm"
-            ),
-        "{err}"
-    );
-    assert!(!dir.path().join("out.onnx").exists());
+fn a_first_unit_that_reads_no_norm_is_kept_and_the_units_after_it_are_calibrated() {
+    // As torch exports them: ALBERT and ELECTRA project the embedding norm to the hidden width before the
+    // first unit; OPT-post has no embedding norm, and writes its MLP projections as Gemm on a 2-D view.
+    for fixture in [
+        "wild/albert.legacy17",
+        "wild/electra.legacy17",
+        "wild/opt_post.legacy17",
+    ] {
+        let (out, dir) = calibrated(fixture, 12, &["--json"]);
+        assert!(out.status.success(), "{fixture}: {}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let c = &report["calibration"];
+        let kept = c["fitted"]["kept"].as_array().unwrap();
+        assert_eq!(kept.len(), 1, "{fixture}: {kept:?}");
+        assert_eq!(kept[0]["unit"], 0);
+        assert!(
+            kept[0]["why"].as_str().unwrap().contains("not a norm"),
+            "{fixture}: {kept:?}"
+        );
+        let fitted: Vec<u64> = c["fitted"]["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["unit"].as_u64().unwrap())
+            .collect();
+        assert_eq!(fitted, [1, 2, 3], "{fixture}");
+        // ALBERT's two layers share their weights: the refitted readers get copies, and the report says so.
+        let unshared = c["fitted"]["unshared"].as_array().unwrap();
+        assert_eq!(
+            !unshared.is_empty(),
+            fixture.contains("albert"),
+            "{fixture}: {unshared:?}"
+        );
+        assert!(unshared.iter().all(|u| u["readers"].as_u64() > Some(1)));
+        assert_never_worse(fixture, c, 4);
+        // The kept unit is the original's, so the stream after it is too.
+        let first = c["calibrated"]["units"][0]["cosine"].as_f64().unwrap();
+        assert!(first > 0.99999, "{fixture}: {first}");
+        // The plain mapping's graph: the kept unit reads no norm, every other one is Pre-LN.
+        let model = normshift::io::load(&dir.path().join("out.onnx")).unwrap();
+        let ix = normshift::ir::index::GraphIndex::new(&model.graph);
+        let placements: Vec<&str> = normshift::analysis::analyze(&ix)
+            .residual_units
+            .iter()
+            .map(|u| u.placement.as_str())
+            .collect();
+        assert_eq!(placements, ["none", "pre", "pre", "pre"], "{fixture}");
+    }
 }

@@ -11,7 +11,10 @@ For each folder holding a model.onnx (and an expected.json beside the folders, a
     `none` (nothing to do), `left, said why` (candidates left alone, each with a note), `refused` (the pass
     or verification refused, in one line), `FAIL` (a mismatch or a crash);
   * placement round trip: the rewrite the model's placement allows (pre-to-post for pre, post-to-pre for
-    post), then back, verified against the original (`exact`: the round trip reproduces it).
+    post), then back, verified against the original (`exact`: the round trip reproduces it);
+  * calibrated post-to-pre (Post-LN models): `convert --calibration` on 12 sets made by `run --seed K`, 3 held
+    out — `T vs P` (held-out token cosine of the first output, calibrated vs plain; FAIL if calibrated is worse
+    on an output or after a unit), `refused` (in one line, naming why), `no sets` (`run` cannot make inputs).
 Every file written is then checked with the official checker (`onnx.checker.check_model(full_check=True)`, run
 by $PYTHON, default python3, when it has `onnx`; the table says how many were checked).
 Prints a Markdown table (the README's "Models as exported in practice") and exits 1 on any FAIL or any file
@@ -99,10 +102,13 @@ def main():
             cells.append(round_trip(binary, model, placement, inputs, work, f"{di}.{name}"))
             written[os.path.join(work, f"{di}.{name}.roundtrip.onnx")] = model
             failed += cells[-1] == "FAIL"
+            cells.append(calibrated(binary, model, placement, work, f"{di}.{name}"))
+            written[os.path.join(work, f"{di}.{name}.calibrated.onnx")] = model
+            failed += cells[-1].startswith("FAIL")
             rows.append((name, cells))
     rejected = check_files(work, written)
     failed += len(rejected)
-    header = ["model", "analysis"] + [c for c, _ in PASSES] + ["placement round trip"]
+    header = ["model", "analysis"] + [c for c, _ in PASSES] + ["placement round trip", "calibrated post→pre"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, cells in rows:
@@ -167,6 +173,34 @@ def round_trip(binary, model, placement, inputs, work, stem):
     if check.returncode == 0:
         return "exact"
     return "refused" if check.returncode in (2, 3) else "FAIL"
+
+
+def calibrated(binary, model, placement, work, stem):
+    if placement != "post":
+        return "-"
+    sets = os.path.join(work, f"{stem}.calibration")
+    for k in range(12):
+        made = run([binary, "run", model, "-o", os.path.join(sets, f"test_data_set_{k:02}"), "--seed", str(k)])
+        if made.returncode != 0:
+            return "no sets"
+    out = os.path.join(work, f"{stem}.calibrated.onnx")
+    convert = lambda passes: run([binary, "convert", model, "-o", out, "--passes", passes, "--calibration", sets,
+                                  "--json"])
+    r, note = convert("post-to-pre"), ""
+    if r.returncode in (2, 3) and "run `unfuse-norms` first" in r.stderr:
+        # Fused Skip ops hide the residual sum: the refusal says what to do, and the matrix does it.
+        r, note = convert("unfuse-norms,post-to-pre"), " (unfused first)"
+    if r.returncode in (2, 3):
+        return "refused"
+    try:
+        c = json.loads(r.stdout)["calibration"]
+    except (ValueError, KeyError, TypeError):
+        return "FAIL"
+    worse = any(a["token_cosine"] < b["token_cosine"] or a["pooled_cosine"] < b["pooled_cosine"]
+                or a["rel_l2"] > b["rel_l2"] for a, b in zip(c["calibrated"]["outputs"], c["plain"]["outputs"]))
+    worse |= any(a["cosine"] < b["cosine"] for a, b in zip(c["calibrated"]["units"], c["plain"]["units"]))
+    first = (c["calibrated"]["outputs"][0]["token_cosine"], c["plain"]["outputs"][0]["token_cosine"])
+    return ("FAIL " if worse else "") + f"{first[0]:.4f} vs {first[1]:.4f}{note}"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@
 //! The branches between norm and projection are run in a runtime on the converted trunk's values (each
 //! branch extracted from the original, whose branches `post-to-pre` does not touch); everything else is
 //! computed here. The result is a true Pre-LN model with the plain mapping's graph and new constants.
+//!
+//! A first unit that reads no norm (no embedding norm, as in OPT; or one behind a projection to the hidden
+//! width, as in ALBERT and ELECTRA) is one `post-to-pre` leaves as it is: the converted trunk after it is the
+//! original's first sum exactly, and the walk starts there, with that sum in the embedding's place.
 
 pub mod fit;
 mod sites;
@@ -35,6 +39,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use fit::{Linear, Rows};
+pub use sites::KeptUnit;
 use sites::{NormSite, Sites, Slot};
 
 use crate::ir::index::GraphIndex;
@@ -147,7 +152,11 @@ pub struct Fitted {
     pub runtime: RuntimeKind,
     pub tokens: usize,
     pub settings: Settings,
+    /// The units left as the plain mapping has them (a first unit that reads no norm), before the fitted ones.
+    pub kept: Vec<KeptUnit>,
     pub units: Vec<UnitFit>,
+    /// Shared constants that refitted readers now hold copies of.
+    pub unshared: Vec<UnsharedConstant>,
     /// The final norm, refitted (step 3).
     pub final_norm: String,
     /// Relative L2 of the final norm's output against the original's, on the fitted tokens.
@@ -227,12 +236,15 @@ pub fn calibrate(
     let mut fits = Vec::new();
     let mut new_params: Vec<(&Slot, Vec<f64>)> = Vec::new();
     for (l, unit) in sites.units.iter().enumerate() {
-        let fail = |reason: String| CalibrateError::Fit { unit: l, reason };
+        let fail = |reason: String| CalibrateError::Fit {
+            unit: unit.index,
+            reason,
+        };
         let (gamma, beta, x_hat, norm_fit) = walk.refit_norm(&unit.reads, &reference.stream_in(l));
         let a = run_branch(original, unit, &x_hat, &reference, sets, kind)?;
         let step = walk.refit_projection(l, unit, &a).map_err(fail)?;
         fits.push(UnitFit {
-            unit: l,
+            unit: unit.index,
             norm: unit.reads.output.clone(),
             projection: unit.projection.weight.reader.clone(),
             trunk_scale: step.trunk_scale,
@@ -243,14 +255,17 @@ pub fn calibrate(
         });
         new_params.push((&unit.reads.scale, gamma));
         new_params.push((&unit.reads.shift, beta));
-        new_params.push((&unit.projection.weight, step.linear.weight));
+        new_params.push((
+            &unit.projection.weight,
+            unit.projection.stored(step.linear.weight),
+        ));
         new_params.push((&unit.projection.bias, step.linear.bias));
     }
     let last = reference.stream_in(sites.units.len());
     let (gamma, beta, _, final_fit) = walk.refit_norm(&sites.final_norm, &last);
     new_params.push((&sites.final_norm.scale, gamma));
     new_params.push((&sites.final_norm.shift, beta));
-    let model = with_constants(plain, &new_params)?;
+    let (model, unshared) = with_constants(plain, &new_params)?;
     Ok((
         model,
         Fitted {
@@ -258,7 +273,9 @@ pub fn calibrate(
             tokens: reference.tokens(),
             runtime: kind,
             settings,
+            kept: sites.kept.clone(),
             units: fits,
+            unshared,
             final_norm: sites.final_norm.output.clone(),
             final_fit,
             elapsed_s: started.elapsed().as_secs_f64(),
@@ -266,10 +283,12 @@ pub fn calibrate(
     ))
 }
 
-/// The original's values on the calibration sets: the embedding the first norm reads, and every unit's sum.
+/// The original's values on the calibration sets: what the first refitted norm normalizes (the embedding, or
+/// the sum of a first unit left as it is), and the sum of every unit refitted.
 struct Reference<'s> {
     sites: &'s Sites,
-    embedding: Gathered,
+    /// What the first refitted norm normalizes: where the walk starts.
+    start: Gathered,
     sums: Vec<Rows>,
 }
 
@@ -302,31 +321,24 @@ impl<'s> Reference<'s> {
                 "its residual stream is not float32 (calibration fits float32 models)".into(),
             ));
         }
-        let embedding = gather(&outputs, names[0])?;
+        let start = gather(&outputs, names[0])?;
         let sums = sites
             .units
             .iter()
             .map(|u| gather(&outputs, &u.sum).map(|g| g.rows))
             .collect::<Result<_, _>>()?;
-        Ok((
-            Reference {
-                sites,
-                embedding,
-                sums,
-            },
-            ran.runtime,
-        ))
+        Ok((Reference { sites, start, sums }, ran.runtime))
     }
 
     fn tokens(&self) -> usize {
-        self.embedding.rows.len()
+        self.start.rows.len()
     }
 
-    /// What the norm unit `l` reads (or, for `l` = the unit count, the final norm) normalizes in the original:
-    /// the embedding, or the sum of the unit before.
+    /// What the norm the `l`-th refitted unit reads (or, for `l` = their count, the final norm) normalizes in
+    /// the original: the start, or the sum of the unit before.
     fn normalized(&self, l: usize) -> &Rows {
         if l == 0 {
-            &self.embedding.rows
+            &self.start.rows
         } else {
             &self.sums[l - 1]
         }
@@ -376,7 +388,7 @@ struct ProjectionStep {
 
 impl<'r, 's> Walk<'r, 's> {
     fn start(sites: &Sites, reference: &'r Reference<'s>, settings: Settings) -> Walk<'r, 's> {
-        let e = &reference.embedding.rows;
+        let e = &reference.start.rows;
         Walk {
             reference,
             settings,
@@ -502,7 +514,7 @@ fn run_branch(
         .collect();
     let mut fed = Vec::with_capacity(sets.len());
     let mut start = 0;
-    for (set, shape) in sets.iter().zip(&reference.embedding.shapes) {
+    for (set, shape) in sets.iter().zip(&reference.start.shapes) {
         let rows: usize = shape.iter().rev().skip(1).product();
         let values: Vec<f32> = x_hat.data[start * x_hat.width..(start + rows) * x_hat.width]
             .iter()
@@ -539,12 +551,28 @@ fn run_branch(
     Ok(gather(&outputs, &unit.projection.activation)?.rows)
 }
 
-/// `plain` with each slot reading a new constant of the same type and dims holding the values given.
-fn with_constants(plain: &Model, params: &[(&Slot, Vec<f64>)]) -> Result<Model, CalibrateError> {
+/// A constant several ops of the original read (ALBERT shares its layers' weights), of which calibration
+/// refitted some readers: each of those now reads a copy of its own, and the model grows by them.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnsharedConstant {
+    pub name: String,
+    /// The ops that read it.
+    pub readers: usize,
+    /// Those that now read a calibrated copy.
+    pub copies: usize,
+}
+
+/// `plain` with each slot reading a new constant of the same type and dims holding the values given, and the
+/// shared constants that became per-reader copies.
+fn with_constants(
+    plain: &Model,
+    params: &[(&Slot, Vec<f64>)],
+) -> Result<(Model, Vec<UnsharedConstant>), CalibrateError> {
     let ix = GraphIndex::new(&plain.graph);
     let mut patch = Patch::new();
     let mut edits: BTreeMap<petgraph::stable_graph::NodeIndex, Vec<(usize, ValueRef)>> =
         BTreeMap::new();
+    let mut copies: BTreeMap<crate::ir::ValueId, usize> = BTreeMap::new();
     for (slot, values) in params {
         let node = plain
             .graph
@@ -565,14 +593,28 @@ fn with_constants(plain: &Model, params: &[(&Slot, Vec<f64>)]) -> Result<Model, 
         })?;
         let value = patch.initializer(format!("{}/calibrated", slot.reader), tensor);
         edits.entry(node).or_default().push((slot.slot, value));
+        if let Some(read) = ix.inputs(node).get(slot.slot).copied().flatten() {
+            *copies.entry(read).or_default() += 1;
+        }
     }
+    let unshared = copies
+        .into_iter()
+        .filter_map(|(v, copies)| {
+            let readers = ix.consumers(v).len();
+            (readers > 1).then(|| UnsharedConstant {
+                name: plain.graph.value(v).name.clone(),
+                readers,
+                copies,
+            })
+        })
+        .collect();
     for (node, inputs) in edits {
         patch.replace_slots(&ix, node, &inputs, &[]);
         patch.sites += 1;
     }
     let mut model = plain.clone();
     crate::passes::apply_patch(&mut model, patch, "post-to-pre")?;
-    Ok(model)
+    Ok((model, unshared))
 }
 
 /// How close a model comes to the original on the held-out sets: output by output, and unit by unit.

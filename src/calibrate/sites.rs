@@ -7,7 +7,9 @@ use crate::analysis::constants::constant;
 use crate::analysis::{Analysis, Norm, NormKind, Param, Placement, analyze, analyze_model};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, ValueId};
+use crate::passes::norm_read_through;
 use crate::tensor::to_f64;
+use serde::Serialize;
 
 /// A constant the calibration rewrites, and the op input that reads it.
 #[derive(Debug, Clone)]
@@ -36,13 +38,17 @@ pub struct NormSite {
 pub struct Projection {
     /// `a`: what the projection reads.
     pub activation: String,
+    /// `W` as `[k, d]` values (transposed from the op's `[d, k]` when `transposed`).
     pub weight: Slot,
+    pub transposed: bool,
     pub bias: Slot,
 }
 
 /// One residual unit as calibration sees it.
 #[derive(Debug, Clone)]
 pub struct UnitSite {
+    /// The unit's place among the model's residual units.
+    pub index: usize,
     /// The norm whose output the unit's branch reads: the embedding norm for the first unit, the previous
     /// unit's post-norm after that. In the Pre-LN model it is the unit's pre-norm.
     pub reads: NormSite,
@@ -51,10 +57,20 @@ pub struct UnitSite {
     pub projection: Projection,
 }
 
+/// A unit calibration leaves as the plain mapping has it, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptUnit {
+    pub unit: usize,
+    pub why: String,
+}
+
 /// Every unit, and the last post-norm.
 #[derive(Debug, Clone)]
 pub struct Sites {
+    /// The units calibration refits, in order.
     pub units: Vec<UnitSite>,
+    /// The units before them, left as they are.
+    pub kept: Vec<KeptUnit>,
     pub final_norm: NormSite,
     /// The hidden size.
     pub width: usize,
@@ -69,8 +85,15 @@ pub fn find(model: &Model) -> Result<Sites, String> {
         return Err("the model has no residual units".into());
     }
     let mut units = Vec::new();
+    let mut kept = Vec::new();
     let mut width = None;
     for l in 0..a.residual_units.len() {
+        if l == 0
+            && let Some(why) = kept_first_unit(&ix, &a)
+        {
+            kept.push(KeptUnit { unit: 0, why });
+            continue;
+        }
         let site =
             unit_site(&ix, &a, l).map_err(|e| format!("unit {l} cannot be calibrated: {e}"))?;
         let d = site.reads.scale.values.len();
@@ -78,6 +101,9 @@ pub fn find(model: &Model) -> Result<Sites, String> {
             return Err(format!("unit {l} has width {d}, the others another"));
         }
         units.push(site);
+    }
+    if units.is_empty() {
+        return Err("its only unit reads no norm: there is nothing to refit".into());
     }
     let last = a.residual_units.len() - 1;
     let final_norm = a.residual_units[last]
@@ -87,9 +113,35 @@ pub fn find(model: &Model) -> Result<Sites, String> {
         .map_err(|e| format!("the last post-norm cannot be calibrated: {e}"))?;
     Ok(Sites {
         units,
+        kept,
         final_norm,
         width: width.unwrap_or(0),
     })
+}
+
+/// Why the first unit is left as it is, when it reads no norm: a model without embedding norm (OPT), or one
+/// that projects its embedding norm's output to the hidden width (ALBERT, ELECTRA). `post-to-pre` leaves that
+/// unit as it is, so the converted trunk after it is the original's first residual sum exactly, and the walk
+/// starts there: the second unit reads it through the first unit's post-norm, as the first unit of a model with
+/// an embedding norm reads the embedding.
+fn kept_first_unit(ix: &GraphIndex, a: &Analysis) -> Option<String> {
+    let stream = a.residual_units[0].stream_in;
+    if norm_read_through(ix, a, stream).is_some() {
+        return None;
+    }
+    Some(format!(
+        "it reads `{}`, made by {}, not a norm: `post-to-pre` leaves it as it is",
+        ix.graph.value(stream).name,
+        made_by(ix, stream)
+    ))
+}
+
+/// `` `Add` `` for a value an op makes, or what else makes it.
+fn made_by(ix: &GraphIndex, v: ValueId) -> String {
+    ix.producer_op(v)
+        .map_or("no op (a graph input)".to_string(), |(_, op)| {
+            format!("`{}`", op.op_type())
+        })
 }
 
 /// Calibration fits the main graph's units only, and `post-to-pre` also converts the units inside subgraph
@@ -129,31 +181,21 @@ fn unit_site(ix: &GraphIndex, a: &Analysis, l: usize) -> Result<UnitSite, String
     let sum = unit
         .sum
         .ok_or("its residual sum exists only inside a fused Skip op: run `unfuse-norms` first")?;
-    let reads = a
-        .norms
-        .iter()
-        .find(|n| n.norm.output == unit.stream_in)
-        .ok_or_else(|| {
-            let made_by = ix
-                .producer_op(unit.stream_in)
-                .map_or("no op (a graph input)".to_string(), |(_, op)| {
-                    format!("`{}`", op.op_type())
-                });
-            // ALBERT and ELECTRA project the embedding norm's output to the hidden width: the first unit
-            // reads that projection, not a norm, and there is nothing between the two for calibration to refit.
-            format!(
-                "its stream `{}` is made by {made_by}, not by a norm: calibration refits the norm each \
-                 unit reads, so {} must read one directly",
-                g.value(unit.stream_in).name,
-                if l == 0 { "the first unit" } else { "every unit" }
-            )
-        })?;
+    let reads = norm_read_through(ix, a, unit.stream_in).ok_or_else(|| {
+        format!(
+            "its stream `{}` is made by {}, not by a norm: calibration refits the norm each unit after \
+             the first reads",
+            g.value(unit.stream_in).name,
+            made_by(ix, unit.stream_in)
+        )
+    })?;
     let reads = norm_site(ix, &reads.norm)?;
     let projection = projection(ix, unit.branch_sum)?;
     if projection.bias.values.len() != reads.scale.values.len() {
         return Err("its output projection's width is not the stream's".into());
     }
     Ok(UnitSite {
+        index: l,
         reads,
         sum: g.value(sum).name.clone(),
         projection,
@@ -224,14 +266,19 @@ fn slot_of(
     })
 }
 
-/// `Add(MatMul(a, W), b)` writing `branch`, in either operand order.
+/// The linear op writing `branch`: `Add(MatMul(a, W), b)` in either operand order, or `Gemm(a, W, b)` (as
+/// exporters write a projection of a 2-D view of the stream, OPT's MLP for one) without scaling.
 fn projection(ix: &GraphIndex, branch: ValueId) -> Result<Projection, String> {
     let none = || {
         format!(
-            "its branch `{}` does not end in a linear output projection Add(MatMul(a, W), b) with constant W and b",
+            "its branch `{}` does not end in a linear output projection (Add(MatMul(a, W), b) or Gemm(a, W, b)) \
+             with constant W and b",
             ix.graph.value(branch).name
         )
     };
+    if let Some((gemm, _)) = ix.produced_by(branch, "Gemm") {
+        return gemm_projection(ix, gemm).ok_or_else(none);
+    }
     let (add, _) = ix.produced_by(branch, "Add").ok_or_else(none)?;
     let inputs = ix.inputs(add);
     (0..2)
@@ -247,8 +294,67 @@ fn projection(ix: &GraphIndex, branch: ValueId) -> Result<Projection, String> {
             Some(Projection {
                 activation: ix.graph.value(activation).name.clone(),
                 weight,
+                transposed: false,
                 bias,
             })
         })
         .ok_or_else(none)
+}
+
+/// `Gemm(a, W, b)` with `alpha = beta = 1`, `a` not transposed, constant `W` (`[k, d]`, or `[d, k]` with
+/// `transB`) and constant `b` of `d` values.
+fn gemm_projection(ix: &GraphIndex, gemm: petgraph::stable_graph::NodeIndex) -> Option<Projection> {
+    let op = ix.graph.graph[gemm].op()?;
+    let float = |name: &str| op.attribute(name).map_or(1.0, |a| a.f());
+    let int = |name: &str| op.attribute(name).map_or(0, |a| a.i());
+    if float("alpha") != 1.0 || float("beta") != 1.0 || int("transA") != 0 {
+        return None;
+    }
+    let transposed = int("transB") != 0;
+    let input = |slot: usize| ix.inputs(gemm).get(slot).copied().flatten();
+    let mut weight = slot_of(ix, gemm, 1, input(1)?).filter(|s| s.dims.len() == 2)?;
+    let d = weight.dims[usize::from(!transposed)];
+    let bias = slot_of(ix, gemm, 2, input(2)?).filter(|s| s.values.len() as i64 == d)?;
+    if transposed {
+        // The fit works on `[k, d]`; the values go back as stored (`Projection::stored`).
+        weight.values = transpose(&weight.values, d as usize);
+    }
+    Some(Projection {
+        activation: ix.graph.value(input(0)?).name.clone(),
+        weight,
+        transposed,
+        bias,
+    })
+}
+
+/// The `[cols, rows]` row-major transpose of `values` laid out as `rows` rows.
+fn transpose(values: &[f64], rows: usize) -> Vec<f64> {
+    let cols = values.len() / rows.max(1);
+    (0..cols * rows)
+        .map(|i| values[(i % rows) * cols + i / rows])
+        .collect()
+}
+
+impl Projection {
+    /// A fitted `[k, d]` weight as the op stores it.
+    pub fn stored(&self, weight: Vec<f64>) -> Vec<f64> {
+        match self.transposed {
+            true => transpose(&weight, weight.len() / self.bias.values.len().max(1)),
+            false => weight,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    #[test]
+    fn a_gemm_weight_stored_as_d_by_k_is_read_as_k_by_d_and_written_back() {
+        // [[1, 2, 3], [4, 5, 6]] (d = 2 rows of k = 3) is [[1, 4], [2, 5], [3, 6]] as [k, d].
+        let stored = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let kd = transpose(&stored, 2);
+        assert_eq!(kd, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        assert_eq!(transpose(&kd, 3), stored);
+    }
 }

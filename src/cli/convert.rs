@@ -305,6 +305,16 @@ fn print_calibration(c: &CalibrationReport) {
         f.units.len(),
         f.final_norm
     );
+    if !f.unshared.is_empty() {
+        let copies: usize = f.unshared.iter().map(|u| u.copies).sum();
+        let names: Vec<String> = f.unshared.iter().map(|u| format!("`{}`", u.name)).collect();
+        eprintln!(
+            "  {} constants that several ops share were refitted per reader, {copies} copies in all (the model \
+             grows by them): {}",
+            f.unshared.len(),
+            names.join(", ")
+        );
+    }
     eprintln!(
         "held out (every {}th set, {} sets, not fitted on) against the original, calibrated vs plain mapping:",
         c.hold_out_every, c.held_out_sets
@@ -325,19 +335,25 @@ fn print_calibration(c: &CalibrationReport) {
     eprintln!(
         "  unit  cosine (calibrated vs plain)   fit: norm rel_l2  trunk rel_l2 (analytic -> refitted)"
     );
-    for (k, u) in f.units.iter().enumerate() {
+    let row = |unit: usize, fit: String| {
         let probe = |h: &crate::calibrate::HeldOut| {
-            h.units.iter().find(|r| r.unit == u.unit).map(|r| r.cosine)
+            let cosine = h.units.iter().find(|r| r.unit == unit).map(|r| r.cosine);
+            cosine.map_or("-".to_string(), |v| format!("{v:.4}"))
         };
-        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         eprintln!(
-            "  {:<4}  {:<8} vs {:<8}             {:<9.3e}         {:.3e} -> {:.3e}",
-            k,
-            show(probe(&c.calibrated)),
-            show(probe(&c.plain)),
-            u.norm_fit,
-            u.analytic_fit,
-            u.projection_fit
+            "  {unit:<4}  {:<8} vs {:<8}             {fit}",
+            probe(&c.calibrated),
+            probe(&c.plain)
         );
+    };
+    for k in &f.kept {
+        row(k.unit, format!("kept: {}", k.why));
+    }
+    for u in &f.units {
+        let fit = format!(
+            "{:<9.3e}         {:.3e} -> {:.3e}",
+            u.norm_fit, u.analytic_fit, u.projection_fit
+        );
+        row(u.unit, fit);
     }
 }
