@@ -1,6 +1,7 @@
 //! Calibrated `post-to-pre` (`convert --calibration DIR`): on Post-LN fixtures with trained-like weights, the
 //! calibrated mapping is never worse than the plain one on the held-out sets, the result is a Pre-LN model that
-//! `pre-to-post` takes, and models the method cannot calibrate are refused naming the unit.
+//! `pre-to-post` takes (or, when the first unit reads no norm, the plain mapping's `mixed` one), and models the
+//! method cannot calibrate are refused naming the unit.
 
 mod common;
 
@@ -262,6 +263,8 @@ fn a_first_unit_that_reads_no_norm_is_kept_and_the_units_after_it_are_calibrated
             "{fixture}: {unshared:?}"
         );
         assert!(unshared.iter().all(|u| u["readers"].as_u64() > Some(1)));
+        let added = c["fitted"]["added_bytes"].as_i64().unwrap();
+        assert_eq!(added > 0, fixture.contains("albert"), "{fixture}: {added}");
         assert_never_worse(fixture, c, 4);
         // The kept unit is the original's, so the stream after it is too.
         let first = c["calibrated"]["units"][0]["cosine"].as_f64().unwrap();

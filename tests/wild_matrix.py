@@ -191,7 +191,11 @@ def calibrated(binary, model, placement, work, stem):
         # Fused Skip ops hide the residual sum: the refusal says what to do, and the matrix does it.
         r, note = convert("unfuse-norms,post-to-pre"), " (unfused first)"
     if r.returncode in (2, 3):
-        return "refused"
+        # A refusal by design is one line saying so; any other error (a runtime failing, a fit that did not
+        # converge) is a failure of the calibration.
+        lines = r.stderr.strip().splitlines()
+        refusal = len(lines) == 1 and ("cannot calibrate:" in lines[0] or "cannot run on this model:" in lines[0])
+        return "refused" if refusal else "FAIL " + (lines[-1][:80] if lines else f"exit {r.returncode}")
     try:
         c = json.loads(r.stdout)["calibration"]
     except (ValueError, KeyError, TypeError):

@@ -10,7 +10,7 @@
 //! own trajectory on the calibration tokens:
 //!
 //! 1. **Gains**: `c_l = ᾱ_l / mean|γ|`, with `ᾱ_l` the median over tokens of the exact trunk scale
-//!    (`α_0 = std(e)`, `α_{l+1} = α_l · std(y_l) / mean|γ|`, measured on the original), folded with `β` into the
+//!    (`α_0 = std(e)` of what the first refitted norm normalizes, `α_{l+1} = α_l · std(y_l) / mean|γ|`, measured on the original), folded with `β` into the
 //!    output projection: `W₀ = W diag(c_l S_{l+1})`, `b₀ = c_l S_{l+1} ⊙ (b + β)`.
 //! 2. **Basis**: the trunk's channels are carried in a basis that follows `γ` part of the way,
 //!    `S_{l+1} = S_l ⊙ (mean|γ| / |γ|)^λ` (λ = 1 would remove (B) exactly but spreads channel scales by orders
@@ -23,7 +23,8 @@
 //!
 //! The branches between norm and projection are run in a runtime on the converted trunk's values (each
 //! branch extracted from the original, whose branches `post-to-pre` does not touch); everything else is
-//! computed here. The result is a true Pre-LN model with the plain mapping's graph and new constants.
+//! computed here. The result has the plain mapping's graph and new constants: a true Pre-LN model, or `mixed`
+//! when the first unit is kept (below), as the plain mapping is.
 //!
 //! A first unit that reads no norm (no embedding norm, as in OPT; or one behind a projection to the hidden
 //! width, as in ALBERT and ELECTRA) is one `post-to-pre` leaves as it is: the converted trunk after it is the
@@ -157,6 +158,9 @@ pub struct Fitted {
     pub units: Vec<UnitFit>,
     /// Shared constants that refitted readers now hold copies of.
     pub unshared: Vec<UnsharedConstant>,
+    /// How many bytes of weights the calibrated model has more than the plain mapping (the copies, less the
+    /// originals no op reads any more).
+    pub added_bytes: i64,
     /// The final norm, refitted (step 3).
     pub final_norm: String,
     /// Relative L2 of the final norm's output against the original's, on the fitted tokens.
@@ -266,6 +270,8 @@ pub fn calibrate(
     new_params.push((&sites.final_norm.scale, gamma));
     new_params.push((&sites.final_norm.shift, beta));
     let (model, unshared) = with_constants(plain, &new_params)?;
+    let weights = |m: &Model| m.graph.tensors.values().map(|t| t.byte_len()).sum::<u64>() as i64;
+    let added_bytes = weights(&model) - weights(plain);
     Ok((
         model,
         Fitted {
@@ -276,6 +282,7 @@ pub fn calibrate(
             kept: sites.kept.clone(),
             units: fits,
             unshared,
+            added_bytes,
             final_norm: sites.final_norm.output.clone(),
             final_fit,
             elapsed_s: started.elapsed().as_secs_f64(),

@@ -32,8 +32,8 @@ pub struct NormSite {
     pub shift: Slot,
 }
 
-/// A unit's output projection: `Add(MatMul(a, W), b)` with constant `W` (`[k, d]`) and `b` (`[d]`), whose
-/// result is what the branch adds to the stream.
+/// A unit's output projection: `Add(MatMul(a, W), b)` or `Gemm(a, W, b)` with constant `W` (`[k, d]`, or
+/// `[d, k]` for a Gemm with `transB`) and `b` (`d` values), whose result is what the branch adds to the stream.
 #[derive(Debug, Clone)]
 pub struct Projection {
     /// `a`: what the projection reads.
@@ -50,7 +50,8 @@ pub struct UnitSite {
     /// The unit's place among the model's residual units.
     pub index: usize,
     /// The norm whose output the unit's branch reads: the embedding norm for the first unit, the previous
-    /// unit's post-norm after that. In the Pre-LN model it is the unit's pre-norm.
+    /// unit's post-norm after that (for the second unit too, when the first is kept). In the Pre-LN model it
+    /// is the unit's pre-norm.
     pub reads: NormSite,
     /// The residual sum `x + F(x)` (the input of the unit's post-norm).
     pub sum: String,
@@ -314,7 +315,8 @@ fn gemm_projection(ix: &GraphIndex, gemm: petgraph::stable_graph::NodeIndex) -> 
     let input = |slot: usize| ix.inputs(gemm).get(slot).copied().flatten();
     let mut weight = slot_of(ix, gemm, 1, input(1)?).filter(|s| s.dims.len() == 2)?;
     let d = weight.dims[usize::from(!transposed)];
-    let bias = slot_of(ix, gemm, 2, input(2)?).filter(|s| s.values.len() as i64 == d)?;
+    // A per-channel bias: `[d]` or `[1, d]` (a `[d, 1]` one would add per row).
+    let bias = slot_of(ix, gemm, 2, input(2)?).filter(|s| s.dims == [d] || s.dims == [1, d])?;
     if transposed {
         // The fit works on `[k, d]`; the values go back as stored (`Projection::stored`).
         weight.values = transpose(&weight.values, d as usize);

@@ -309,9 +309,9 @@ fn print_calibration(c: &CalibrationReport) {
         let copies: usize = f.unshared.iter().map(|u| u.copies).sum();
         let names: Vec<String> = f.unshared.iter().map(|u| format!("`{}`", u.name)).collect();
         eprintln!(
-            "  {} constants that several ops share were refitted per reader, {copies} copies in all (the model \
-             grows by them): {}",
+            "  {} shared constant(s) refitted per reader, {copies} copies: the weights grow by {} bytes ({})",
             f.unshared.len(),
+            f.added_bytes,
             names.join(", ")
         );
     }
