@@ -14,7 +14,9 @@ For each folder holding a model.onnx (and an expected.json beside the folders, a
     post), then back, verified against the original (`exact`: the round trip reproduces it);
   * calibrated post-to-pre (Post-LN models): `convert --calibration` on 12 sets made by `run --seed K`, 3 held
     out — `T vs P` (held-out token cosine of the first output, calibrated vs plain; FAIL if calibrated is worse
-    on an output or after a unit), `refused` (in one line, naming why), `no sets` (`run` cannot make inputs).
+    on an output or after a unit; `(unfused first)` when the model's fused Skip ops made it refuse and
+    `unfuse-norms,post-to-pre` ran instead, as the refusal says), `refused` (a one-line refusal by design; any
+    other error is `FAIL`), `no sets` (`run` cannot make inputs).
 Every file written is then checked with the official checker (`onnx.checker.check_model(full_check=True)`, run
 by $PYTHON, default python3, when it has `onnx`; the table says how many were checked).
 Prints a Markdown table (the README's "Models as exported in practice") and exits 1 on any FAIL or any file

@@ -10,8 +10,9 @@
 //! own trajectory on the calibration tokens:
 //!
 //! 1. **Gains**: `c_l = ᾱ_l / mean|γ|`, with `ᾱ_l` the median over tokens of the exact trunk scale
-//!    (`α_0 = std(e)` of what the first refitted norm normalizes, `α_{l+1} = α_l · std(y_l) / mean|γ|`, measured on the original), folded with `β` into the
-//!    output projection: `W₀ = W diag(c_l S_{l+1})`, `b₀ = c_l S_{l+1} ⊙ (b + β)`.
+//!    (`α_0 = std(e)`, `e` what the first refitted norm normalizes; `α_{l+1} = α_l · std(y_l) / mean|γ|`;
+//!    measured on the original), folded with `β` into the output projection: `W₀ = W diag(c_l S_{l+1})`,
+//!    `b₀ = c_l S_{l+1} ⊙ (b + β)`.
 //! 2. **Basis**: the trunk's channels are carried in a basis that follows `γ` part of the way,
 //!    `S_{l+1} = S_l ⊙ (mean|γ| / |γ|)^λ` (λ = 1 would remove (B) exactly but spreads channel scales by orders
 //!    of magnitude, which the norms' statistics do not survive).

@@ -3,9 +3,9 @@
 //!
 //! The probe after unit `l` is the first norm reading unit `l`'s residual sum in the original model (its
 //! post-norm, or the next unit's pre-norm, or the final norm; when no norm reads it directly, the unit's
-//! post-norm, which may read it through shape-only ops as OPT's do). The placement rewrites leave every norm node and
-//! its output name in place, so the same value exists in both models: both are run with the probes added as
-//! extra outputs, on the same inputs, and compared like outputs.
+//! post-norm, which may read it through shape-only ops as OPT's do). The placement rewrites leave every norm
+//! node and its output name in place, so the same value exists in both models: both are run with the probes
+//! added as extra outputs, on the same inputs, and compared like outputs.
 
 use serde::Serialize;
 
