@@ -179,16 +179,17 @@ fn reader(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> Result<Reader, Stri
     if slot != InputSlot::Operand(0) || !(is("MatMul") || is("Gemm")) {
         return Err(not_linear());
     }
-    let attr_i = |name: &str| op.attribute(name).map_or(0, |a| a.i());
-    let attr_f = |name: &str| op.attribute(name).map_or(1.0, |a| a.f());
     let gemm = is("Gemm");
-    if gemm && (attr_i("transA") != 0 || attr_f("alpha") != 1.0 || attr_f("beta") != 1.0) {
-        return Err(format!(
-            "{} transposes its input or scales by alpha/beta",
-            label()
-        ));
-    }
-    let trans_b = gemm && attr_i("transB") != 0;
+    let trans_b = match (gemm, op.plain_gemm()) {
+        (false, _) => false,
+        (true, Some(trans_b)) => trans_b,
+        (true, None) => {
+            return Err(format!(
+                "{} transposes its input or scales by alpha/beta",
+                label()
+            ));
+        }
+    };
     let input = |slot: usize| ix.inputs(n).get(slot).copied().flatten();
     let stored = input(1)
         .and_then(|w| numbers(ix, w))
@@ -234,12 +235,8 @@ fn reader(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> Result<Reader, Stri
 }
 
 fn transposed(m: Numbers) -> Numbers {
-    let (rows, cols) = (m.dims[0] as usize, m.dims[1] as usize);
-    let values = (0..cols * rows)
-        .map(|i| m.values[(i % rows) * cols + i / rows])
-        .collect();
     Numbers {
-        values,
+        values: crate::tensor::transpose(&m.values, m.dims[0] as usize),
         dims: vec![m.dims[1], m.dims[0]],
         elem: m.elem,
     }

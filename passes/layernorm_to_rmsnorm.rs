@@ -345,20 +345,13 @@ impl Plan<'_, '_> {
             ("Mul", [Some(p), Some(q)]) if scalar(self.ix, *p).is_some() => through(self, *q),
             ("MatMul", [Some(_), Some(w)]) => self.centre_weight(n, *w, false, None),
             ("Gemm", [Some(_), Some(w), ..]) => {
-                let attr_i = |k: &str| op.attribute(k).map_or(0, |a| a.i());
-                let attr_f = |k: &str| op.attribute(k).map_or(1.0, |a| a.f());
-                if attr_i("transA") != 0 || attr_f("alpha") != 1.0 || attr_f("beta") != 1.0 {
-                    return Err(format!(
+                let trans_b = op.plain_gemm().ok_or_else(|| {
+                    format!(
                         "{} transposes its input or scales by alpha/beta",
                         self.label(n)
-                    ));
-                }
-                self.centre_weight(
-                    n,
-                    *w,
-                    attr_i("transB") != 0,
-                    inputs.get(2).copied().flatten(),
-                )
+                    )
+                })?;
+                self.centre_weight(n, *w, trans_b, inputs.get(2).copied().flatten())
             }
             _ if self.quantized_product(n) => Err(format!(
                 "{} writes the stream with quantized weights: centring them would change quantized \

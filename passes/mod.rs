@@ -212,7 +212,7 @@ pub fn run_segment(
     }
     let mut runs = Vec::new();
     for (i, pass) in passes.iter().enumerate().take(end).skip(range.start) {
-        dump(model, options, &dump_stem(names, i), "before")?;
+        dump_before(model, names, i, options)?;
         let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
         let run = run_one(model, pass.as_ref(), &options.context)?;
         if let Some(before) = before {
@@ -223,10 +223,20 @@ pub fn run_segment(
     Ok(runs)
 }
 
+/// Writes what pass `i` of the pipeline `names` is given (`model`) to the `--dump-ir` folder.
+pub fn dump_before(
+    model: &Model,
+    names: &[String],
+    i: usize,
+    options: &PipelineOptions,
+) -> Result<(), PassError> {
+    dump(model, options, &dump_stem(names, i), "before")
+}
+
 /// Writes what pass `i` of the pipeline `names` handed on (`model`) to the `--dump-ir` folder: its text and
-/// its diff from `before`, the graph the pass was given. A caller that changes the model after a segment
-/// (calibration refits `post-to-pre`'s constants) calls it again, so that the dump shows what the next pass
-/// is given.
+/// its diff from `before`, the graph the pass was given. A caller that changes the model after running a pass
+/// (calibration refits `post-to-pre`'s constants) runs it undumped and calls this afterwards, so that the dump
+/// shows what the next pass is given.
 pub fn dump_result(
     before: &crate::ir::Graph,
     model: &Model,

@@ -274,12 +274,14 @@ fn run_calibrated(
     }
     let mut runs = passes::run_segment(model, names, 0..at, &options.pipeline)?;
     let before = model.clone();
-    runs.extend(passes::run_segment(
-        model,
-        names,
-        at..at + 1,
-        &options.pipeline,
-    )?);
+    // Dumped here and after calibration (below), not by the segment: what `post-to-pre` hands on is the
+    // calibrated model.
+    passes::dump_before(model, names, at, &options.pipeline)?;
+    let undumped = passes::PipelineOptions {
+        dump_ir: None,
+        ..options.pipeline.clone()
+    };
+    runs.extend(passes::run_segment(model, names, at..at + 1, &undumped)?);
     let choice = options
         .verify
         .as_ref()
@@ -302,7 +304,6 @@ fn run_calibrated(
         calibration.held_out.len()
     ));
     let plain = std::mem::replace(model, calibrated);
-    // The dump shows what `post-to-pre` hands on: the calibrated model, not the plain mapping it started from.
     passes::dump_result(&before.graph, model, names, at, &options.pipeline)?;
     let judge = calibrate::HeldOutJudge::new(reference, &calibration.held_out, kind)?;
     let candidate = |m| ModelRef {

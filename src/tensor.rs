@@ -105,6 +105,14 @@ fn unsupported(t: &Tensor) -> TensorError {
 }
 
 /// The tensor's values as f64 (exact for every float type up to f64 and integers up to 2^53).
+/// The row-major transpose of `values` laid out as `rows` rows: `[rows, cols]` becomes `[cols, rows]`.
+pub fn transpose(values: &[f64], rows: usize) -> Vec<f64> {
+    let cols = values.len() / rows.max(1);
+    (0..cols * rows)
+        .map(|i| values[(i % rows) * cols + i / rows])
+        .collect()
+}
+
 pub fn to_f64(t: &Tensor) -> Result<Vec<f64>, TensorError> {
     check_length(t)?;
     let p = &t.proto;

@@ -8,7 +8,7 @@ use crate::analysis::{Analysis, Norm, NormKind, Param, Placement, analyze, analy
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, ValueId};
 use crate::passes::norm_read_through;
-use crate::tensor::to_f64;
+use crate::tensor::{to_f64, transpose};
 use serde::Serialize;
 
 /// A constant the calibration rewrites, and the op input that reads it.
@@ -149,6 +149,9 @@ fn made_by(ix: &GraphIndex, v: ValueId) -> String {
 /// bodies (a merged decoder's branches): those would be handed on with the plain mapping, so a model with any
 /// is refused, naming the body.
 fn refuse_units_in_bodies(model: &Model) -> Result<(), String> {
+    if !model.graph.has_bodies() {
+        return Ok(());
+    }
     let analysis = analyze_model(model).map_err(|e| e.to_string())?;
     match analysis
         .subgraphs
@@ -305,13 +308,7 @@ fn projection(ix: &GraphIndex, branch: ValueId) -> Result<Projection, String> {
 /// `Gemm(a, W, b)` with `alpha = beta = 1`, `a` not transposed, constant `W` (`[k, d]`, or `[d, k]` with
 /// `transB`) and constant `b` of `d` values.
 fn gemm_projection(ix: &GraphIndex, gemm: petgraph::stable_graph::NodeIndex) -> Option<Projection> {
-    let op = ix.graph.graph[gemm].op()?;
-    let float = |name: &str| op.attribute(name).map_or(1.0, |a| a.f());
-    let int = |name: &str| op.attribute(name).map_or(0, |a| a.i());
-    if float("alpha") != 1.0 || float("beta") != 1.0 || int("transA") != 0 {
-        return None;
-    }
-    let transposed = int("transB") != 0;
+    let transposed = ix.graph.graph[gemm].op()?.plain_gemm()?;
     let input = |slot: usize| ix.inputs(gemm).get(slot).copied().flatten();
     let mut weight = slot_of(ix, gemm, 1, input(1)?).filter(|s| s.dims.len() == 2)?;
     let d = weight.dims[usize::from(!transposed)];
@@ -327,14 +324,6 @@ fn gemm_projection(ix: &GraphIndex, gemm: petgraph::stable_graph::NodeIndex) -> 
         transposed,
         bias,
     })
-}
-
-/// The `[cols, rows]` row-major transpose of `values` laid out as `rows` rows.
-fn transpose(values: &[f64], rows: usize) -> Vec<f64> {
-    let cols = values.len() / rows.max(1);
-    (0..cols * rows)
-        .map(|i| values[(i % rows) * cols + i / rows])
-        .collect()
 }
 
 impl Projection {

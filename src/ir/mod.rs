@@ -147,6 +147,18 @@ impl Op {
     pub fn attribute(&self, name: &str) -> Option<&onnx::AttributeProto> {
         self.proto.attribute.iter().find(|a| a.name() == name)
     }
+    /// For a default-domain `Gemm` that is a plain linear layer `A·B + C` (alpha = beta = 1, `A` not
+    /// transposed): whether `B` is stored transposed (`transB`). `None` for a scaled Gemm or any other op.
+    pub fn plain_gemm(&self) -> Option<bool> {
+        let int = |name: &str| self.attribute(name).map_or(0, |a| a.i());
+        let float = |name: &str| self.attribute(name).map_or(1.0, |a| a.f());
+        let plain = self.op_type() == "Gemm"
+            && self.domain().is_empty()
+            && int("transA") == 0
+            && float("alpha") == 1.0
+            && float("beta") == 1.0;
+        plain.then(|| int("transB") != 0)
+    }
 }
 
 #[derive(Debug, Clone)]
