@@ -17,7 +17,7 @@ use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::constants::constant;
 use crate::analysis::{Norm, NormForm, Param, find_norms};
 use crate::ir::index::GraphIndex;
-use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
+use crate::ir::{InputSlot, Model, Op, Patch, ValueId, ValueRef};
 use crate::onnx::build::{float_tensor, node};
 use crate::tensor::to_f64;
 
@@ -128,9 +128,7 @@ fn keeps_last_axis(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> Option<Val
 
 /// Shape-only ops: they read the norm's shape, which folding does not change.
 fn reads_only_the_shape(ix: &GraphIndex, n: NodeIndex) -> bool {
-    ix.graph.graph[n]
-        .op()
-        .is_some_and(|op| op.domain().is_empty() && matches!(op.op_type(), "Shape" | "Size"))
+    ix.graph.graph[n].op().is_some_and(Op::reads_shape_only)
 }
 
 /// Why a reader whose numbers are quantized cannot take the scale: onnxruntime's 4-bit `MatMulNBits`, dynamic

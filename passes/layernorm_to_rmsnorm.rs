@@ -25,9 +25,11 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::constants::{constant, scalar};
-use crate::analysis::{Analysis, NormKind, NormSummary, Placement, Stream, analyze};
+use crate::analysis::{
+    Analysis, NormKind, NormSummary, Placement, ResidualUnit, Stream, analyze, keeps_zero_mean,
+};
 use crate::ir::index::GraphIndex;
-use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
+use crate::ir::{InputSlot, Model, Op, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, i64_tensor, node};
 use crate::tensor::to_f64;
 
@@ -107,18 +109,26 @@ impl Plan<'_, '_> {
         let units = &a.residual_units;
         let Stream {
             values: stream,
-            reshapes,
+            carriers,
         } = a.stream(self.ix).map_err(|e| e.to_string())?;
+        if let Some(&n) = carriers.iter().find(|&&n| !keeps_zero_mean(self.ix, n)) {
+            return Err(format!(
+                "{} carries the stream but may scale its channels differently, which a centred stream does \
+                 not survive",
+                self.label(n)
+            ));
+        }
 
-        // Readers of the stream: LayerNorms (converted below), residual Adds and their scaled skips.
+        // Readers of the stream: LayerNorms (converted below), the nodes of residual sums and their scaled
+        // skips, and the ops that carry the stream between units.
         let converted: Vec<usize> = (0..a.norms.len())
             .filter(|&i| stream.contains(&a.norms[i].norm.input))
             .collect();
         let allowed: HashSet<NodeIndex> = converted
             .iter()
             .flat_map(|&i| a.norms[i].norm.nodes.iter().copied())
-            .chain(units.iter().map(|u| u.add))
-            .chain(reshapes.iter().copied())
+            .chain(units.iter().flat_map(|u| u.adds.iter().copied()))
+            .chain(carriers.iter().copied())
             .chain(units.iter().filter_map(|u| u.scaled_skip))
             .collect();
         for &s in &stream {
@@ -131,7 +141,7 @@ impl Plan<'_, '_> {
             for &(n, slot) in self.ix.consumers(s) {
                 let shape_only = self.ix.graph.graph[n]
                     .op()
-                    .is_some_and(|op| matches!(op.op_type(), "Shape" | "Size"));
+                    .is_some_and(Op::reads_shape_only);
                 if !(allowed.contains(&n) || shape_only) || slot == InputSlot::Captured {
                     return Err(format!(
                         "{} reads the residual stream `{}` and is neither a LayerNorm nor the next unit",
@@ -159,13 +169,32 @@ impl Plan<'_, '_> {
         // Writers: the embedding, then every unit's branch side.
         self.centre_embedding(stream[0])?;
         for u in units {
-            let writer = u.branch_sum;
-            self.centre(writer)?;
+            for writer in u.writers() {
+                self.centre_writer(u, writer)?;
+            }
         }
         for &i in &converted {
             self.convert_norm(i)?;
         }
         Ok(())
+    }
+
+    /// Centres what a branch writes into the stream, which only the unit's sum may read (a sum of branches
+    /// that something else also reads would change that reader too).
+    fn centre_writer(&mut self, unit: &ResidualUnit, writer: ValueId) -> Result<(), String> {
+        let only_the_sum = !self.ix.is_graph_output(writer)
+            && self
+                .ix
+                .consumers(writer)
+                .iter()
+                .all(|(n, _)| unit.adds.contains(n));
+        if !only_the_sum {
+            return Err(format!(
+                "`{}` writes the stream and is also read elsewhere",
+                self.name(writer)
+            ));
+        }
+        self.centre(writer)
     }
 
     /// Whether `v` is read only by `reader` (so changing it changes nothing else).

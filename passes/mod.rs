@@ -30,7 +30,6 @@ use serde::Serialize;
 use crate::ir::text::TextOptions;
 use crate::ir::{Model, Patch, PatchError, ValidationError};
 
-pub use placement::norm_read_through;
 
 /// Whether a pass keeps the model's function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -261,8 +260,35 @@ fn dump_stem(names: &[String], i: usize) -> String {
 }
 
 /// Applies one pass to the main graph and then inside every subgraph body, each followed (if it changed
-/// anything) by the cleanup and validated.
+/// anything) by the cleanup and validated. A model that ships layers as model-local functions is rewritten with
+/// every call replaced by its function's body; the calls whose bodies the pass left untouched are put back.
 pub fn run_one(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
+    let invalid = |source| PassError::Invalid {
+        pass: pass.name(),
+        source,
+    };
+    let Some((mut inlined, outline)) = model.inline_functions().map_err(invalid)? else {
+        return run_plain(model, pass, cx);
+    };
+    let mut run = run_plain(&mut inlined, pass, cx)?;
+    run.notes.extend(outline.kept.iter().cloned());
+    if run.changes > 0 {
+        let (restored, put_back) = outline.restore(model, &inlined).map_err(invalid)?;
+        let calls = outline.call_count();
+        if put_back < calls {
+            run.notes.push(format!(
+                "inlined {} of the {calls} calls of model-local functions, those whose bodies it rewrote; \
+                 the other {put_back} stay calls",
+                calls - put_back
+            ));
+        }
+        *model = restored;
+    }
+    Ok(run)
+}
+
+/// [`run_one`] on a model whose calls of model-local functions (if any) are opaque ops.
+fn run_plain(model: &mut Model, pass: &dyn Pass, cx: &PassContext) -> Result<PassRun, PassError> {
     let started = std::time::Instant::now();
     let has_bodies = model.graph.has_bodies();
     if has_bodies {

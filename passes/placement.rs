@@ -14,7 +14,7 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{PassContext, PassError};
 use crate::analysis::quantized::without_activation_qdq;
-use crate::analysis::{Analysis, FusedSlots, Norm, NormInfo, ResidualUnit, analyze, shape_steps};
+use crate::analysis::{Analysis, FusedSlots, Norm, ResidualUnit, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 
@@ -69,7 +69,7 @@ impl Rewrites<'_, '_> {
         to: ValueRef,
     ) -> ValueRef {
         let ix = self.ix;
-        let chain = steps_after_norm(ix, a, stream);
+        let chain = a.steps_after_norm(ix, stream);
         let mut current = to;
         for &n in chain.iter().rev() {
             let Some(op) = ix.graph.graph[n].op() else {
@@ -177,40 +177,4 @@ pub(super) fn plan_units(
         }
     }
     Ok(rewrites.finish())
-}
-
-/// The shape-only ops between `stream` and the norm output (or other value) it comes from, nearest `stream`
-/// first: the walk stops at a value a norm writes or reads. A norm's own Casts are part of the norm, not steps.
-fn steps_after_norm(ix: &GraphIndex, a: &Analysis, stream: ValueId) -> Vec<NodeIndex> {
-    let mut steps = Vec::new();
-    let mut v = stream;
-    for n in shape_steps(ix, stream) {
-        let norm_edge = a.norms.iter().any(|m| {
-            m.norm.output == v || m.norm.normalized() == Some(v) || m.norm.nodes.contains(&n)
-        });
-        if norm_edge {
-            break;
-        }
-        steps.push(n);
-        match ix.inputs(n).first().copied().flatten() {
-            Some(input) => v = input,
-            None => break,
-        }
-    }
-    steps
-}
-
-/// The norm a unit whose stream is `stream` reads through: the one whose output reaches `stream`, possibly
-/// through the shape-only ops that follow a norm (see [`steps_after_norm`]). `post-to-pre` moves the unit's
-/// skip to that norm's input; calibration refits it as the unit's pre-norm.
-pub fn norm_read_through<'a>(
-    ix: &GraphIndex,
-    a: &'a Analysis,
-    stream: ValueId,
-) -> Option<&'a NormInfo> {
-    let before_steps = steps_after_norm(ix, a, stream)
-        .last()
-        .and_then(|&n| ix.inputs(n).first().copied().flatten())
-        .unwrap_or(stream);
-    a.norms.iter().find(|n| n.norm.output == before_steps)
 }

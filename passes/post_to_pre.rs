@@ -15,7 +15,7 @@
 //!   post-norm output.
 //! * Exact: no. `convert` reports the divergence and writes the model.
 
-use super::placement::{Move, norm_read_through, plan_units};
+use super::placement::{Move, plan_units};
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::Placement;
 use crate::analysis::facts::Facts;
@@ -68,7 +68,7 @@ impl Pass for PostToPre {
             }
             // The stream may reach the unit through shape-only ops (OPT flattens it around its MLP): the norm
             // is found before them, and the new skip goes through the same ops.
-            match norm_read_through(ix, a, unit.stream_in) {
+            match a.norm_read_through(ix, unit.stream_in) {
                 Some(feeding) => {
                     let plain = statistics_input(ix, facts, &feeding.norm);
                     let target = rewrites.normalized(&feeding.norm, plain);

@@ -149,10 +149,16 @@ fn i64_proto(values: &[i64], dims: Vec<i64>) -> TensorProto {
     }
 }
 
-/// The single number a constant holds (any rank, one element), e.g. an ε or the exponent of `Pow(x, 2)`.
+/// The single number a constant holds (any rank, one element), e.g. an ε or the exponent of `Pow(x, 2)`. A
+/// float number given the type of another value (`CastLike(ε, x)`, as onnxscript writes a norm's ε) is that
+/// number: as a real number it does not change, whatever float type it takes.
 pub fn scalar(ix: &GraphIndex, v: ValueId) -> Option<f64> {
+    let (v, cast_like) = match ix.produced_by(v, "CastLike") {
+        Some((n, _)) => (ix.inputs(n).first().copied().flatten()?, true),
+        None => (v, false),
+    };
     let t = constant(ix, v)?;
-    if t.elem_count() != 1 {
+    if t.elem_count() != 1 || cast_like && float_width(t.elem_type()).is_none() {
         return None;
     }
     to_f64(&t).ok()?.first().copied()

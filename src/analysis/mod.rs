@@ -36,9 +36,9 @@ pub mod norms;
 pub mod quantized;
 pub mod residual;
 
-pub use model::{BodyAnalysis, ModelAnalysis, analyze_graph, analyze_model};
+pub use model::{BodyAnalysis, FunctionsSeen, ModelAnalysis, analyze_graph, analyze_model};
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
-    Analysis, Branch, BranchKind, NormInfo, NormSummary, Placement, ResidualUnit, Role, Stream,
-    StreamError, analyze, origin, shape_steps,
+    Analysis, Branch, BranchKind, NormInfo, NormSummary, PASS_THROUGH, Placement, ResidualUnit, Role,
+    Stream, StreamError, analyze, keeps_zero_mean, origin, shape_steps,
 };

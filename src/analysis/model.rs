@@ -30,9 +30,49 @@ pub struct ModelAnalysis {
     pub subgraphs: Vec<BodyAnalysis>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub summarised_by_subgraphs: bool,
+    /// The model-local functions whose calls analysis saw through, when the model has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<FunctionsSeen>,
 }
 
+/// What analysis saw of a model that ships layers as model-local functions: it analysed the model with every
+/// call replaced by its function's body ([`Model::inline_functions`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionsSeen {
+    /// Calls replaced by their bodies (nested calls included).
+    pub inlined_calls: usize,
+    /// The functions they call, `domain.name`.
+    pub functions: Vec<String>,
+    /// Calls that could not be seen through, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
+}
+
+/// Analyses a model: its main graph and every subgraph body, through the calls of its model-local functions.
 pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
+    let Some((inlined, outline)) = model.inline_functions()? else {
+        return analyze_graphs(model);
+    };
+    let mut analysis = analyze_graphs(&inlined)?;
+    let sits_in = |n: petgraph::stable_graph::NodeIndex| {
+        let op = inlined.graph.graph[n].op()?;
+        outline.sits_in.get(op.proto.name()).cloned()
+    };
+    for unit in &mut analysis.main.residual_units {
+        unit.function = sits_in(unit.add);
+    }
+    for norm in &mut analysis.main.norms {
+        norm.function = norm.norm.nodes.first().and_then(|&n| sits_in(n));
+    }
+    analysis.functions = Some(FunctionsSeen {
+        inlined_calls: outline.call_count(),
+        functions: outline.functions().into_iter().map(String::from).collect(),
+        kept: outline.kept.clone(),
+    });
+    Ok(analysis)
+}
+
+fn analyze_graphs(model: &Model) -> Result<ModelAnalysis, ValidationError> {
     let main = analyze_graph(&model.graph);
     let mut subgraphs = Vec::new();
     model
@@ -48,6 +88,7 @@ pub fn analyze_model(model: &Model) -> Result<ModelAnalysis, ValidationError> {
         main,
         subgraphs,
         summarised_by_subgraphs: false,
+        functions: None,
     };
     if let Some(i) = result.agreed_body() {
         let body = &result.subgraphs[i].analysis;

@@ -7,7 +7,6 @@ use crate::analysis::constants::constant;
 use crate::analysis::{Analysis, Norm, NormKind, Param, Placement, analyze, analyze_model};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, ValueId};
-use crate::passes::norm_read_through;
 use crate::tensor::{to_f64, transpose};
 use serde::Serialize;
 
@@ -127,7 +126,7 @@ pub fn find(model: &Model) -> Result<Sites, String> {
 /// an embedding norm reads the embedding.
 fn kept_first_unit(ix: &GraphIndex, a: &Analysis) -> Option<String> {
     let stream = a.residual_units[0].stream_in;
-    if norm_read_through(ix, a, stream).is_some() {
+    if a.norm_read_through(ix, stream).is_some() {
         return None;
     }
     Some(format!(
@@ -185,7 +184,7 @@ fn unit_site(ix: &GraphIndex, a: &Analysis, l: usize) -> Result<UnitSite, String
     let sum = unit
         .sum
         .ok_or("its residual sum exists only inside a fused Skip op: run `unfuse-norms` first")?;
-    let reads = norm_read_through(ix, a, unit.stream_in).ok_or_else(|| {
+    let reads = a.norm_read_through(ix, unit.stream_in).ok_or_else(|| {
         format!(
             "its stream `{}` is made by {}, not by a norm: calibration refits the norm each unit after \
              the first reads",
@@ -194,7 +193,7 @@ fn unit_site(ix: &GraphIndex, a: &Analysis, l: usize) -> Result<UnitSite, String
         )
     })?;
     let reads = norm_site(ix, &reads.norm)?;
-    let projection = projection(ix, unit.branch_sum)?;
+    let projection = projection(ix, unit.branches[0].output)?;
     if projection.bias.values.len() != reads.scale.values.len() {
         return Err("its output projection's width is not the stream's".into());
     }

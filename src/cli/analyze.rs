@@ -89,6 +89,17 @@ pub fn model_table(a: &ModelAnalysis) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "{}", summary_line(&a.main));
+    if let Some(f) = &a.functions {
+        let _ = writeln!(
+            out,
+            "seen through {} calls of model-local functions ({})",
+            f.inlined_calls,
+            f.functions.join(", ")
+        );
+        for kept in &f.kept {
+            let _ = writeln!(out, "  {kept}");
+        }
+    }
     out
 }
 
@@ -134,9 +145,14 @@ fn unit_rows(a: &Analysis) -> String {
                 .map(|&i| format!("post {}", norm_label(i))),
         );
         norms.dedup();
+        let within = unit
+            .function
+            .as_ref()
+            .map(|f| format!("  (in {f})"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<5} {:<14} {:<20} {}",
+            "{:<5} {:<14} {:<20} {}{within}",
             u,
             unit.placement,
             branches.join("+"),

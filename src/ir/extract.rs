@@ -12,7 +12,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
-use super::{Edge, Graph, Model, Node, NodeKind, ValidationError, ValueId};
+use super::{Edge, Graph, Model, Node, NodeKind, Op, ValidationError, ValueId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -355,10 +355,7 @@ impl Graph {
     ) -> HashSet<NodeIndex> {
         let mut handed = HashSet::new();
         for &n in order {
-            let reads_shape_only = self.graph[n].op().is_some_and(|op| {
-                op.domain().is_empty() && matches!(op.op_type(), "Shape" | "Size")
-            });
-            if reads_shape_only {
+            if self.graph[n].op().is_some_and(Op::reads_shape_only) {
                 continue;
             }
             let heavy_or_downstream = self.graph.edges_directed(n, Direction::Incoming).any(|e| {

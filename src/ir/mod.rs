@@ -20,6 +20,7 @@ mod export;
 pub mod extract;
 mod import;
 pub mod index;
+pub mod inline;
 pub mod patch;
 pub mod subgraph;
 pub mod text;
@@ -146,6 +147,11 @@ impl Op {
     }
     pub fn attribute(&self, name: &str) -> Option<&onnx::AttributeProto> {
         self.proto.attribute.iter().find(|a| a.name() == name)
+    }
+    /// Whether the op reads only its operand's shape, none of its data (`Shape`, `Size`): what it computes does
+    /// not depend on the values flowing in, only on their sizes.
+    pub fn reads_shape_only(&self) -> bool {
+        self.domain().is_empty() && matches!(self.op_type(), "Shape" | "Size")
     }
     /// For a default-domain `Gemm` that is a plain linear layer `A·B + C` (alpha = beta = 1, `A` not
     /// transposed): whether `B` is stored transposed (`transB`). `None` for a scaled Gemm or any other op.

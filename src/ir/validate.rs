@@ -20,6 +20,8 @@ pub enum ValidationError {
     Cycle(String),
     #[error("subgraphs are nested deeper than {0} levels")]
     TooDeep(usize),
+    #[error("model-local functions: {0}")]
+    Function(String),
     #[error("there is no subgraph body at {0}")]
     NoBody(String),
     #[error("node `{node}` ({op}) is in domain `{domain}`, which the model imports no opset for")]

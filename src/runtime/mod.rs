@@ -110,6 +110,9 @@ pub struct ModelSource {
     pub dir: PathBuf,
     pub input_names: Vec<String>,
     pub output_names: Vec<String>,
+    /// The model with its model-local functions' calls replaced by their bodies, when it calls any: for a
+    /// runtime that cannot run functions (tract), it computes the same.
+    pub inlined: Option<bytes::Bytes>,
 }
 
 impl ModelSource {
@@ -129,6 +132,10 @@ impl ModelSource {
                 .map(|v| g.value(v).name.clone())
                 .collect(),
             output_names: g.outputs.iter().map(|&v| g.value(v).name.clone()).collect(),
+            inlined: model
+                .inline_functions()?
+                .map(|(m, _)| m.to_proto().map(|p| p.encode_to_vec().into()))
+                .transpose()?,
         })
     }
 }

@@ -51,7 +51,9 @@ impl Runtime for Tract {
 }
 
 fn plan(model: &ModelSource, inputs: &[Named]) -> Result<Arc<TypedRunnableModel>, RuntimeError> {
-    let proto = tract_onnx::pb::ModelProto::decode(model.bytes.clone())
+    // tract does not run model-local functions: it is given their bodies in place of the calls.
+    let bytes = model.inlined.clone().unwrap_or_else(|| model.bytes.clone());
+    let proto = tract_onnx::pb::ModelProto::decode(bytes)
         .map_err(|e| failure(model, Stage::Load, format!("protobuf decoding failed: {e}")))?;
     let onnx = tract_onnx::onnx()
         .with_ignore_value_info(true)
