@@ -233,6 +233,14 @@ def build_olmo_legacy17(folder, tmp):
     return one_set(names, args), torch_ref(Dec(m)), 1e-4
 
 
+def build_olmo_legacy14(folder, tmp):
+    m = _olmo()
+    names = ["input_ids", "attention_mask"]
+    args = W.text_args(names, 128, 146)
+    legacy17(Dec(m), args, names, os.path.join(folder, "model.onnx"), opset=14)
+    return one_set(names, args), torch_ref(Dec(m)), 1e-4
+
+
 def build_olmo_dynamo18(folder, tmp):
     m = _olmo()
     names = ["input_ids", "attention_mask"]
@@ -605,6 +613,13 @@ SPECS = {
         "OlmoLayerNorm = F.layer_norm(x.to(float32), shape, None, None, eps=1e-5).to(orig dtype): "
         "non-parametric (no scale, no shift, no parameters at all). 2 x 2 + final OlmoModel.norm = 5; "
         "no embedding norm.")),
+    "olmo.legacy14": ("tool", build_olmo_legacy14, facts(
+        "pre", "layernorm", AM * 2, False, True,
+        "the same OlmoModel as olmo.legacy17 (same seed and weights), torch.onnx.export(dynamo=False, "
+        "opset_version=14), inputs input_ids + attention_mask, dynamic batch/sequence",
+        "as olmo.legacy17, but opset 14 has no LayerNormalization: each non-parametric norm is written out "
+        "(ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div) with no scale Mul and no shift Add, and the "
+        "intermediate values declare no shapes.")),
     "olmo.dynamo18": ("tool", build_olmo_dynamo18, facts(
         "pre", "layernorm", AM * 2, False, True,
         "the same OlmoModel as olmo.legacy17 (same seed and weights), torch.onnx.export(dynamo=True, "

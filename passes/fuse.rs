@@ -218,9 +218,11 @@ impl Site<'_, '_> {
         })
     }
 
-    /// The normalized shape, when the file declares the trailing dims of the norm's input or output.
+    /// The normalized shape, when the file declares the trailing dims of the norm's input or output, or (over
+    /// the last axis) the weights around the norm fix its size: a non-parametric norm whose shapes no file
+    /// declares normalizes the hidden size of the layers that write its input.
     fn normalized_shape(&self) -> Option<Vec<i64>> {
-        [self.norm.input, self.norm.output].iter().find_map(|&v| {
+        let declared = [self.norm.input, self.norm.output].iter().find_map(|&v| {
             let (_, dims) = tensor_type(self.ix.graph.value(v).ty()?)?;
             let dims = dims?;
             let tail = dims.get(dims.len().checked_sub(self.k)?..)?;
@@ -230,6 +232,12 @@ impl Site<'_, '_> {
                     _ => None,
                 })
                 .collect()
+        });
+        declared.or_else(|| {
+            let last = [self.norm.input, self.norm.output]
+                .iter()
+                .find_map(|&v| self.facts.last_dim(v))?;
+            (self.k == 1).then(|| vec![last])
         })
     }
 
@@ -366,7 +374,9 @@ impl Site<'_, '_> {
             None => {
                 let (Some(shape), Some(ty)) = (&shape, stat_type) else {
                     return Err(
-                        "it has no scale, and its normalized shape or type is not declared".into(),
+                        "it has no scale, and neither the file nor the weights around it give its normalized \
+                         shape or type"
+                            .into(),
                     );
                 };
                 let ones = vec![1.0; shape.iter().product::<i64>() as usize];

@@ -25,11 +25,12 @@ use petgraph::stable_graph::NodeIndex;
 
 use super::{Pass, PassClass, PassContext, PassError};
 use crate::analysis::constants::{constant, scalar};
+use crate::analysis::facts::Facts;
 use crate::analysis::{
     Analysis, NormKind, NormSummary, Placement, ResidualUnit, Stream, analyze, keeps_zero_mean,
 };
 use crate::ir::index::GraphIndex;
-use crate::ir::{InputSlot, Model, Op, Patch, ValueId, ValueRef};
+use crate::ir::{InputSlot, Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, i64_tensor, node};
 use crate::tensor::to_f64;
 
@@ -64,6 +65,7 @@ impl Pass for LayerNormToRmsNorm {
             centred: HashSet::new(),
             hidden: None,
             recentred: None,
+            facts: Facts::infer(&ix),
         };
         plan.build().map_err(refuse)?;
         if patch.sites > 0 {
@@ -84,6 +86,8 @@ struct Plan<'a, 'g> {
     hidden: Option<usize>,
     /// The explicitly centred stream value, when the embedding needed one: (old, centred).
     recentred: Option<(ValueId, ValueRef)>,
+    /// Element types, to tell a norm's Casts that change nothing (OLMo casts a float32 stream to float32).
+    facts: Facts,
 }
 
 impl Plan<'_, '_> {
@@ -139,10 +143,11 @@ impl Plan<'_, '_> {
                 ));
             }
             for &(n, slot) in self.ix.consumers(s) {
-                let shape_only = self.ix.graph.graph[n]
+                // Shape and type queries see nothing of the centring.
+                let metadata_only = self.ix.graph.graph[n]
                     .op()
-                    .is_some_and(Op::reads_shape_only);
-                if !(allowed.contains(&n) || shape_only) || slot == InputSlot::Captured {
+                    .is_some_and(|op| !op.reads_data_at(slot));
+                if !(allowed.contains(&n) || metadata_only) || slot == InputSlot::Captured {
                     return Err(format!(
                         "{} reads the residual stream `{}` and is neither a LayerNorm nor the next unit",
                         self.label(n),
@@ -630,12 +635,24 @@ impl Plan<'_, '_> {
     fn convert_norm(&mut self, i: usize) -> Result<(), String> {
         let norm = &self.analysis.norms[i].norm;
         let g = self.ix.graph;
-        if norm
-            .nodes
-            .iter()
-            .any(|&n| g.graph[n].op().is_some_and(|op| op.op_type() == "Cast"))
-        {
-            return Err(format!("norm #{i} has Casts"));
+        let changes_type = |n: NodeIndex| {
+            let Some(op) = g.graph[n].op().filter(|op| op.op_type() == "Cast") else {
+                return false;
+            };
+            let from = self
+                .ix
+                .inputs(n)
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|v| self.facts.elem_type(v));
+            from.is_none() || from != op.attribute("to").map(|a| a.i() as i32)
+        };
+        if norm.nodes.iter().any(|&n| changes_type(n)) {
+            return Err(format!(
+                "norm #{i} computes in another type (Casts around its statistics), and RMSNormalization would \
+                 compute in the stream's"
+            ));
         }
         let anchor = self
             .ix
@@ -653,6 +670,10 @@ impl Plan<'_, '_> {
         let h = self
             .hidden_size(norm)
             .or(self.hidden)
+            .or_else(|| {
+                let last = self.facts.last_dim(norm.input)?;
+                usize::try_from(last).ok()
+            })
             .ok_or_else(|| format!("norm #{i}'s hidden size is not known"))?;
         let scale = match norm.scale {
             Some(p)

@@ -67,6 +67,7 @@ fn a_changed_output_writes_nothing_and_names_the_pass_at_fault() {
         tolerance: Tolerance {
             rtol: 0.0,
             atol: 0.0,
+            ..Default::default()
         },
         ..Default::default()
     });

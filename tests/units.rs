@@ -362,6 +362,7 @@ fn extracts_at_every_unit_boundary_reproduce_the_values_of_the_whole_model() {
                     Tolerance {
                         rtol: 0.0,
                         atol: 1e-6,
+                        ..Default::default()
                     },
                 );
                 assert!(c.ok, "{fixture} {}: {c:?}", pair[1]);

@@ -22,6 +22,7 @@ fn every_fixture_matches_its_reference_outputs_in_tract() {
             Tolerance {
                 rtol: 0.0,
                 atol: 1e-4,
+                ..Default::default()
             },
             RuntimeChoice::Only(normshift::runtime::RuntimeKind::Tract),
         )

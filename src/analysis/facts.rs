@@ -7,7 +7,7 @@
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::constants::integers;
+use super::constants::{constant, integers};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Op, ValueId};
 use crate::onnx::tensor_proto::DataType;
@@ -100,9 +100,55 @@ fn keeps_type(op_type: &str) -> bool {
         .any(|list| list.contains(&op_type))
 }
 
+/// Ops whose result has the size of their first operand's last axis (elementwise ops, norms, softmax).
+const KEEPS_LAST_AXIS: &[&str] = &[
+    "Abs",
+    "BiasGelu",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Clip",
+    "Cos",
+    "DequantizeLinear",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "FastGelu",
+    "Floor",
+    "Gelu",
+    "HardSigmoid",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "LogSoftmax",
+    "Neg",
+    "QuantizeLinear",
+    "QuickGelu",
+    "Reciprocal",
+    "Relu",
+    "RMSNormalization",
+    "Round",
+    "Selu",
+    "Sigmoid",
+    "Sign",
+    "SimplifiedLayerNormalization",
+    "Sin",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "Softmax",
+    "Softplus",
+    "Sqrt",
+    "Tanh",
+];
+
 pub struct Facts {
     elem: Vec<Option<i32>>,
     rank: Vec<Option<usize>>,
+    /// The size of the last axis, where the file declares it or the weights that make or read the value fix it
+    /// (the hidden size of a stream whose shapes no file declares).
+    last: Vec<Option<i64>>,
 }
 
 impl Facts {
@@ -111,16 +157,22 @@ impl Facts {
         let mut facts = Facts {
             elem: vec![None; g.values.len()],
             rank: vec![None; g.values.len()],
+            last: vec![None; g.values.len()],
         };
         for (i, value) in g.values.iter().enumerate() {
             if let Some((elem, shape)) = value.ty().and_then(tensor_type) {
                 facts.elem[i] = (elem != 0).then_some(elem);
+                facts.last[i] = shape.as_ref().and_then(|s| match s.last() {
+                    Some(crate::onnx::Dim::Fixed(n)) if *n > 0 => Some(*n),
+                    _ => None,
+                });
                 facts.rank[i] = shape.map(|s| s.len());
             }
         }
         for (&v, t) in &g.tensors {
             facts.elem[v.0 as usize] = Some(t.elem_type());
             facts.rank[v.0 as usize] = Some(t.dims().len());
+            facts.last[v.0 as usize] = t.dims().last().copied();
         }
         for &n in ix.ops() {
             facts.derive(ix, n);
@@ -134,6 +186,42 @@ impl Facts {
 
     pub fn rank(&self, v: ValueId) -> Option<usize> {
         self.rank.get(v.0 as usize).copied().flatten()
+    }
+
+    /// The size of `v`'s last axis, when it is known.
+    pub fn last_dim(&self, v: ValueId) -> Option<i64> {
+        self.last.get(v.0 as usize).copied().flatten()
+    }
+
+    fn derive_last(&self, ix: &GraphIndex, op: &Op, inputs: &[Option<ValueId>]) -> Option<i64> {
+        let input = |i: usize| inputs.get(i).copied().flatten();
+        let last_of = |i: usize| input(i).and_then(|v| self.last_dim(v));
+        let ty = op.op_type();
+        match ty {
+            _ if KEEPS_LAST_AXIS.contains(&ty) => last_of(0),
+            // Broadcasting: an operand whose last axis is more than 1 fixes the result's; else all must be known.
+            _ if BROADCAST.contains(&ty) => {
+                let known: Vec<Option<i64>> = (0..inputs.len()).map(last_of).collect();
+                known
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .find(|&n| n > 1)
+                    .or_else(|| known.iter().copied().collect::<Option<Vec<i64>>>()?.into_iter().max())
+            }
+            "MatMul" if self.rank(input(1)?).is_some_and(|r| r >= 2) => last_of(1),
+            "Gemm" => {
+                let b = constant(ix, input(1)?)?;
+                let trans_b = op.attribute("transB").is_some_and(|a| a.i() != 0);
+                let dims = b.dims();
+                (dims.len() == 2).then(|| dims[usize::from(!trans_b)])
+            }
+            "Gather" if op.attribute("axis").is_none_or(|a| a.i() == 0) => {
+                self.rank(input(0)?).filter(|&r| r >= 2).and(last_of(0))
+            }
+            "Reshape" => integers(ix, input(1)?)?.last().copied().filter(|&n| n > 0),
+            _ => None,
+        }
     }
 
     fn derive(&mut self, ix: &GraphIndex, n: NodeIndex) {
@@ -183,6 +271,9 @@ impl Facts {
             let rank_of = |i: usize| input(i).and_then(|v| self.rank(v));
             let rank = self.derive_rank(ix, op, inputs, rank_of(0), rank_of(1));
             self.rank[slot] = rank;
+        }
+        if self.last[slot].is_none() {
+            self.last[slot] = self.derive_last(ix, op, inputs);
         }
         // Every piece of a Split has the input's rank and type.
         if ty == "Split" {

@@ -160,6 +160,7 @@ impl From<ToleranceArgs> for Tolerance {
         Tolerance {
             rtol: t.rtol,
             atol: t.atol,
+            ..Tolerance::default()
         }
     }
 }
@@ -295,8 +296,12 @@ pub fn print_report(report: &VerifyReport) {
         for o in &run.outputs {
             let verdict = if o.ok { "ok  " } else { "DIFF" };
             if let Some(t) = o.raised_tolerance {
+                let why = match t.computed_in_half {
+                    Some(_) => "the models compute in half precision: a few roundings of that type",
+                    None => "half-precision output: one rounding of the type",
+                };
                 println!(
-                    "    (half-precision output {}: tolerance raised to rtol {:.1e}, atol {:.1e}, one rounding of the type)",
+                    "    ({}: tolerance raised to rtol {:.1e}, atol {:.1e}; {why})",
                     o.name, t.rtol, t.atol
                 );
             }

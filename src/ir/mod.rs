@@ -153,6 +153,17 @@ impl Op {
     pub fn reads_shape_only(&self) -> bool {
         self.domain().is_empty() && matches!(self.op_type(), "Shape" | "Size")
     }
+    /// Whether the op reads the data of what it takes at `slot`, rather than only its shape or element type
+    /// (`Shape`, `Size`; the second operand of `CastLike`, whose type alone it takes). Subgraph captures read data.
+    pub fn reads_data_at(&self, slot: InputSlot) -> bool {
+        match slot {
+            InputSlot::Captured => true,
+            InputSlot::Operand(i) => {
+                !(self.reads_shape_only()
+                    || self.domain().is_empty() && self.op_type() == "CastLike" && i == 1)
+            }
+        }
+    }
     /// For a default-domain `Gemm` that is a plain linear layer `A·B + C` (alpha = beta = 1, `A` not
     /// transposed): whether `B` is stored transposed (`transB`). `None` for a scaled Gemm or any other op.
     pub fn plain_gemm(&self) -> Option<bool> {

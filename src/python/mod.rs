@@ -356,6 +356,7 @@ fn verify_models(
     let tolerance = Tolerance {
         rtol: request.rtol,
         atol: request.atol,
+        ..Tolerance::default()
     };
     let reference = request.reference;
     let by: VerifyByArg = value("verify_by", &request.verify_by)?;

@@ -93,7 +93,7 @@ const INDEX_PRESERVING: &[&str] = &[
 
 /// The smallest row count among the constant tables that `input` indexes through `Gather` (following
 /// value-preserving ops), if it indexes any.
-pub fn gather_bound(ix: &GraphIndex, input: ValueId) -> Option<i64> {
+fn gather_bound(ix: &GraphIndex, input: ValueId) -> Option<i64> {
     let g = ix.graph;
     let mut bound: Option<i64> = None;
     let mut queue = VecDeque::from([input]);
@@ -129,24 +129,72 @@ pub fn gather_bound(ix: &GraphIndex, input: ValueId) -> Option<i64> {
     bound
 }
 
-/// The input's `Conv` (its data operand, through value-preserving ops), with the weight it convolves with.
+/// For each runtime input that indexes constant tables through `Gather`, the smallest row count: in the main
+/// graph, or inside the subgraph bodies that read the input (a merged decoder reads its token ids only in its
+/// `If` branches).
+fn row_bounds(model: &Model, ix: &GraphIndex) -> HashMap<ValueId, i64> {
+    let g = &model.graph;
+    let mut bounds: HashMap<ValueId, i64> = g
+        .runtime_inputs()
+        .filter_map(|i| Some((i, gather_bound(ix, i)?)))
+        .collect();
+    let mut tighten = |input: ValueId, rows: i64| {
+        let b = bounds.entry(input).or_insert(rows);
+        *b = (*b).min(rows);
+    };
+    // A body that cannot be imported is the runtime's to report; here it only bounds nothing.
+    let _ = g.visit_bodies(
+        &crate::ir::subgraph::Scope::default(),
+        "",
+        &mut |_, body| -> Result<(), crate::ir::ValidationError> {
+            let bix = GraphIndex::new(body);
+            for input in g.runtime_inputs() {
+                if let Some(inner) = body.value_id(&g.value(input).name)
+                    && body.captured.contains(&inner)
+                    && let Some(rows) = gather_bound(&bix, inner)
+                {
+                    tighten(input, rows);
+                }
+            }
+            Ok(())
+        },
+    );
+    bounds
+}
+
+/// Elementwise ops that keep their first operand's layout (a pixel normalization `(x − m) / s` on the way to
+/// the patch `Conv`, a Cast to the weights' type).
+const ELEMENTWISE_ON_THE_WAY: &[&str] = &["Cast", "Identity", "Sub", "Div", "Mul", "Add", "Clip"];
+
+/// The input's `Conv` (its data operand, through elementwise ops), with the weight it convolves with. Shape
+/// queries and other readers of the input are passed over.
 fn conv_weight<'g>(ix: &GraphIndex<'g>, input: ValueId) -> Option<(&'g crate::ir::Tensor, i64)> {
     let g = ix.graph;
-    let mut v = input;
+    let mut frontier = vec![input];
     for _ in 0..8 {
-        let &(node, slot) = ix.consumers(v).first()?;
-        let op = g.graph[node].op()?;
-        match (op.op_type(), slot) {
-            ("Conv", InputSlot::Operand(0)) => {
-                let w = ix.inputs(node).get(1).copied().flatten()?;
-                let group = op.attribute("group").map(|a| a.i()).unwrap_or(1).max(1);
-                return g.initializer(w).map(|t| (t, group));
+        let mut next = Vec::new();
+        for v in frontier {
+            for &(node, slot) in ix.consumers(v) {
+                let Some(op) = g.graph[node].op().filter(|op| op.domain().is_empty()) else {
+                    continue;
+                };
+                match (op.op_type(), slot) {
+                    ("Conv", InputSlot::Operand(0)) => {
+                        let w = ix.inputs(node).get(1).copied().flatten()?;
+                        let group = op.attribute("group").map(|a| a.i()).unwrap_or(1).max(1);
+                        return g.initializer(w).map(|t| (t, group));
+                    }
+                    (ty, InputSlot::Operand(_)) if ELEMENTWISE_ON_THE_WAY.contains(&ty) => {
+                        next.extend(g.graph[node].outputs.first().copied().flatten());
+                    }
+                    _ => {}
+                }
             }
-            ("Cast" | "Identity", InputSlot::Operand(0)) => {
-                v = g.graph[node].outputs.first().copied().flatten()?
-            }
-            _ => return None,
         }
+        if next.is_empty() {
+            return None;
+        }
+        frontier = next;
     }
     None
 }
@@ -201,10 +249,10 @@ fn projection_width(ix: &GraphIndex, v: ValueId, depth: usize) -> Option<i64> {
 /// `present` over `past + new` positions, the length of the attention mask: so the past's last symbol is the
 /// head size (the query projection's width over the heads it packs) and the present's length symbol is the
 /// past's plus the new tokens' (the sequence axis of the token ids).
-fn attention_dims(ix: &GraphIndex) -> HashMap<String, String> {
+fn attention_dims(ix: &GraphIndex, bounds: &HashMap<ValueId, i64>) -> HashMap<String, String> {
     let g = ix.graph;
     let mut derived = HashMap::new();
-    let tokens = g.runtime_inputs().find(|&i| gather_bound(ix, i).is_some());
+    let tokens = g.runtime_inputs().find(|i| bounds.contains_key(i));
     for &node in ix.ops() {
         let Some(op) = g.graph[node].op() else {
             continue;
@@ -252,16 +300,43 @@ fn attention_dims(ix: &GraphIndex) -> HashMap<String, String> {
     derived
 }
 
-/// A boolean input: `true` (masks), except for a condition that selects an `If` branch, which alternates with
-/// the seed so that two input sets run both branches (optimum's merged decoders switch on `use_cache_branch`).
-fn bool_input(ix: &GraphIndex, id: crate::ir::ValueId, seed: u64) -> bool {
-    let selects_branch = ix.consumers(id).iter().any(|&(n, slot)| {
-        slot == crate::ir::InputSlot::Operand(0)
+/// Whether a boolean input is the condition that selects an `If` branch (optimum's merged decoders switch on
+/// `use_cache_branch`).
+fn selects_branch(ix: &GraphIndex, id: ValueId) -> bool {
+    ix.consumers(id).iter().any(|&(n, slot)| {
+        slot == InputSlot::Operand(0)
             && ix.graph.graph[n]
                 .op()
                 .is_some_and(|op| op.op_type() == "If" && op.domain().is_empty())
-    });
-    !selects_branch || seed.is_multiple_of(2)
+    })
+}
+
+/// A boolean input: `true` (masks), except for a condition that selects an `If` branch, which alternates with
+/// the seed so that two input sets run both branches.
+fn bool_input(ix: &GraphIndex, id: ValueId, seed: u64) -> bool {
+    !selects_branch(ix, id) || seed.is_multiple_of(2)
+}
+
+/// A merged decoder's cache branch attends over the past and the new tokens: its mask covers both, whatever the
+/// file declares (optimum's `merge_decoders` declares the mask as `[batch, sequence_length]`, the no-cache
+/// branch's shape). The total is what the model declares for its `present` outputs: an expression that adds
+/// another symbol to the tokens' sequence symbol. Returns (the sequence symbol, that expression) when the model
+/// switches branches on a boolean input and declares such a total.
+fn cache_total(ix: &GraphIndex, bounds: &HashMap<ValueId, i64>) -> Option<(String, String)> {
+    let g = ix.graph;
+    g.runtime_inputs().find(|&i| selects_branch(ix, i))?;
+    let tokens = g.runtime_inputs().find(|i| bounds.contains_key(i))?;
+    let sequence = symbol_at(ix, tokens, 1)?;
+    let total = g.outputs.iter().find_map(|&o| {
+        let (_, shape) = g.value(o).ty().and_then(tensor_type)?;
+        shape?.into_iter().find_map(|d| match d {
+            Dim::Symbol(text) if text.contains('+') && expression::names(&text).contains(&sequence) => {
+                Some(text)
+            }
+            _ => None,
+        })
+    })?;
+    Some((sequence, total))
 }
 
 /// One input set for `model`, reproducible from `seed`.
@@ -273,7 +348,13 @@ pub fn generate_inputs(
     let g = &model.graph;
     let ix = GraphIndex::new(g);
     let mut rng = StdRng::seed_from_u64(seed);
-    let derived = attention_dims(&ix);
+    let bounds = row_bounds(model, &ix);
+    let derived = attention_dims(&ix, &bounds);
+    // Sets that select a merged decoder's cache branch size its masks over the past and the new tokens.
+    let cache = cache_total(&ix, &bounds).filter(|_| {
+        g.runtime_inputs()
+            .any(|i| selects_branch(&ix, i) && bool_input(&ix, i, seed))
+    });
     let mut out = Vec::new();
     for id in g.runtime_inputs() {
         let value = g.value(id);
@@ -286,12 +367,19 @@ pub fn generate_inputs(
                 value.name
             ))
         })?;
+        let is_mask =
+            ElemType::from_onnx(elem).is_some_and(|t| !t.is_float()) && !bounds.contains_key(&id);
         let shape: Vec<usize> = shape
             .iter()
             .enumerate()
-            .map(|(axis, d)| {
-                let hint = conv_hint(&ix, id, axis, dims.other);
-                dims.size(d, axis, hint, &derived)
+            .map(|(axis, d)| match (&cache, d) {
+                (Some((sequence, total)), Dim::Symbol(sym)) if is_mask && sym == sequence => {
+                    dims.size(&Dim::Symbol(total.clone()), axis, None, &derived)
+                }
+                _ => {
+                    let hint = conv_hint(&ix, id, axis, dims.other);
+                    dims.size(d, axis, hint, &derived)
+                }
             })
             .collect();
         let len = shape
@@ -314,9 +402,9 @@ pub fn generate_inputs(
             Some(ElemType::F64) => {
                 Values::F64((0..len).map(|_| rng.sample(StandardNormal)).collect())
             }
-            Some(ElemType::I64) => Values::I64(integer_values(&ix, id, len, &mut rng)),
+            Some(ElemType::I64) => Values::I64(integer_values(bounds.get(&id), len, &mut rng)),
             Some(ElemType::I32) => Values::I32(
-                integer_values(&ix, id, len, &mut rng)
+                integer_values(bounds.get(&id), len, &mut rng)
                     .into_iter()
                     .map(|x| x as i32)
                     .collect(),
@@ -341,9 +429,9 @@ pub fn generate_inputs(
 }
 
 /// Token ids below the indexed table's row count; ones for an integer input that indexes nothing (a mask).
-fn integer_values(ix: &GraphIndex, id: ValueId, len: usize, rng: &mut StdRng) -> Vec<i64> {
-    match gather_bound(ix, id) {
-        Some(rows) if rows > 0 => (0..len).map(|_| rng.random_range(0..rows)).collect(),
+fn integer_values(rows: Option<&i64>, len: usize, rng: &mut StdRng) -> Vec<i64> {
+    match rows {
+        Some(&rows) if rows > 0 => (0..len).map(|_| rng.random_range(0..rows)).collect(),
         _ => vec![1; len],
     }
 }
@@ -371,6 +459,18 @@ mod expression {
         Name(String),
         Number(i64),
         Op(char),
+    }
+
+    /// The identifiers an expression names.
+    pub fn names(text: &str) -> Vec<String> {
+        tokenize(text)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|t| match t {
+                Token::Name(n) => Some(n),
+                _ => None,
+            })
+            .collect()
     }
 
     fn tokenize(text: &str) -> Option<Vec<Token>> {

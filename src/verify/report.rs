@@ -194,6 +194,25 @@ pub fn input_sets(model: &Model, source: &InputSource) -> Result<Vec<InputSet>, 
     }
 }
 
+/// The size each symbolic dimension of `model`'s inputs has in `inputs`, each symbol once, in input order.
+fn symbol_sizes(model: &Model, inputs: &[Named]) -> Vec<(String, usize)> {
+    let g = &model.graph;
+    let mut sizes: Vec<(String, usize)> = Vec::new();
+    for (id, given) in g.runtime_inputs().zip(inputs) {
+        let Some((_, Some(shape))) = g.value(id).ty().and_then(crate::onnx::tensor_type) else {
+            continue;
+        };
+        for (d, &n) in shape.iter().zip(given.tensor.shape()) {
+            if let crate::onnx::Dim::Symbol(sym) = d
+                && !sizes.iter().any(|(s, _)| s == sym)
+            {
+                sizes.push((sym.clone(), n));
+            }
+        }
+    }
+    sizes
+}
+
 /// The shapes and types of a set: sets that agree share one prepared model.
 fn signature(inputs: &[Named]) -> Vec<(runtime::ElemType, Vec<usize>)> {
     inputs
@@ -317,9 +336,9 @@ impl<'a> Judge<'a> {
             sets: input_sets(reference.model, source)?,
             source: source.clone(),
             batch_note: None,
+            tolerance: tolerance.for_model(reference.model),
             reference,
             choice,
-            tolerance,
             baselines: Vec::new(),
             unit_baselines: Vec::new(),
             cuts: units::cuts(reference.model),
@@ -363,7 +382,7 @@ impl<'a> Judge<'a> {
                     other => other.to_string(),
                 };
                 let Some((source, sets, leading)) = self.at_batch_one()? else {
-                    return Err(VerifyError::NoRuntime(why));
+                    return Err(VerifyError::NoRuntime(self.with_sizes(why)));
                 };
                 let note = format!(
                     "generated inputs at batch {leading}: {why}; generated again at batch 1"
@@ -373,14 +392,32 @@ impl<'a> Judge<'a> {
                 self.failures.clear();
                 self.batch_note = Some(note);
                 self.check_all(candidate).map_err(|e| match e {
-                    VerifyError::NoRuntime(again) => {
-                        VerifyError::NoRuntime(format!("{why}; and at batch 1: {again}"))
-                    }
+                    VerifyError::NoRuntime(again) => VerifyError::NoRuntime(
+                        self.with_sizes(format!("{why}; and at batch 1: {again}")),
+                    ),
                     e => e,
                 })
             }
             done => done,
         }
+    }
+
+    /// `why` no runtime could run generated inputs, with the size each symbolic dimension was given and how to
+    /// choose another: the runtime's message names the op that refused them.
+    fn with_sizes(&self, why: String) -> String {
+        let (InputSource::Seeds { .. }, Some(set)) = (&self.source, self.sets.first()) else {
+            return why;
+        };
+        let sizes = symbol_sizes(self.reference.model, &set.inputs);
+        if sizes.is_empty() {
+            return why;
+        }
+        let listed: Vec<String> = sizes.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        format!(
+            "{why} (the generated inputs sized {}; give --dim NAME=SIZE for a size the model accepts, or \
+             --inputs DIR)",
+            listed.join(", ")
+        )
     }
 
     /// Generated inputs made again with every unnamed leading axis 1 (and the batch they had), unless they were
@@ -694,6 +731,7 @@ pub fn verify_reference(
     tol: Tolerance,
     choice: RuntimeChoice,
 ) -> Result<VerifyReport, VerifyError> {
+    let tol = tol.for_model(model.model);
     let dirs = test_data_sets(dir);
     if dirs.is_empty() {
         return Err(VerifyError::TestData {
@@ -797,6 +835,7 @@ pub fn verify_runtimes(
     reference: RuntimeKind,
     other: RuntimeKind,
 ) -> Result<VerifyReport, VerifyError> {
+    let tol = tol.for_model(model.model);
     let sets = input_sets(model.model, source)?;
     let expected = run_sets(reference, model, &sets)?;
     let actual = run_sets(other, model, &sets)?;

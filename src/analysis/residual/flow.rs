@@ -5,14 +5,12 @@ use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
-use crate::ir::ValueId;
+use crate::ir::{InputSlot, ValueId};
 use crate::ir::index::GraphIndex;
 
-/// Whether an op reads only its operand's shape (so that what it computes carries none of its data).
-pub(super) fn reads_shape_only(ix: &GraphIndex, n: NodeIndex) -> bool {
-    ix.graph.graph[n]
-        .op()
-        .is_some_and(crate::ir::Op::reads_shape_only)
+/// Whether node `n` reads the data of what it takes at `slot` (not only its shape or type).
+pub(super) fn reads_data(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> bool {
+    ix.graph.graph[n].op().is_some_and(|op| op.reads_data_at(slot))
 }
 
 /// Which values carry data from the graph's inputs (not merely their shapes, and not constants).
@@ -33,13 +31,9 @@ impl Flow {
             }
         }
         for &n in ix.ops() {
-            if reads_shape_only(ix, n) {
-                continue;
-            }
-            let carries = g
-                .graph
-                .edges_directed(n, Direction::Incoming)
-                .any(|e| data[e.weight().value.0 as usize]);
+            let carries = g.graph.edges_directed(n, Direction::Incoming).any(|e| {
+                data[e.weight().value.0 as usize] && reads_data(ix, n, e.weight().to_slot)
+            });
             if carries {
                 for v in g.graph[n].outputs.iter().flatten() {
                     data[v.0 as usize] = true;
@@ -96,16 +90,23 @@ pub(super) fn between(
     // Marks by position inside the window (lo, hi]: the window is one sublayer, so this stays small.
     let slot = |n: NodeIndex| ix.position(n).checked_sub(lo + 1).filter(|&s| s < hi - lo);
     let mut forward = vec![false; hi - lo];
-    let mut stack: Vec<NodeIndex> = ix.consumers(a).iter().map(|(n, _)| *n).collect();
-    if let Some(also) = also_from {
-        stack.extend(ix.consumers(also).iter().map(|(n, _)| *n));
-    }
+    // Readers of the start values that read their data, then of everything they compute.
+    let mut stack: Vec<NodeIndex> = std::iter::once(a)
+        .chain(also_from)
+        .flat_map(|v| ix.consumers(v).iter())
+        .filter(|&&(n, s)| reads_data(ix, n, s))
+        .map(|&(n, _)| n)
+        .collect();
     while let Some(n) = stack.pop() {
         let Some(s) = slot(n) else { continue };
-        if std::mem::replace(&mut forward[s], true) || reads_shape_only(ix, n) {
+        if std::mem::replace(&mut forward[s], true) {
             continue;
         }
-        stack.extend(g.edges_directed(n, Direction::Outgoing).map(|e| e.target()));
+        stack.extend(
+            g.edges_directed(n, Direction::Outgoing)
+                .filter(|e| reads_data(ix, e.target(), e.weight().to_slot))
+                .map(|e| e.target()),
+        );
     }
     if !slot(b_node).is_some_and(|s| forward[s]) {
         return None;

@@ -86,14 +86,14 @@ struct SumTree {
     terms: Vec<(ValueId, NodeIndex)>,
 }
 
-/// The `Add` making `v`, when nothing but `reader` reads `v` (shape queries aside) and it adds two
+/// The `Add` making `v`, when nothing but `reader` reads `v` (shape and type queries aside) and it adds two
 /// activations: then `v` is only a partial sum, part of the sum `reader` computes.
 fn partial_sum(ix: &GraphIndex, v: ValueId, reader: NodeIndex) -> Option<NodeIndex> {
     let (n, _) = ix.produced_by(v, "Add")?;
     let other_readers = ix
         .consumers(v)
         .iter()
-        .any(|&(c, _)| c != reader && !super::flow::reads_shape_only(ix, c));
+        .any(|&(c, slot)| c != reader && super::flow::reads_data(ix, c, slot));
     if other_readers || ix.is_graph_output(v) {
         return None;
     }
