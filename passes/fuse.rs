@@ -25,8 +25,7 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target};
 use crate::analysis::constants::{constant, widening_cast_source};
 use crate::analysis::facts::Facts;
-use crate::analysis::quantized::without_activation_qdq;
-use crate::analysis::{Analysis, FusedSlots, Norm, NormForm, NormKind, Param, analyze, origin};
+use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, analyze_graph, origin};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};
@@ -122,7 +121,7 @@ pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Pa
             Err(reason) => patch.note(format!("left `{label}` alone: {reason}")),
         }
     }
-    note_quantized_norms(model, &analysis, kind, &mut patch);
+    note_quantized_norms(model, kind, &mut patch);
     // The manager upgrades the rest of the model to the opset the fused ops need (`run_one`).
     if patch.sites > 0 && opset > 0 {
         patch.require_opset("", opset);
@@ -133,18 +132,12 @@ pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Pa
 /// Norms that analysis finds only through their quantization (static QDQ puts `QuantizeLinear →
 /// DequantizeLinear` between the mean, the variance, ε and the division) are left as they are, and said: one op
 /// in their place would compute without the quantization steps, which is not the model's function.
-fn note_quantized_norms(model: &Model, plain: &Analysis, kind: NormKind, patch: &mut Patch) {
-    let Some(view) = without_activation_qdq(&model.graph) else {
-        return;
-    };
-    let through = analyze(&GraphIndex::new(&view));
-    let count = |a: &Analysis| {
-        a.norms
-            .iter()
-            .filter(|n| n.norm.kind == kind && n.norm.form == NormForm::Decomposed)
-            .count()
-    };
-    let quantized = count(&through).saturating_sub(count(plain));
+fn note_quantized_norms(model: &Model, kind: NormKind, patch: &mut Patch) {
+    let quantized = analyze_graph(&model.graph)
+        .norms
+        .iter()
+        .filter(|n| n.norm.kind == kind && n.norm.form == NormForm::QuantizedInside)
+        .count();
     if quantized > 0 {
         patch.note(format!(
             "left {quantized} decomposed {kind}s alone: QuantizeLinear/DequantizeLinear pairs sit \

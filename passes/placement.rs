@@ -26,8 +26,16 @@ pub(super) enum Move {
 
 /// The edits of one rewrite, gathered per node so that a node changed for two reasons (a Skip op that is one
 /// unit's sum and the norm the next unit reads through) is replaced once.
+///
+/// A quantized model (static QDQ) is planned on its quantization view (`quantized::without_activation_qdq`),
+/// where each activation is read as it is before its `QuantizeLinear → DequantizeLinear` pair; in the model
+/// itself a moved skip then reads the dequantized value, as every other reader of that activation does. No pair
+/// changes what it quantizes, and moving a skip back reads the value it read before.
 pub(super) struct Rewrites<'a, 'g> {
+    /// The graph the rewrite is planned on: the model's, or its quantization view (same node and value ids).
     ix: &'a GraphIndex<'g>,
+    /// The model's own graph, which the patch edits.
+    real: &'a GraphIndex<'g>,
     patch: Patch,
     edits: BTreeMap<NodeIndex, NodeEdit>,
 }
@@ -100,8 +108,8 @@ impl Rewrites<'_, '_> {
                     let out = self
                         .patch
                         .value(format!("{}/skip", name.unwrap_or_default()));
-                    let mut inputs = vec![Some(current)];
-                    inputs.extend(rest.iter().map(|r| r.map(ValueRef::Old)));
+                    let mut inputs = vec![Some(self.as_read(current))];
+                    inputs.extend(rest.iter().map(|r| r.map(|v| self.as_read(ValueRef::Old(v)))));
                     self.patch
                         .add_node(op.proto.clone(), inputs, vec![Some(out)], n);
                     out
@@ -111,10 +119,32 @@ impl Rewrites<'_, '_> {
         current
     }
 
+    /// What a new reader of `v` reads in the model itself: the dequantized value when a `QuantizeLinear →
+    /// DequantizeLinear` pair quantizes `v` (the view reads `v` where the model reads that).
+    fn as_read(&self, v: ValueRef) -> ValueRef {
+        let ValueRef::Old(v) = v else { return v };
+        let real = self.real;
+        real.consumers(v)
+            .iter()
+            .find_map(|&(q, slot)| {
+                let op = real.graph.graph[q].op()?;
+                let quantizes = op.op_type() == "QuantizeLinear"
+                    && op.domain().is_empty()
+                    && slot == crate::ir::InputSlot::Operand(0);
+                let (dq, dq_op) = real.sole_consumer(real.output(q).filter(|_| quantizes)?)?;
+                (dq_op.op_type() == "DequantizeLinear" && dq_op.domain().is_empty())
+                    .then(|| real.output(dq))
+                    .flatten()
+            })
+            .map_or(ValueRef::Old(v), ValueRef::Old)
+    }
+
     fn finish(mut self) -> Patch {
         for (node, (inputs, output)) in std::mem::take(&mut self.edits) {
             let outputs: Vec<(usize, ValueRef)> = output.into_iter().collect();
-            self.patch.replace_slots(self.ix, node, &inputs, &outputs);
+            let inputs: Vec<(usize, ValueRef)> =
+                inputs.into_iter().map(|(s, v)| (s, self.as_read(v))).collect();
+            self.patch.replace_slots(self.real, node, &inputs, &outputs);
         }
         self.patch
     }
@@ -134,25 +164,25 @@ pub(super) fn plan_units(
         &mut Rewrites,
     ) -> Result<Move, String>,
 ) -> Result<Patch, PassError> {
-    let ix = GraphIndex::new(&model.graph);
+    let real = GraphIndex::new(&model.graph);
+    let view = without_activation_qdq(&model.graph);
+    let ix = view.as_ref().map_or_else(|| GraphIndex::new(&model.graph), GraphIndex::new);
     let a = analyze(&ix);
     let refuse = |reason: String| PassError::Refused { pass, reason };
-    if let Some(view) = without_activation_qdq(&model.graph) {
-        let through = analyze(&GraphIndex::new(&view));
-        if through.placement != a.placement {
-            return Err(refuse(format!(
-                "its residual stream and norms pass through QuantizeLinear/DequantizeLinear pairs (read through \
-                 them the model is {}); moving a skip across quantized values would change what each pair \
-                 quantizes, and the placement passes do not rewrite quantized streams",
-                through.placement
-            )));
-        }
-    }
     let mut rewrites = Rewrites {
         ix: &ix,
+        real: &real,
         patch: Patch::new(),
         edits: BTreeMap::new(),
     };
+    if view.is_some() {
+        rewrites.patch.note(
+            "its residual stream passes through QuantizeLinear/DequantizeLinear pairs: each moved skip reads \
+             the dequantized value, and the pairs quantize what they quantized before (their scales were \
+             calibrated for the old placement's sums)"
+                .into(),
+        );
+    }
     for (l, unit) in a.residual_units.iter().enumerate() {
         let decision = match decide(&ix, &a, l, unit, &mut rewrites) {
             Err(reason) if cx.allow_partial => {

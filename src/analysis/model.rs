@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::quantized::without_activation_qdq;
+use super::norms::NormForm;
 use super::residual::{Analysis, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::subgraph::Scope;
@@ -105,8 +106,38 @@ fn analyze_graphs(model: &Model) -> Result<ModelAnalysis, ValidationError> {
 /// are transparent (`quantized::without_activation_qdq`); node and value ids stay the graph's own.
 pub fn analyze_graph(graph: &Graph) -> Analysis {
     match without_activation_qdq(graph) {
-        Some(view) => analyze(&GraphIndex::new(&view)),
+        Some(view) => {
+            let mut analysis = analyze(&GraphIndex::new(&view));
+            mark_quantized_inside(&GraphIndex::new(graph), &mut analysis);
+            analysis
+        }
         None => analyze(&GraphIndex::new(graph)),
+    }
+}
+
+/// Decomposed norms found through the quantization view whose own steps are quantized in the graph: a value
+/// between two of their nodes feeds a `QuantizeLinear`.
+fn mark_quantized_inside(graph: &GraphIndex, analysis: &mut Analysis) {
+    for info in &mut analysis.norms {
+        let norm = &mut info.norm;
+        if norm.form != NormForm::Decomposed {
+            continue;
+        }
+        let quantized = norm
+            .nodes
+            .iter()
+            .filter_map(|&n| graph.output(n))
+            .filter(|&v| v != norm.output)
+            .any(|v| {
+                graph.consumers(v).iter().any(|&(c, _)| {
+                    graph.graph.graph[c]
+                        .op()
+                        .is_some_and(|op| op.op_type() == "QuantizeLinear")
+                })
+            });
+        if quantized {
+            norm.form = NormForm::QuantizedInside;
+        }
     }
 }
 

@@ -43,8 +43,11 @@ spelled!(NormKind { LayerNorm => "layernorm", RmsNorm => "rmsnorm" });
 pub enum NormForm {
     Fused,
     Decomposed,
+    /// Decomposed with `QuantizeLinear → DequantizeLinear` pairs between its steps (static QDQ quantizes the
+    /// mean, the variance, the quotient): no fused op computes that, so no fusion takes it.
+    QuantizedInside,
 }
-spelled!(NormForm { Fused => "fused", Decomposed => "decomposed" });
+spelled!(NormForm { Fused => "fused", Decomposed => "decomposed", QuantizedInside => "quantized-inside" });
 
 /// A scale or shift parameter: a constant value, plus one for Gemma's `(1 + w)` computed in the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -112,6 +112,7 @@ fn unit_rows(a: &Analysis) -> String {
         let form = match n.form {
             crate::analysis::NormForm::Fused => "",
             crate::analysis::NormForm::Decomposed => " (decomposed)",
+            crate::analysis::NormForm::QuantizedInside => " (decomposed, quantized inside)",
         };
         format!(
             "#{i} {}{form} ε={}",
