@@ -257,13 +257,13 @@ fn a_norm_quantized_inside_is_read_through_its_quantization() {
     .unwrap();
     // The graph as it is has no norm: a QuantizeLinear sits between the variance and ε.
     assert!(find_norms(&GraphIndex::new(&model.graph)).is_empty());
-    // Read through the pairs, it is the LayerNorm, ε dequantized.
+    // Read through the pairs, it is the LayerNorm, ε dequantized, with its steps quantized.
     let a = normshift::analysis::analyze_graph(&model.graph);
     assert_eq!(a.norms.len(), 1);
     let n = &a.norms[0].norm;
     assert_eq!(
         (n.kind, n.form, n.axis),
-        (NormKind::LayerNorm, NormForm::Decomposed, -1)
+        (NormKind::LayerNorm, NormForm::QuantizedInside, -1)
     );
     assert!((n.epsilon - 1e-6).abs() < 1e-12, "{}", n.epsilon);
     // The fusion leaves it, saying why.
