@@ -25,7 +25,9 @@ use petgraph::stable_graph::NodeIndex;
 use super::{PassContext, PassError, Target};
 use crate::analysis::constants::{constant, widening_cast_source};
 use crate::analysis::facts::Facts;
-use crate::analysis::{FusedSlots, Norm, NormForm, NormKind, Param, analyze, analyze_graph, origin};
+use crate::analysis::{
+    FusedSlots, Norm, NormForm, NormKind, Param, analyze, analyze_graph, origin,
+};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Model, Patch, ValueId, ValueRef};
 use crate::onnx::build::{attr_float, attr_int, float_tensor, is_float, node};

@@ -30,7 +30,6 @@ use serde::Serialize;
 use crate::ir::text::TextOptions;
 use crate::ir::{Model, Patch, PatchError, ValidationError};
 
-
 /// Whether a pass keeps the model's function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -109,7 +109,10 @@ impl Rewrites<'_, '_> {
                         .patch
                         .value(format!("{}/skip", name.unwrap_or_default()));
                     let mut inputs = vec![Some(self.as_read(current))];
-                    inputs.extend(rest.iter().map(|r| r.map(|v| self.as_read(ValueRef::Old(v)))));
+                    inputs.extend(
+                        rest.iter()
+                            .map(|r| r.map(|v| self.as_read(ValueRef::Old(v)))),
+                    );
                     self.patch
                         .add_node(op.proto.clone(), inputs, vec![Some(out)], n);
                     out
@@ -142,8 +145,10 @@ impl Rewrites<'_, '_> {
     fn finish(mut self) -> Patch {
         for (node, (inputs, output)) in std::mem::take(&mut self.edits) {
             let outputs: Vec<(usize, ValueRef)> = output.into_iter().collect();
-            let inputs: Vec<(usize, ValueRef)> =
-                inputs.into_iter().map(|(s, v)| (s, self.as_read(v))).collect();
+            let inputs: Vec<(usize, ValueRef)> = inputs
+                .into_iter()
+                .map(|(s, v)| (s, self.as_read(v)))
+                .collect();
             self.patch.replace_slots(self.real, node, &inputs, &outputs);
         }
         self.patch
@@ -166,7 +171,9 @@ pub(super) fn plan_units(
 ) -> Result<Patch, PassError> {
     let real = GraphIndex::new(&model.graph);
     let view = without_activation_qdq(&model.graph);
-    let ix = view.as_ref().map_or_else(|| GraphIndex::new(&model.graph), GraphIndex::new);
+    let ix = view
+        .as_ref()
+        .map_or_else(|| GraphIndex::new(&model.graph), GraphIndex::new);
     let a = analyze(&ix);
     let refuse = |reason: String| PassError::Refused { pass, reason };
     let mut rewrites = Rewrites {

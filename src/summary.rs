@@ -42,7 +42,12 @@ pub struct Summary {
     pub parameters: u64,
     pub parameter_bytes: u64,
     pub external_data_bytes: u64,
+    /// Model-local functions the model defines.
     pub functions: usize,
+    /// Calls of them the main graph makes, nested calls included, and the op nodes they run: `ops` and `norms`
+    /// count what runs, each call replaced by its function's body.
+    pub function_calls: usize,
+    pub nodes_in_functions: usize,
     /// Normalization layers found, by `kind form` (e.g. `layernorm decomposed`), in the main graph and every
     /// body.
     pub norms: BTreeMap<String, usize>,
@@ -52,9 +57,19 @@ pub struct Summary {
 impl Model {
     pub fn summary(&self) -> Result<Summary, ValidationError> {
         let g = &self.graph;
+        // What runs: every call of a model-local function replaced by its body.
+        let inlined = self.inline_functions()?;
+        let (function_calls, nodes_in_functions) = match &inlined {
+            Some((m, outline)) => (
+                outline.call_count(),
+                (m.graph.op_count() + outline.top_level_calls).saturating_sub(g.op_count()),
+            ),
+            None => (0, 0),
+        };
+        let runs = inlined.as_ref().map_or(g, |(m, _)| &m.graph);
         let mut ops = BTreeMap::new();
-        count_ops(g, &mut ops);
-        let mut norms = norm_counts(g);
+        count_ops(runs, &mut ops);
+        let mut norms = norm_counts(runs);
         let (mut subgraphs, mut nodes_in_subgraphs) = (0, 0);
         g.visit_bodies(&Scope::default(), "", &mut |_, body| {
             subgraphs += 1;
@@ -107,6 +122,8 @@ impl Model {
                 .map(|b| b.len() as u64)
                 .sum(),
             functions: self.header.functions.len(),
+            function_calls,
+            nodes_in_functions,
             norms,
             warnings: self.warnings.clone(),
         })

@@ -493,7 +493,10 @@ fn placement_rewrites_move_skips_across_a_quantized_stream_and_back_exactly() {
     let forward = run(&mut model, "post-to-pre", Target::Onnx);
     assert_eq!(forward.changes, 4);
     assert!(
-        forward.notes.iter().any(|n| n.contains("dequantized value")),
+        forward
+            .notes
+            .iter()
+            .any(|n| n.contains("dequantized value")),
         "{:?}",
         forward.notes
     );
@@ -504,13 +507,21 @@ fn placement_rewrites_move_skips_across_a_quantized_stream_and_back_exactly() {
         let mut q: Vec<String> = ix
             .ops()
             .iter()
-            .filter(|&&n| m.graph.graph[n].op().is_some_and(|op| op.op_type() == "QuantizeLinear"))
+            .filter(|&&n| {
+                m.graph.graph[n]
+                    .op()
+                    .is_some_and(|op| op.op_type() == "QuantizeLinear")
+            })
             .map(|&n| m.graph.value(ix.inputs(n)[0].unwrap()).name.clone())
             .collect();
         q.sort();
         q
     };
-    assert_eq!(quantizers(&model), quantizers(&original), "every pair quantizes what it did");
+    assert_eq!(
+        quantizers(&model),
+        quantizers(&original),
+        "every pair quantizes what it did"
+    );
     run(&mut model, "pre-to-post", Target::Onnx);
     let text = |m: &normshift::Model| m.to_text(Default::default());
     assert_eq!(text(&model), text(&original));

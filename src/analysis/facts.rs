@@ -207,7 +207,14 @@ impl Facts {
                     .flatten()
                     .copied()
                     .find(|&n| n > 1)
-                    .or_else(|| known.iter().copied().collect::<Option<Vec<i64>>>()?.into_iter().max())
+                    .or_else(|| {
+                        known
+                            .iter()
+                            .copied()
+                            .collect::<Option<Vec<i64>>>()?
+                            .into_iter()
+                            .max()
+                    })
             }
             "MatMul" if self.rank(input(1)?).is_some_and(|r| r >= 2) => last_of(1),
             "Gemm" => {

@@ -39,6 +39,6 @@ pub mod residual;
 pub use model::{BodyAnalysis, FunctionsSeen, ModelAnalysis, analyze_graph, analyze_model};
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};
 pub use residual::{
-    Analysis, Branch, BranchKind, NormInfo, NormSummary, PASS_THROUGH, Placement, ResidualUnit, Role,
-    Stream, StreamError, analyze, keeps_zero_mean, origin, shape_steps,
+    Analysis, Branch, BranchKind, NormInfo, NormSummary, PASS_THROUGH, Placement, ResidualUnit,
+    Role, Stream, StreamError, analyze, keeps_zero_mean, origin, shape_steps,
 };

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::quantized::without_activation_qdq;
 use super::norms::NormForm;
+use super::quantized::without_activation_qdq;
 use super::residual::{Analysis, analyze};
 use crate::ir::index::GraphIndex;
 use crate::ir::subgraph::Scope;

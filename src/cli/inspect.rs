@@ -53,7 +53,11 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
         }
     );
     if s.functions > 0 {
-        println!("  functions   {}", s.functions);
+        println!(
+            "  functions   {} model-local, called {} times (nested calls included), running {} nodes; ops below \
+             count what runs",
+            s.functions, s.function_calls, s.nodes_in_functions
+        );
     }
     for i in &s.inputs {
         println!("  input       {}: {}", i.name, i.r#type);

@@ -40,6 +40,8 @@ pub struct Outline {
     calls: Vec<Call>,
     /// Calls left as they are, and why.
     pub kept: Vec<String>,
+    /// Calls the main graph itself makes (the others are inside function bodies).
+    pub top_level_calls: usize,
     /// For every node name of the inlined graph that came from a function body: the function it sits in,
     /// innermost first (`torch.nn.modules.normalization.LayerNorm in transformers...GPT2Block`).
     pub sits_in: HashMap<String, String>,
@@ -77,9 +79,11 @@ impl Model {
             .iter()
             .map(|f| key(f.domain(), f.name(), f.overload()))
             .collect();
-        self.graph.graph.node_weights().filter_map(|n| n.op()).any(|op| {
-            defined.contains(&key(op.domain(), op.op_type(), op.proto.overload()))
-        })
+        self.graph
+            .graph
+            .node_weights()
+            .filter_map(|n| n.op())
+            .any(|op| defined.contains(&key(op.domain(), op.op_type(), op.proto.overload())))
     }
 
     /// This model with the main graph's calls of model-local functions replaced by their bodies, and how to put
@@ -220,6 +224,9 @@ impl Inliner<'_> {
             return Ok(());
         }
         let body = self.instantiate(node, f)?;
+        if depth == 0 {
+            self.outline.top_level_calls += 1;
+        }
         self.outline.calls.push(Call {
             node: node.clone(),
             expansion: body.clone(),
@@ -246,7 +253,9 @@ impl Inliner<'_> {
             return;
         }
         let chain: Vec<&str> = within.iter().rev().map(String::as_str).collect();
-        self.outline.sits_in.insert(name.to_string(), chain.join(" in "));
+        self.outline
+            .sits_in
+            .insert(name.to_string(), chain.join(" in "));
     }
 
     /// Why calls of `f` cannot be inlined without changing what they compute, if they cannot.
@@ -258,7 +267,11 @@ impl Inliner<'_> {
                 return Some(format!(
                     "its body uses opset {} of `{}`, the model {v}",
                     o.version(),
-                    if o.domain().is_empty() { "ai.onnx" } else { o.domain() }
+                    if o.domain().is_empty() {
+                        "ai.onnx"
+                    } else {
+                        o.domain()
+                    }
                 ));
             }
         }
@@ -295,11 +308,8 @@ impl Inliner<'_> {
             };
             rename.insert(formal.clone(), actual);
         }
-        let defaults: HashMap<&str, &AttributeProto> = f
-            .attribute_proto
-            .iter()
-            .map(|a| (a.name(), a))
-            .collect();
+        let defaults: HashMap<&str, &AttributeProto> =
+            f.attribute_proto.iter().map(|a| (a.name(), a)).collect();
         let given: HashMap<&str, &AttributeProto> =
             call.attribute.iter().map(|a| (a.name(), a)).collect();
         let mut body = Vec::with_capacity(f.node.len());

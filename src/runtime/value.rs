@@ -68,7 +68,10 @@ impl ElemType {
 
     /// Whether the type holds floating-point numbers.
     pub fn is_float(self) -> bool {
-        matches!(self, ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::Bf16)
+        matches!(
+            self,
+            ElemType::F32 | ElemType::F64 | ElemType::F16 | ElemType::Bf16
+        )
     }
 
     /// Unit roundoff of the half-precision types: below it, two correct computations may differ by one rounding.

@@ -330,7 +330,9 @@ fn cache_total(ix: &GraphIndex, bounds: &HashMap<ValueId, i64>) -> Option<(Strin
     let total = g.outputs.iter().find_map(|&o| {
         let (_, shape) = g.value(o).ty().and_then(tensor_type)?;
         shape?.into_iter().find_map(|d| match d {
-            Dim::Symbol(text) if text.contains('+') && expression::names(&text).contains(&sequence) => {
+            Dim::Symbol(text)
+                if text.contains('+') && expression::names(&text).contains(&sequence) =>
+            {
                 Some(text)
             }
             _ => None,

@@ -5,12 +5,14 @@ use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
-use crate::ir::{InputSlot, ValueId};
 use crate::ir::index::GraphIndex;
+use crate::ir::{InputSlot, ValueId};
 
 /// Whether node `n` reads the data of what it takes at `slot` (not only its shape or type).
 pub(super) fn reads_data(ix: &GraphIndex, n: NodeIndex, slot: InputSlot) -> bool {
-    ix.graph.graph[n].op().is_some_and(|op| op.reads_data_at(slot))
+    ix.graph.graph[n]
+        .op()
+        .is_some_and(|op| op.reads_data_at(slot))
 }
 
 /// Which values carry data from the graph's inputs (not merely their shapes, and not constants).

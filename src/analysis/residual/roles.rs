@@ -40,7 +40,11 @@ impl<'a> Lookup<'a> {
         }
         Lookup {
             norms,
-            by_output: norms.iter().enumerate().map(|(i, m)| (m.output, i)).collect(),
+            by_output: norms
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.output, i))
+                .collect(),
             by_node: norms
                 .iter()
                 .enumerate()
@@ -304,7 +308,11 @@ fn placement_of(pre: bool, out: bool, post: bool) -> Placement {
 }
 
 /// The report: every norm with its role, the units, and the model's figures.
-pub(super) fn summarize(norms: Vec<Norm>, roles: Roles, units: Vec<ResidualUnit>) -> super::Analysis {
+pub(super) fn summarize(
+    norms: Vec<Norm>,
+    roles: Roles,
+    units: Vec<ResidualUnit>,
+) -> super::Analysis {
     let placement = match units.first() {
         None => Placement::None,
         Some(first) if units.iter().all(|u| u.placement == first.placement) => first.placement,

@@ -61,7 +61,10 @@ fn branch_window(ix: &GraphIndex, x: ValueId, v: ValueId) -> Option<Vec<NodeInde
 
 /// The two summands of a node that computes a sum, and the sum when the graph holds it: an `Add`, or a Skip
 /// norm op (`input + skip`, its bias aside; the sum is its optional fourth output).
-pub(super) fn summands(ix: &GraphIndex, n: NodeIndex) -> Option<(ValueId, ValueId, Option<ValueId>)> {
+pub(super) fn summands(
+    ix: &GraphIndex,
+    n: NodeIndex,
+) -> Option<(ValueId, ValueId, Option<ValueId>)> {
     let op = ix.graph.graph[n].op()?;
     let inputs = ix.inputs(n);
     if op.op_type() == "Add" && op.domain().is_empty() {

@@ -105,7 +105,9 @@ pub(super) fn carried_chain(
             ref several => {
                 let Some(rest) = several.iter().find_map(|&s| {
                     let rest = carried_chain(ix, s, leads_on);
-                    rest.last().is_some_and(|&end| leads_on(end)).then_some(rest)
+                    rest.last()
+                        .is_some_and(|&end| leads_on(end))
+                        .then_some(rest)
                 }) else {
                     break;
                 };
