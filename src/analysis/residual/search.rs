@@ -165,13 +165,16 @@ fn split_terms(
     out.push((v, window));
 }
 
+/// The stream a sum's branches read, how its skip is scaled (`α` and the `Mul`), and each branch's window.
+type StreamOf = (ValueId, Option<(f64, NodeIndex)>, Vec<Vec<NodeIndex>>);
+
 /// The stream of a sum whose skip term is `skip`, if every other term reads it through a linear layer: `skip`
 /// itself, the value before pass-through ops that only the skip applies, or (DeepNorm) the `x` of `α·x`.
 fn stream_of(
     ix: &GraphIndex,
     skip: ValueId,
     others: &[ValueId],
-) -> Option<(ValueId, Option<(f64, NodeIndex)>, Vec<Vec<NodeIndex>>)> {
+) -> Option<StreamOf> {
     let windows = |x: ValueId| -> Option<Vec<Vec<NodeIndex>>> {
         others.iter().map(|&v| branch_window(ix, x, v)).collect()
     };
