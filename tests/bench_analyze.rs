@@ -3,7 +3,8 @@
 //!     python3 models/make_fixtures.py models/big --bert-base [--layers 24|48]
 //!     cargo test --release --test bench_analyze -- --ignored --nocapture
 //!
-//! Reads every `models/big/*.onnx`; prints the best of 20 runs of each stage. It asserts nothing about time.
+//! Reads every `models/big/*.onnx`; prints the best of 20 runs of each stage. It asserts nothing about time, but
+//! that what it timed is the right answer: a BERT of L layers is Post-LN with 2L units and 2L + 1 norms.
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,14 @@ fn analyze_cost_against_load() {
             time.as_secs_f64() * 1e3,
             100.0 * time.as_secs_f64() / load.as_secs_f64(),
             analysis.unit_count
+        );
+        let layers = analysis.unit_count / 2;
+        assert!(layers > 0, "{}: no units found", path.display());
+        assert_eq!(
+            (analysis.placement.as_str(), analysis.norm_count),
+            ("post", 2 * layers + 1),
+            "{}",
+            path.display()
         );
     }
 }

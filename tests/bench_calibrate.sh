@@ -6,7 +6,7 @@
 #
 # Without SETS_DIR, 48 sets of batch 1 and 32 tokens are made with `normshift run --seed K` (a model with
 # inputs `[batch, sequence]`). The big models are made on demand (models/make_fixtures.py --bert-base,
-# models/make_minilm.py); the README has the figures.
+# models/make_minilm.py); docs/calibration.md has the figures.
 set -euo pipefail
 normshift=$1; model=$2; sets=${3:-}
 out=$(mktemp -d); runs=1

@@ -15,7 +15,7 @@ models in the same runtime):
   serialization, the conversion and onnx's parse of the result);
 * `onnx.load_model_from_string(result)`: the parse on its own.
 
-and prints a Markdown table for the README.
+and prints a Markdown table for docs/python.md.
 """
 
 from __future__ import annotations

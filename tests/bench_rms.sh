@@ -18,7 +18,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 ns=target/release/normshift
-# At this size the rewrites differ from the original by up to 1.5e-5 on near-zero elements (see README).
+# At this size the rewrites differ from the original by up to 1.5e-5 on near-zero elements (see docs/benchmarks.md).
 $ns convert "$big/gpt2_small.onnx" -o "$out/fold.onnx" --passes fold-norm-affine --atol 5e-5 >/dev/null
 $ns convert "$big/gpt2_small.onnx" -o "$out/rms.onnx" --passes fold-norm-affine,layernorm-to-rmsnorm \
   --atol 5e-5 >/dev/null

@@ -1,7 +1,7 @@
 //! A graph of a million nodes: a Post-LN stack of 76 924 units (13 nodes each: a decomposed LayerNorm of 9, a
 //! branch of 3, the residual Add) plus the embedding norm. Nothing may recurse per node (the stack would
 //! overflow) or compare every node with every other (it would not finish): `analyze` finds every unit and
-//! `convert --passes fuse-layernorm` fuses every norm. How the time grows with size is a benchmark in the README
+//! `convert --passes fuse-layernorm` fuses every norm. How the time grows with size is a benchmark in docs/reliability.md
 //! (`tests/bench_scale.sh`), not a timed test.
 
 mod common;

@@ -20,7 +20,7 @@ use super::{EXIT_OK, print_warnings};
 )]
 pub struct AnalyzeArgs {
     pub model: PathBuf,
-    /// Print the analysis as JSON (schema in the README).
+    /// Print the analysis as JSON (schema in docs/analysis.md).
     #[arg(long)]
     pub json: bool,
     /// Write the architecture picture as Graphviz DOT to FILE.

@@ -1,4 +1,4 @@
-"""The README's Python example, as a script: export a small Hugging Face BERT with torch, convert it with
+"""The Python example of docs/python.md, as a script: export a small Hugging Face BERT with torch, convert it with
 normshift in the same script, run the result with onnxruntime. Needs torch and transformers (not in the test
 venv; see models/wild-requirements.txt for the versions it was run with):
 
