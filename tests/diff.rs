@@ -166,3 +166,28 @@ fn the_command_prints_the_diff_and_exits_1_when_the_graphs_differ() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).ends_with("ops unchanged\n"), "{}", stdout(&o));
 }
+
+/// The passes that move constants or skips rather than norms, on every fixture they change: the diff is what a
+/// reviewer reads, one snapshot per fixture and pass (rustc's MIR tests keep one per test and pass).
+const MOVES: &[(&str, &str)] = &[
+    ("gpt2_pre.opset17", "fold-norm-affine"),
+    ("llama_rms.opset17", "fold-norm-affine"),
+    ("neox_parallel.opset17", "fold-norm-affine"),
+    ("gemma2_peri.opset17", "fold-norm-affine"),
+    ("gpt2_pre.opset17", "layernorm-to-rmsnorm"),
+    ("neox_parallel.opset17", "layernorm-to-rmsnorm"),
+    ("bert_post.opset17", "post-to-pre"),
+    ("deepnorm_post.opset17", "post-to-pre"),
+    ("gpt2_pre.opset17", "pre-to-post"),
+    ("llama_rms.opset17", "pre-to-post"),
+];
+
+#[test]
+fn every_move_of_constants_or_skips_is_snapshotted_as_its_diff() {
+    for &(fixture, pass) in MOVES {
+        let (original, model) = rewritten(fixture, pass);
+        let d = diff(&original.graph, &model.graph);
+        assert!(!d.to_text().is_empty(), "{fixture}: {pass} changed nothing");
+        insta::assert_snapshot!(format!("{fixture}.{pass}"), d.to_text());
+    }
+}
