@@ -5,11 +5,57 @@
 //! `double_data`, `uint64_data`. A declared shape that disagrees with the data length is an error, never a
 //! silent truncation.
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::ir::Tensor;
 use crate::onnx::tensor_proto::DataType;
 use crate::onnx::{TensorProto, elem_size, elem_type_name};
+
+/// An initializer: the `TensorProto` as read, and its data when it lives in an external file (already
+/// mapped into memory; the proto keeps its `external_data` entries).
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    pub proto: TensorProto,
+    pub external: Option<Bytes>,
+}
+
+impl Tensor {
+    /// The raw little-endian bytes of the tensor, where the data is stored that way (inline `raw_data` or an
+    /// external file). Typed fields (`float_data`, ...) have no raw form: `None`.
+    pub fn raw_bytes(&self) -> Option<&Bytes> {
+        self.external.as_ref().or(self.proto.raw_data.as_ref())
+    }
+
+    pub fn dims(&self) -> &[i64] {
+        &self.proto.dims
+    }
+
+    pub fn elem_type(&self) -> i32 {
+        self.proto.data_type()
+    }
+
+    /// Number of elements, saturating: a malformed file may declare dims whose product overflows.
+    pub fn elem_count(&self) -> u64 {
+        self.proto
+            .dims
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
+    }
+
+    /// Bytes of payload: raw or external data, or the typed fields' size.
+    pub fn byte_len(&self) -> u64 {
+        if let Some(raw) = self.raw_bytes() {
+            return raw.len() as u64;
+        }
+        let p = &self.proto;
+        (p.float_data.len() * 4
+            + p.int32_data.len() * 4
+            + p.int64_data.len() * 8
+            + p.double_data.len() * 8
+            + p.uint64_data.len() * 8
+            + p.string_data.iter().map(|s| s.len()).sum::<usize>()) as u64
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TensorError {

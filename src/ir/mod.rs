@@ -28,14 +28,12 @@ mod validate;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableGraph};
 
-use crate::onnx::{
-    self, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
-};
+use crate::onnx::{self, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto};
 
+pub use crate::tensor::Tensor;
 pub use extract::{ExtractError, Extracted, Segment};
 pub use patch::{Patch, PatchError, ValueRef};
 pub use validate::ValidationError;
@@ -64,52 +62,6 @@ impl Value {
 pub struct OrderKey {
     pub position: u64,
     pub inserted: u64,
-}
-
-/// An initializer: the `TensorProto` as read, and its data when it lives in an external file (already
-/// mapped into memory; the proto keeps its `external_data` entries).
-#[derive(Debug, Clone)]
-pub struct Tensor {
-    pub proto: TensorProto,
-    pub external: Option<Bytes>,
-}
-
-impl Tensor {
-    /// The raw little-endian bytes of the tensor, where the data is stored that way (inline `raw_data` or an
-    /// external file). Typed fields (`float_data`, ...) have no raw form: `None`.
-    pub fn raw_bytes(&self) -> Option<&Bytes> {
-        self.external.as_ref().or(self.proto.raw_data.as_ref())
-    }
-
-    pub fn dims(&self) -> &[i64] {
-        &self.proto.dims
-    }
-
-    pub fn elem_type(&self) -> i32 {
-        self.proto.data_type()
-    }
-
-    /// Number of elements, saturating: a malformed file may declare dims whose product overflows.
-    pub fn elem_count(&self) -> u64 {
-        self.proto
-            .dims
-            .iter()
-            .fold(1u64, |acc, &d| acc.saturating_mul(d.max(0) as u64))
-    }
-
-    /// Bytes of payload: raw or external data, or the typed fields' size.
-    pub fn byte_len(&self) -> u64 {
-        if let Some(raw) = self.raw_bytes() {
-            return raw.len() as u64;
-        }
-        let p = &self.proto;
-        (p.float_data.len() * 4
-            + p.int32_data.len() * 4
-            + p.int64_data.len() * 8
-            + p.double_data.len() * 8
-            + p.uint64_data.len() * 8
-            + p.string_data.iter().map(|s| s.len()).sum::<usize>()) as u64
-    }
 }
 
 /// What a graph node is.

@@ -6,13 +6,12 @@
 //! enclosing graph the node reads from inside it. Optimum's merged decoders keep every weight in the main graph
 //! and none in the branches, so a body's view of the enclosing constants is what lets analysis read its norms.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use petgraph::Direction;
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
-use super::import::captured_names;
 use super::validate::ValidationError;
 use super::{Edge, Graph, InputSlot, NodeKind, Tensor};
 use crate::onnx::GraphProto;
@@ -193,4 +192,61 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// Subgraphs nested deeper than this are refused rather than risking the stack.
+pub const MAX_SUBGRAPH_DEPTH: usize = 64;
+
+/// Names that a node's subgraph attributes read from the enclosing scope.
+pub(super) fn captured_names(
+    attributes: &[crate::onnx::AttributeProto],
+    depth: usize,
+) -> Result<BTreeSet<String>, ValidationError> {
+    let mut free = BTreeSet::new();
+    for attr in attributes {
+        for sub in attr.g.iter().chain(attr.graphs.iter()) {
+            free.extend(subgraph_free_names(sub, depth)?);
+        }
+    }
+    Ok(free)
+}
+
+pub(super) fn subgraph_free_names(
+    g: &GraphProto,
+    depth: usize,
+) -> Result<BTreeSet<String>, ValidationError> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(ValidationError::TooDeep(MAX_SUBGRAPH_DEPTH));
+    }
+    let mut defined: HashSet<&str> = HashSet::new();
+    defined.extend(g.input.iter().map(|i| i.name()));
+    defined.extend(g.initializer.iter().map(|t| t.name()));
+    defined.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|t| t.name()),
+    );
+    for n in &g.node {
+        defined.extend(n.output.iter().map(String::as_str));
+    }
+    let mut free = BTreeSet::new();
+    for n in &g.node {
+        for name in &n.input {
+            if !name.is_empty() && !defined.contains(name.as_str()) {
+                free.insert(name.clone());
+            }
+        }
+        for name in captured_names(&n.attribute, depth + 1)? {
+            if !defined.contains(name.as_str()) {
+                free.insert(name);
+            }
+        }
+    }
+    for o in &g.output {
+        if !defined.contains(o.name()) {
+            free.insert(o.name().to_string());
+        }
+    }
+    Ok(free)
 }

@@ -21,12 +21,10 @@ struct UnitNormJson {
     role: &'static str,
 }
 
-pub(super) fn units_json<S: serde::Serializer>(
-    units: &[ResidualUnit],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let list: Vec<UnitJson> = units.iter().map(unit_json).collect();
-    serde::Serialize::serialize(&list, s)
+impl Serialize for ResidualUnit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        unit_json(self).serialize(s)
+    }
 }
 
 fn unit_json(u: &ResidualUnit) -> UnitJson {

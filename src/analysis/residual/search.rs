@@ -170,11 +170,7 @@ type StreamOf = (ValueId, Option<(f64, NodeIndex)>, Vec<Vec<NodeIndex>>);
 
 /// The stream of a sum whose skip term is `skip`, if every other term reads it through a linear layer: `skip`
 /// itself, the value before pass-through ops that only the skip applies, or (DeepNorm) the `x` of `α·x`.
-fn stream_of(
-    ix: &GraphIndex,
-    skip: ValueId,
-    others: &[ValueId],
-) -> Option<StreamOf> {
+fn stream_of(ix: &GraphIndex, skip: ValueId, others: &[ValueId]) -> Option<StreamOf> {
     let windows = |x: ValueId| -> Option<Vec<Vec<NodeIndex>>> {
         others.iter().map(|&v| branch_window(ix, x, v)).collect()
     };

@@ -3,7 +3,6 @@
 use petgraph::stable_graph::NodeIndex;
 use serde::Serialize;
 
-use super::json::units_json;
 use crate::analysis::norms::Norm;
 use crate::ir::ValueId;
 use crate::ir::index::GraphIndex;
@@ -152,7 +151,7 @@ pub struct Analysis {
     pub final_norm: bool,
     pub unit_count: usize,
     pub norm_count: usize,
-    #[serde(serialize_with = "units_json")]
+    /// Serialized as `json.rs` says: placement, branch kinds, norms by index and role.
     pub residual_units: Vec<ResidualUnit>,
     pub norms: Vec<NormInfo>,
 }
