@@ -26,25 +26,12 @@ pub struct DriftRow {
     pub max_abs: f64,
 }
 
-/// The probes of `model`: (unit, value name) for the first norm reading each unit's sum (or, when none reads
-/// it directly, the unit's post-norm, which may read it through shape-only ops: OPT adds in 2-D).
+/// The probes of `model`: (unit, value name) of the stream after each unit as the next sublayer reads it
+/// ([`crate::analysis::Analysis::probe_after`]).
 pub fn probes(model: &Model) -> Vec<(usize, String)> {
-    let ix = GraphIndex::new(&model.graph);
-    let a = analyze(&ix);
-    a.residual_units
-        .iter()
-        .enumerate()
-        .filter_map(|(l, u)| {
-            let norm = u
-                .fused_norm
-                .map(|i| &a.norms[i])
-                .or_else(|| {
-                    let sum = u.sum?;
-                    a.norms.iter().find(|n| n.norm.normalized() == Some(sum))
-                })
-                .or_else(|| u.post_norm.map(|i| &a.norms[i]))?;
-            Some((l, model.graph.value(norm.norm.output).name.clone()))
-        })
+    let a = analyze(&GraphIndex::new(&model.graph));
+    (0..a.residual_units.len())
+        .filter_map(|l| Some((l, model.graph.value(a.probe_after(l)?).name.clone())))
         .collect()
 }
 

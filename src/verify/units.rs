@@ -21,7 +21,7 @@ use serde::Serialize;
 use super::report::{InputSet, ModelRef, run_sets};
 use super::{Comparison, Tolerance, VerifyError, compare};
 use crate::analysis::facts::{Facts, declare_interface, declared};
-use crate::analysis::{Analysis, analyze};
+use crate::analysis::analyze;
 use crate::ir::index::GraphIndex;
 use crate::ir::{Graph, Model, ValueId};
 use crate::runtime::{Named, RuntimeKind, TensorData};
@@ -79,7 +79,7 @@ pub fn cuts(model: &Model) -> Vec<Cut> {
         .enumerate()
         .map(|(k, u)| (u.stream_in, k))
         .collect();
-    if let Some(end) = last_output(&analysis) {
+    if let Some(end) = analysis.last_output() {
         values.push((end, analysis.residual_units.len()));
     }
     let mut cuts: Vec<Cut> = Vec::new();
@@ -96,17 +96,6 @@ pub fn cuts(model: &Model) -> Vec<Cut> {
         start = end;
     }
     cuts
-}
-
-/// What leaves the last unit: its post-norm's output, or its sum.
-fn last_output(a: &Analysis) -> Option<ValueId> {
-    let last = a.residual_units.last()?;
-    let post = last
-        .post_norm
-        .or(last.fused_norm)
-        .filter(|_| last.post_norm.is_some() || last.sum.is_none())
-        .map(|i| a.norms[i].norm.output);
-    post.or(last.sum)
 }
 
 /// Error figures of one value, worst over the input sets.

@@ -251,6 +251,23 @@ impl Analysis {
         steps
     }
 
+    /// The value that shows the stream after unit `l` as the next sublayer reads it: the first norm reading the
+    /// unit's sum (its post-norm, the next unit's pre-norm, or the final norm), or, when none reads it directly,
+    /// the unit's post-norm (which may read it through pass-through ops: OPT adds in 2-D). The placement
+    /// rewrites keep every norm's output name, so the value exists in both models of such a rewrite.
+    pub fn probe_after(&self, l: usize) -> Option<ValueId> {
+        let u = self.residual_units.get(l)?;
+        let norm = u
+            .fused_norm
+            .map(|i| &self.norms[i])
+            .or_else(|| {
+                let sum = u.sum?;
+                self.norms.iter().find(|n| n.norm.normalized() == Some(sum))
+            })
+            .or_else(|| u.post_norm.map(|i| &self.norms[i]))?;
+        Some(norm.norm.output)
+    }
+
     /// What leaves the last unit: its post-norm's output, or its sum.
     pub fn last_output(&self) -> Option<ValueId> {
         let last = self.residual_units.last()?;
