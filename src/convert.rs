@@ -241,9 +241,24 @@ pub fn convert_in_memory(
     match &options.verify {
         _ if report.passes.is_empty() => report.verification_skipped = Some("no passes were run"),
         None => report.verification_skipped = Some("verification was turned off (--no-verify)"),
-        Some(verify) => judge(original, &model, &mut report, options, verify, progress)?,
+        Some(verify) => {
+            // Verification cuts both models at the stream and probes it after each unit: a model that ships
+            // its layers as model-local functions is judged with every call replaced by its body (the same
+            // function; the runtimes inline them too).
+            let (original, result) = (inlined(original)?, inlined(&model)?);
+            judge(&original, &result, &mut report, options, verify, progress)?
+        }
     }
     Ok((model, report))
+}
+
+/// `model` with the calls of its model-local functions replaced by their bodies, or `model` itself when it
+/// calls none.
+fn inlined(model: &Model) -> Result<std::borrow::Cow<'_, Model>, ConvertError> {
+    Ok(match model.inline_functions().map_err(VerifyError::Encode)? {
+        Some((m, _)) => std::borrow::Cow::Owned(m),
+        None => std::borrow::Cow::Borrowed(model),
+    })
 }
 
 /// The pipeline with `post-to-pre` calibrated: the passes before it, `post-to-pre`, calibration of its result
@@ -271,6 +286,11 @@ fn run_calibrated(
             names[stop]
         ))
         .into());
+    }
+    // Calibration refits constants inside the layers: a model that ships them as model-local functions is
+    // calibrated, and written, with every call replaced by its body.
+    if let std::borrow::Cow::Owned(m) = inlined(model)? {
+        *model = m;
     }
     let mut runs = passes::run_segment(model, names, 0..at, &options.pipeline)?;
     let before = model.clone();
