@@ -170,7 +170,59 @@ pub fn run_pipeline(
     names: &[String],
     options: &PipelineOptions,
 ) -> Result<Vec<PassRun>, PassError> {
-    run_segment(model, names, 0..names.len(), options)
+    run_pipeline_with(model, names, options, &mut NoHook)
+}
+
+/// What a caller does around each pass of a pipeline: [`Hook::after`] may change the pass's result before the
+/// next pass runs (calibration refits the constants of what `post-to-pre` made), and the pass's dump shows
+/// what the hook made of it, which is what the next pass is given. Errors stop the pipeline.
+pub trait Hook<E> {
+    /// Pass `pass` is about to run on `model`.
+    fn before(&mut self, _pass: &str, _model: &Model) -> Result<(), E> {
+        Ok(())
+    }
+    /// Pass `pass` ran and left `model`.
+    fn after(&mut self, _pass: &str, _model: &mut Model) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// The pipeline without anything around its passes.
+struct NoHook;
+
+impl Hook<PassError> for NoHook {}
+
+/// [`run_pipeline`] with `hook` around every pass.
+pub fn run_pipeline_with<E: From<PassError>>(
+    model: &mut Model,
+    names: &[String],
+    options: &PipelineOptions,
+    hook: &mut dyn Hook<E>,
+) -> Result<Vec<PassRun>, E> {
+    let passes: Vec<Box<dyn Pass>> = names.iter().map(|n| by_name(n)).collect::<Result<_, _>>()?;
+    let end = match stop_index(names, options)? {
+        Some(stop) => stop + 1,
+        None => names.len(),
+    };
+    if let Some(dir) = &options.dump_ir {
+        std::fs::create_dir_all(dir).map_err(|source| PassError::Dump {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let mut runs = Vec::new();
+    for (i, pass) in passes.iter().enumerate().take(end) {
+        dump(model, options, &dump_stem(names, i), "before")?;
+        let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
+        hook.before(pass.name(), model)?;
+        let run = run_one(model, pass.as_ref(), &options.context)?;
+        hook.after(pass.name(), model)?;
+        if let Some(before) = before {
+            dump_result(&before, model, names, i, options)?;
+        }
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 /// Where `--stop-after` ends the pipeline `names`: the index of the first run of that pass (`None` when there
@@ -188,54 +240,9 @@ pub fn stop_index(names: &[String], options: &PipelineOptions) -> Result<Option<
         .transpose()
 }
 
-/// Runs the passes `names[range]` of the pipeline `names`, for a caller that does work of its own between
-/// segments: the dumps are numbered by each pass's place in the whole pipeline, and `--stop-after` is looked up
-/// in the whole pipeline (a segment after the stop runs nothing).
-pub fn run_segment(
-    model: &mut Model,
-    names: &[String],
-    range: std::ops::Range<usize>,
-    options: &PipelineOptions,
-) -> Result<Vec<PassRun>, PassError> {
-    let passes: Vec<Box<dyn Pass>> = names.iter().map(|n| by_name(n)).collect::<Result<_, _>>()?;
-    let end = match stop_index(names, options)? {
-        Some(stop) => range.end.min(stop + 1),
-        None => range.end,
-    };
-    if let Some(dir) = &options.dump_ir {
-        std::fs::create_dir_all(dir).map_err(|source| PassError::Dump {
-            path: dir.clone(),
-            source,
-        })?;
-    }
-    let mut runs = Vec::new();
-    for (i, pass) in passes.iter().enumerate().take(end).skip(range.start) {
-        dump_before(model, names, i, options)?;
-        let before = options.dump_ir.as_ref().map(|_| model.graph.clone());
-        let run = run_one(model, pass.as_ref(), &options.context)?;
-        if let Some(before) = before {
-            dump_result(&before, model, names, i, options)?;
-        }
-        runs.push(run);
-    }
-    Ok(runs)
-}
-
-/// Writes what pass `i` of the pipeline `names` is given (`model`) to the `--dump-ir` folder.
-pub fn dump_before(
-    model: &Model,
-    names: &[String],
-    i: usize,
-    options: &PipelineOptions,
-) -> Result<(), PassError> {
-    dump(model, options, &dump_stem(names, i), "before")
-}
-
 /// Writes what pass `i` of the pipeline `names` handed on (`model`) to the `--dump-ir` folder: its text and
-/// its diff from `before`, the graph the pass was given. A caller that changes the model after running a pass
-/// (calibration refits `post-to-pre`'s constants) runs it undumped and calls this afterwards, so that the dump
-/// shows what the next pass is given.
-pub fn dump_result(
+/// its diff from `before`, the graph the pass was given.
+fn dump_result(
     before: &crate::ir::Graph,
     model: &Model,
     names: &[String],

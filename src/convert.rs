@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::calibrate::{self, CalibrateError, Calibration, HeldOut};
+use crate::calibrate::{CALIBRATED, CalibrateError, Calibrating, Calibration, CalibrationReport};
 use crate::io::{SaveError, SaveOptions, SaveReport, save};
 use crate::ir::Model;
 use crate::passes::{self, PassClass, PassError, PassRun, PipelineOptions};
@@ -74,9 +74,6 @@ pub enum ConvertError {
     Calibrate(#[from] CalibrateError),
 }
 
-/// The pass `--calibration` calibrates.
-const CALIBRATED: &str = "post-to-pre";
-
 /// Why the result was not written.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -125,18 +122,6 @@ pub struct ConvertReport {
     /// Why `output` was not written, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
-}
-
-/// What calibration did and how close it came, on sets it did not fit on, against the plain mapping.
-#[derive(Debug, Clone, Serialize)]
-pub struct CalibrationReport {
-    pub dir: PathBuf,
-    pub fitted: calibrate::Fitted,
-    /// The held-out sets (every `hold_out_every`-th folder), which judge both mappings.
-    pub held_out_sets: usize,
-    pub hold_out_every: usize,
-    pub calibrated: HeldOut,
-    pub plain: HeldOut,
 }
 
 impl ConvertReport {
@@ -255,14 +240,16 @@ pub fn convert_in_memory(
 /// `model` with the calls of its model-local functions replaced by their bodies, or `model` itself when it
 /// calls none.
 fn inlined(model: &Model) -> Result<std::borrow::Cow<'_, Model>, ConvertError> {
-    Ok(match model.inline_functions().map_err(VerifyError::Encode)? {
-        Some((m, _)) => std::borrow::Cow::Owned(m),
-        None => std::borrow::Cow::Borrowed(model),
-    })
+    Ok(
+        match model.inline_functions().map_err(VerifyError::Encode)? {
+            Some((m, _)) => std::borrow::Cow::Owned(m),
+            None => std::borrow::Cow::Borrowed(model),
+        },
+    )
 }
 
-/// The pipeline with `post-to-pre` calibrated: the passes before it, `post-to-pre`, calibration of its result
-/// against the model it was given, the passes after it. Then both mappings are judged on the held-out sets.
+/// The pipeline with `post-to-pre` calibrated: the pass manager runs calibration (and the held-out judging of
+/// both mappings) right after `post-to-pre`, before the passes after it.
 fn run_calibrated(
     model: &mut Model,
     input: &Path,
@@ -270,14 +257,10 @@ fn run_calibrated(
     calibration: &Calibration,
     progress: &mut dyn Progress,
 ) -> Result<(Vec<PassRun>, Option<CalibrationReport>), ConvertError> {
-    let at = options
-        .passes
-        .iter()
-        .position(|p| p == CALIBRATED)
-        .ok_or_else(|| {
-            CalibrateError::Refused(format!("the pipeline has no `{CALIBRATED}` to calibrate"))
-        })?;
     let names = &options.passes;
+    let at = names.iter().position(|p| p == CALIBRATED).ok_or_else(|| {
+        CalibrateError::Refused(format!("the pipeline has no `{CALIBRATED}` to calibrate"))
+    })?;
     if let Some(stop) = passes::stop_index(names, &options.pipeline)?
         && stop < at
     {
@@ -292,63 +275,15 @@ fn run_calibrated(
     if let std::borrow::Cow::Owned(m) = inlined(model)? {
         *model = m;
     }
-    let mut runs = passes::run_segment(model, names, 0..at, &options.pipeline)?;
-    let before = model.clone();
-    // Dumped here and after calibration (below), not by the segment: what `post-to-pre` hands on is the
-    // calibrated model.
-    passes::dump_before(model, names, at, &options.pipeline)?;
-    let undumped = passes::PipelineOptions {
-        dump_ir: None,
-        ..options.pipeline.clone()
-    };
-    runs.extend(passes::run_segment(model, names, at..at + 1, &undumped)?);
     let choice = options
         .verify
         .as_ref()
         .map_or(RuntimeChoice::Auto, |v| v.runtime);
-    let reference = ModelRef::loaded(&before, input);
-    progress.stage(&format!(
-        "calibrating on {} input sets",
-        calibration.fit.len()
-    ));
-    let (calibrated, fitted) = calibrate::calibrate(
-        &reference,
-        model,
-        &calibration.fit,
-        choice,
-        calibration.settings,
-    )?;
-    let kind = fitted.runtime;
-    progress.stage(&format!(
-        "judging both mappings on {} held-out sets",
-        calibration.held_out.len()
-    ));
-    let plain = std::mem::replace(model, calibrated);
-    passes::dump_result(&before.graph, model, names, at, &options.pipeline)?;
-    let judge = calibrate::HeldOutJudge::new(reference, &calibration.held_out, kind)?;
-    let candidate = |m| ModelRef {
-        model: m,
-        ..reference
-    };
-    let (calibrated, plain) = (
-        judge.judge(&candidate(model))?,
-        judge.judge(&candidate(&plain))?,
-    );
-    let report = CalibrationReport {
-        dir: calibration.dir.clone(),
-        held_out_sets: calibration.held_out.len(),
-        hold_out_every: calibration.hold_out_every,
-        calibrated,
-        plain,
-        fitted,
-    };
-    runs.extend(passes::run_segment(
-        model,
-        names,
-        at + 1..names.len(),
-        &options.pipeline,
-    )?);
-    Ok((runs, Some(report)))
+    let mut stage = |what: &str| progress.stage(what);
+    let mut hook = Calibrating::new(calibration, input, choice, &mut stage);
+    let runs =
+        passes::run_pipeline_with::<ConvertError>(model, names, &options.pipeline, &mut hook)?;
+    Ok((runs, hook.report()))
 }
 
 /// Verifies `rewritten` against `original` and fills in the verification, the refusal, the pass at fault and

@@ -17,16 +17,9 @@ impl Rows {
         Rows { data, width }
     }
 
-    pub fn zeros(len: usize, width: usize) -> Rows {
-        Rows::new(vec![0.0; len * width], width)
-    }
-
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.data.len().checked_div(self.width).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn row(&self, t: usize) -> &[f64] {

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::calibrate::CalibrationReport;
 use crate::calibrate::{CalibrateError, Calibration};
 use crate::convert::{
-    CalibrationReport, ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions,
-    convert as run_convert,
+    ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions, convert as run_convert,
 };
 use crate::io::{DataLayout, SaveOptions};
 use crate::passes::{PassContext, PipelineOptions, Target};

@@ -101,6 +101,23 @@ fn effective(tol: Tolerance, reference: &TensorData, values: &[f64]) -> Option<T
     (raised.rtol > tol.rtol || raised.atol > tol.atol).then_some(raised)
 }
 
+/// The cosine of the angle between `a` and `b`: 1 for two zero vectors (equal), 0 for one zero vector.
+pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f64 = a.iter().map(|x| x * x).sum();
+    let nb: f64 = b.iter().map(|x| x * x).sum();
+    cosine_of(dot, na, nb)
+}
+
+/// The cosine from a dot product and the two squared norms.
+fn cosine_of(dot: f64, na: f64, nb: f64) -> f64 {
+    if na == 0.0 && nb == 0.0 {
+        1.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt()).max(1e-300)
+    }
+}
+
 /// Compares `actual` against `reference`.
 pub fn compare(
     name: &str,
@@ -169,11 +186,7 @@ pub fn compare(
     } else {
         (diff_sq / nb).sqrt()
     };
-    c.cosine = if na == 0.0 && nb == 0.0 {
-        1.0
-    } else {
-        dot / (na.sqrt() * nb.sqrt()).max(1e-300)
-    };
+    c.cosine = cosine_of(dot, na, nb);
     c.mismatched = bad;
     c.ok = bad == 0;
     c

@@ -12,7 +12,7 @@ mod report;
 mod testdata;
 mod units;
 
-pub use compare::{Comparison, Tolerance, compare};
+pub use compare::{Comparison, Tolerance, compare, cosine};
 pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs};
 pub use report::{

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use super::report::{InputSet, ModelRef, run_sets};
 use super::{Comparison, Tolerance, VerifyError, compare};
-use crate::analysis::facts::{Facts, declare_interface, declared};
 use crate::analysis::analyze;
+use crate::analysis::facts::{Facts, declare_interface, declared};
 use crate::ir::index::GraphIndex;
 use crate::ir::{Graph, Model, ValueId};
 use crate::runtime::{Named, RuntimeKind, TensorData};
