@@ -99,6 +99,7 @@ fn body_model(outer: &Model, graph: Graph) -> Model {
         header: outer.header.clone(),
         warnings: Vec::new(),
         external_files: Vec::new(),
+        source_file: None,
     }
 }
 

@@ -91,7 +91,7 @@ pub struct ConvertArgs {
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
     /// How to run the two models: whole, or unit by unit (cut at the residual stream, one segment in memory at
-    /// a time). `auto`: unit by unit above 1 GiB of weights. Either way the report has a row per unit.
+    /// a time). `auto`: unit by unit when the model has residual units. Either way the report has a row per unit.
     #[arg(long, value_enum, default_value = "auto")]
     pub verify_by: VerifyByArg,
     /// Print a JSON report.

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::RuntimeKind;
 use crate::verify::{
-    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, UNIT_VERIFY_THRESHOLD, UnitRow,
-    VerifyBy, VerifyReport, verify_and_bisect, verify_pair, verify_reference, verify_runtimes,
+    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, UnitRow, VerifyBy, VerifyReport,
+    verify_and_bisect, verify_pair, verify_reference, verify_runtimes,
 };
 use clap::Args;
 
@@ -46,7 +46,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub tolerance: ToleranceArgs,
     /// How to run two models: whole, or unit by unit (cut at the residual stream, one segment in memory at a
-    /// time, each unit's error reported). `auto`: unit by unit above 1 GiB of weights.
+    /// time, each unit's error reported). `auto`: unit by unit when the models have residual units.
     #[arg(long, value_enum, default_value = "auto")]
     pub verify_by: VerifyByArg,
     /// When two models' outputs differ: find the first unit whose own error is beyond tolerance, then inside it
@@ -62,7 +62,7 @@ pub struct VerifyArgs {
 /// `--verify-by`, as the command line names it.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum VerifyByArg {
-    /// Unit by unit when the model has residual units and more than 1 GiB of weights, else whole.
+    /// Unit by unit when the model has residual units, else whole.
     #[default]
     Auto,
     /// Segment by segment: peak memory bounded by the largest unit, not the model.
@@ -80,9 +80,6 @@ impl From<VerifyByArg> for VerifyBy {
         }
     }
 }
-
-// The help text above states the threshold in words; keep them in step.
-const _: () = assert!(UNIT_VERIFY_THRESHOLD == 1 << 30);
 
 /// Where a command's inputs come from: a test-data folder, or seeds and dimension sizes to generate them.
 #[derive(Args, Debug, Clone)]

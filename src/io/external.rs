@@ -244,3 +244,54 @@ pub fn release_pages(data: &[u8]) {
         }
     }
 }
+
+/// Tensors smaller than this stay inline when a model is handed to a runtime: one read each would cost more
+/// than the copy.
+const REFER_ABOVE: usize = 64 * 1024;
+
+/// Rewrites `proto`'s inline initializers whose bytes lie in `source` (the mapped file the model was read
+/// from) as external data pointing into that file, at their offset, so that a runtime reads each one from the
+/// file once instead of being handed a copy inside the encoded model (which it then decodes into a second
+/// copy). `dir` is the folder the runtime resolves locations against: the file must be inside it. Returns how
+/// many tensors now refer to the file.
+pub fn refer_to_source(
+    proto: &mut crate::onnx::ModelProto,
+    source: &crate::ir::SourceFile,
+    dir: &Path,
+) -> usize {
+    let Some(location) = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|dir| source.path.strip_prefix(dir).ok().map(Path::to_path_buf))
+        .and_then(|rel| rel.to_str().map(String::from))
+    else {
+        return 0;
+    };
+    let base = source.bytes.as_ptr() as usize;
+    let end = base + source.bytes.len();
+    let Some(graph) = proto.graph.as_mut() else {
+        return 0;
+    };
+    let mut referred = 0;
+    for t in &mut graph.initializer {
+        let Some(raw) = t.raw_data.as_ref() else {
+            continue;
+        };
+        let start = raw.as_ptr() as usize;
+        if raw.len() < REFER_ABOVE || start < base || start + raw.len() > end {
+            continue;
+        }
+        let entry = |key: &str, value: String| crate::onnx::StringStringEntryProto {
+            key: Some(key.into()),
+            value: Some(value),
+        };
+        t.external_data = vec![
+            entry("location", location.clone()),
+            entry("offset", (start - base).to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        t.data_location = Some(DataLocation::External as i32);
+        t.raw_data = None;
+        referred += 1;
+    }
+    referred
+}

@@ -49,7 +49,11 @@ pub fn load(path: &Path) -> Result<Model, LoadError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    load_bytes(bytes, path, dir)
+    let mut model = load_bytes(bytes.clone(), path, dir)?;
+    model.source_file = std::fs::canonicalize(path)
+        .ok()
+        .map(|path| crate::ir::SourceFile { path, bytes });
+    Ok(model)
 }
 
 /// Decodes and imports a model held in memory; `dir` is where its external data lives.

@@ -7,7 +7,7 @@ mod save;
 mod stream;
 pub mod unfinished;
 
-pub use external::ExternalDataError;
+pub use external::{ExternalDataError, refer_to_source};
 pub use load::{LoadError, load, load_bytes};
 pub use save::{DataLayout, SaveError, SaveOptions, SaveReport, save};
 

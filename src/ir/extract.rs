@@ -415,6 +415,7 @@ impl Model {
                 header: self.header.clone(),
                 warnings: Vec::new(),
                 external_files: self.external_files.clone(),
+                source_file: self.source_file.clone(),
             },
             added_inputs,
             unread_inputs,

@@ -27,6 +27,7 @@ impl Model {
             header: proto,
             warnings,
             external_files: Vec::new(),
+            source_file: None,
         })
     }
 }

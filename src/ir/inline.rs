@@ -134,6 +134,7 @@ impl Model {
         let mut model = Model::from_proto(proto, external)?;
         model.warnings = self.warnings.clone();
         model.external_files = self.external_files.clone();
+        model.source_file = self.source_file.clone();
         Ok(model)
     }
 }

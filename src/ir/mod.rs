@@ -193,6 +193,17 @@ pub struct Model {
     /// External data files the initializers are mapped from (canonical paths), so that a write never replaces
     /// the data its own input still reads without being told to.
     pub external_files: Vec<std::path::PathBuf>,
+    /// The model file this model was read from, mapped: its inline tensors are slices of it, so a runtime can
+    /// be pointed at their bytes in the file instead of being handed a copy (`io::external::refer_to_source`).
+    pub source_file: Option<SourceFile>,
+}
+
+/// A model file as it was mapped into memory.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Canonical path.
+    pub path: std::path::PathBuf,
+    pub bytes: bytes::Bytes,
 }
 
 impl Model {

@@ -123,9 +123,17 @@ impl ModelSource {
         label: impl Into<String>,
     ) -> Result<ModelSource, crate::ir::ValidationError> {
         let g = &model.graph;
+        let encode = |m: &Model| -> Result<bytes::Bytes, crate::ir::ValidationError> {
+            let mut proto = m.to_proto()?;
+            // Weights read from the model's file stay there: the runtime reads them itself, once.
+            if let Some(source) = &m.source_file {
+                crate::io::refer_to_source(&mut proto, source, dir);
+            }
+            Ok(proto.encode_to_vec().into())
+        };
         Ok(ModelSource {
             label: label.into(),
-            bytes: model.to_proto()?.encode_to_vec().into(),
+            bytes: encode(model)?,
             dir: dir.into(),
             input_names: g
                 .runtime_inputs()
@@ -134,7 +142,7 @@ impl ModelSource {
             output_names: g.outputs.iter().map(|&v| g.value(v).name.clone()).collect(),
             inlined: model
                 .inline_functions()?
-                .map(|(m, _)| m.to_proto().map(|p| p.encode_to_vec().into()))
+                .map(|(m, _)| encode(&m))
                 .transpose()?,
         })
     }

@@ -21,10 +21,7 @@ pub use report::{
     verify_pair, verify_reference, verify_runtimes,
 };
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
-pub use units::{
-    Culprit, Cut, Figures, UNIT_VERIFY_THRESHOLD, UnitRow, VerifyBy, cuts, first_differing,
-    weight_bytes,
-};
+pub use units::{Culprit, Cut, Figures, UnitRow, VerifyBy, cuts, first_differing};
 
 pub use crate::runtime::Named;
 

@@ -446,7 +446,7 @@ impl<'a> Judge<'a> {
     }
 
     fn check_all(&mut self, candidate: &ModelRef) -> Result<VerifyReport, VerifyError> {
-        let (by, by_note) = match self.by.resolve(self.reference.model, &self.cuts) {
+        let (by, by_note) = match self.by.resolve(&self.cuts) {
             VerifyBy::Unit if self.cuts.is_empty() => (
                 VerifyBy::Model,
                 Some("no residual units to cut at: verified as a whole".to_string()),
