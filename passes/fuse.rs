@@ -222,7 +222,10 @@ impl Site<'_, '_> {
             if op.op_type() != "Cast" {
                 continue;
             }
-            let to = op.attribute("to").map(|a| a.i() as i32).unwrap_or(0);
+            let to = op
+                .attribute("to")
+                .and_then(|a| i32::try_from(a.i()).ok())
+                .unwrap_or(0);
             if self.ix.inputs(n).first().copied().flatten() == Some(self.norm.input) {
                 leading = Some(to);
             } else {

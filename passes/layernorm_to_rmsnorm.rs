@@ -646,7 +646,7 @@ impl Plan<'_, '_> {
                 .copied()
                 .flatten()
                 .and_then(|v| self.facts.elem_type(v));
-            from.is_none() || from != op.attribute("to").map(|a| a.i() as i32)
+            from.is_none() || from != op.attribute("to").and_then(|a| i32::try_from(a.i()).ok())
         };
         if norm.nodes.iter().any(|&n| changes_type(n)) {
             return Err(format!(
@@ -786,4 +786,19 @@ fn centre_rows(values: &[f64], cols: usize) -> Vec<f64> {
             row.iter().map(move |v| v - mean)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_centred_and_a_matrix_without_columns_is_left_as_it_is() {
+        assert_eq!(
+            centre_rows(&[1.0, 3.0, 10.0, 20.0], 2),
+            [-1.0, 1.0, -5.0, 5.0]
+        );
+        // A table of shape [5, 0] from a file: nothing to centre, no panic.
+        assert_eq!(centre_rows(&[], 0), Vec::<f64>::new());
+    }
 }

@@ -295,7 +295,7 @@ fn conv_hint(ix: &GraphIndex, input: ValueId, axis: usize, other: usize) -> Opti
     let size = match axis {
         0 => return None,
         1 => dims.get(1)?.checked_mul(group)?,
-        a => (*dims.get(a)?).max(other as i64),
+        a => (*dims.get(a)?).max(i64::try_from(other).unwrap_or(i64::MAX)),
     };
     usize::try_from(size).ok()
 }
@@ -513,12 +513,17 @@ pub fn generate_inputs_within(
                 Values::F64((0..len).map(|_| rng.sample(StandardNormal)).collect())
             }
             Some(ElemType::I64) => Values::I64(integer_values(bounds.get(&id), len, &mut rng)),
-            Some(ElemType::I32) => Values::I32(
-                integer_values(bounds.get(&id), len, &mut rng)
-                    .into_iter()
-                    .map(|x| x as i32)
-                    .collect(),
-            ),
+            Some(ElemType::I32) => {
+                // Ids of an int32 input stay below i32::MAX whatever the table claims (a table of shape
+                // [0, n] holds no rows at all).
+                let rows = bounds.get(&id).map(|&r| r.min(i64::from(i32::MAX)));
+                Values::I32(
+                    integer_values(rows.as_ref(), len, &mut rng)
+                        .into_iter()
+                        .map(|x| i32::try_from(x).unwrap_or(i32::MAX))
+                        .collect(),
+                )
+            }
             Some(ElemType::Bool) => Values::Bool(vec![bool_input(&ix, id, seed); len]),
             _ => {
                 return Err(VerifyError::Inputs(format!(
