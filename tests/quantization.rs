@@ -16,7 +16,6 @@ use common::*;
 use normshift::analysis::quantized::activation_quantization;
 use normshift::onnx::{AttributeProto, TensorProto, attribute_proto::AttributeType};
 use normshift::runtime::{ModelSource, Named, RuntimeKind, TensorData, Values};
-use prost::Message;
 
 /// A typical uint8 activation scale: its reciprocal is not exact in float32.
 const SCALE: f32 = 10.0 / 255.0;
