@@ -365,6 +365,8 @@ def test_sizes_no_machine_can_hold_raise_one_line_and_write_nothing(tmp_path):
         lambda: normshift.verify(symbolic, symbolic, dims={"hidden": HUGE}),
         "`hidden` = 1099511627776, from --dim",
     )
+    for size in (2**70, -1):
+        refused(normshift.InputError, lambda: normshift.verify(symbolic, dims={"hidden": size}), "dims={'hidden'")
     norm = plain_layernorm_model(HUGE)
     for verify in (True, False):
         refused(
