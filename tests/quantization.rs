@@ -232,6 +232,26 @@ fn the_models_that_quantize_activations_are_told_apart() {
     assert_eq!((softmax.quantize, softmax.softmax_chains), (2, 1));
     let sigmoid = activation_quantization(&model_of(&chain_model("Sigmoid")).graph);
     assert_eq!((sigmoid.quantize, sigmoid.softmax_chains), (2, 0));
+    // Inside an `If` branch too.
+    let branch = |out: &str| normshift::onnx::GraphProto {
+        name: Some(format!("branch_{out}")),
+        node: vec![node("QuantizeLinear", &["x", "scale", "zero"], &[out])],
+        output: vec![typed(out, 2, &[4])],
+        ..Default::default()
+    };
+    let mut choose = node("If", &["c"], &["q"]);
+    choose.attribute = vec![
+        graph_attr("then_branch", branch("a")),
+        graph_attr("else_branch", branch("b")),
+    ];
+    let in_branches = tiny_model(|g| {
+        g.node = vec![choose];
+        g.initializer = vec![f32_scalar("scale", SCALE), scalar("zero", 2, vec![0])];
+        g.input = vec![typed("x", 1, &[4]), bool_info("c")];
+        g.output = vec![typed("q", 2, &[4])];
+    });
+    let branches = activation_quantization(&model_of(&in_branches).graph);
+    assert_eq!((branches.quantize, branches.softmax_chains), (2, 0));
     let bert = normshift::io::load(&fixture("wild/bert.qdq_s8").join("model.onnx")).unwrap();
     let bert = activation_quantization(&bert.graph);
     assert_eq!((bert.quantize, bert.softmax_chains), (73, 2));

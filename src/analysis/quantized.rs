@@ -112,6 +112,17 @@ const TABLE_STEPS: &[&str] = &[
 /// The activation quantization of `graph` and of the subgraph bodies inside it.
 pub fn activation_quantization(graph: &Graph) -> ActivationQuantization {
     let mut found = in_one_graph(graph);
+    // Bodies are imported (which costs) only when one of them quantizes at all.
+    let quantizing_body = graph
+        .graph
+        .node_weights()
+        .filter_map(|n| n.op())
+        .flat_map(|op| &op.proto.attribute)
+        .flat_map(|a| a.g.iter().chain(&a.graphs))
+        .any(quantizes_anywhere);
+    if !quantizing_body {
+        return found;
+    }
     // A body that cannot be imported is a runtime's to report; here it counts for nothing.
     let _ = graph.visit_bodies(
         &crate::ir::subgraph::Scope::default(),
@@ -122,6 +133,17 @@ pub fn activation_quantization(graph: &Graph) -> ActivationQuantization {
         },
     );
     found
+}
+
+/// Whether a body, or a body inside it, has a `QuantizeLinear`.
+fn quantizes_anywhere(body: &crate::onnx::GraphProto) -> bool {
+    body.node.iter().any(|n| {
+        (n.op_type() == "QuantizeLinear" && n.domain().is_empty())
+            || n.attribute
+                .iter()
+                .flat_map(|a| a.g.iter().chain(&a.graphs))
+                .any(quantizes_anywhere)
+    })
 }
 
 fn in_one_graph(graph: &Graph) -> ActivationQuantization {
