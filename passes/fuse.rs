@@ -120,7 +120,14 @@ pub(super) fn plan(model: &Model, kind: NormKind, cx: &PassContext) -> Result<Pa
                 opset = opset.max(needs);
                 patch.merge(site_patch);
             }
-            Err(reason) => patch.note(format!("left `{label}` alone: {reason}")),
+            Err(Unfit::Reason(reason)) => patch.note(format!("left `{label}` alone: {reason}")),
+            // A size no machine can hold is the model's problem, not this norm's: the pass refuses it.
+            Err(Unfit::TooLarge(e)) => {
+                return Err(PassError::Refused {
+                    pass: pass_name(kind),
+                    reason: format!("`{label}`: {e}"),
+                });
+            }
         }
     }
     note_quantized_norms(model, kind, &mut patch);
@@ -145,6 +152,33 @@ fn note_quantized_norms(model: &Model, kind: NormKind, patch: &mut Patch) {
             "left {quantized} decomposed {kind}s alone: QuantizeLinear/DequantizeLinear pairs sit \
              between their ops, and a fused op would compute without those quantization steps"
         ));
+    }
+}
+
+/// Why a norm is not fused: a reason to leave it alone (with a note), or a constant the fusion would build that
+/// is larger than the memory budget ([`crate::limits`]), which refuses the pass.
+enum Unfit {
+    Reason(String),
+    TooLarge(crate::limits::LimitError),
+}
+
+impl From<String> for Unfit {
+    fn from(reason: String) -> Self {
+        Unfit::Reason(reason)
+    }
+}
+
+impl From<&str> for Unfit {
+    fn from(reason: &str) -> Self {
+        Unfit::Reason(reason.into())
+    }
+}
+
+/// The pass that fuses norms of `kind`, for its refusals.
+fn pass_name(kind: NormKind) -> &'static str {
+    match kind {
+        NormKind::LayerNorm => "fuse-layernorm",
+        NormKind::RmsNorm => "fuse-rmsnorm",
     }
 }
 
@@ -188,7 +222,10 @@ impl Site<'_, '_> {
             if op.op_type() != "Cast" {
                 continue;
             }
-            let to = op.attribute("to").map(|a| a.i() as i32).unwrap_or(0);
+            let to = op
+                .attribute("to")
+                .and_then(|a| i32::try_from(a.i()).ok())
+                .unwrap_or(0);
             if self.ix.inputs(n).first().copied().flatten() == Some(self.norm.input) {
                 leading = Some(to);
             } else {
@@ -217,23 +254,28 @@ impl Site<'_, '_> {
     /// the last axis) the weights around the norm fix its size: a non-parametric norm whose shapes no file
     /// declares normalizes the hidden size of the layers that write its input.
     fn normalized_shape(&self) -> Option<Vec<i64>> {
-        let declared = [self.norm.input, self.norm.output].iter().find_map(|&v| {
-            let (_, dims) = tensor_type(self.ix.graph.value(v).ty()?)?;
-            let dims = dims?;
-            let tail = dims.get(dims.len().checked_sub(self.k)?..)?;
-            tail.iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) if *n > 0 => Some(*n),
-                    _ => None,
-                })
-                .collect()
-        });
+        let declared = [self.norm.input, self.norm.output]
+            .iter()
+            .find_map(|&v| self.declared_shape(v));
         declared.or_else(|| {
             let last = [self.norm.input, self.norm.output]
                 .iter()
                 .find_map(|&v| self.facts.last_dim(v))?;
             (self.k == 1).then(|| vec![last])
         })
+    }
+
+    /// The normalized shape `v`'s declared type gives, when it gives every normalized dim as a number.
+    fn declared_shape(&self, v: ValueId) -> Option<Vec<i64>> {
+        let (_, dims) = tensor_type(self.ix.graph.value(v).ty()?)?;
+        let dims = dims?;
+        let tail = dims.get(dims.len().checked_sub(self.k)?..)?;
+        tail.iter()
+            .map(|d| match d {
+                Dim::Fixed(n) if *n > 0 => Some(*n),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether a fused norm's mean or inverse-deviation outputs are read (a Skip op cannot take it over then).
@@ -321,7 +363,7 @@ impl Site<'_, '_> {
     }
 
     /// The patch for this norm and the default-domain opset it needs.
-    fn plan(&self, op: &FusedSlots, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), String> {
+    fn plan(&self, op: &FusedSlots, skip_add: Option<NodeIndex>) -> Result<(Patch, i64), Unfit> {
         let g = self.ix.graph;
         let mut casts = self.casts()?;
         let input_type = self.facts.elem_type(self.norm.input);
@@ -374,7 +416,8 @@ impl Site<'_, '_> {
                             .into(),
                     );
                 };
-                let ones = vec![1.0; shape.iter().product::<i64>() as usize];
+                let count = self.built_count(shape, ty, "scale of ones")?;
+                let ones = vec![1.0; count];
                 let t =
                     float_tensor(ty, shape.clone(), &ones).ok_or("its type is not a float type")?;
                 patch.initializer(format!("{out_name}_scale"), t)
@@ -527,6 +570,37 @@ impl Site<'_, '_> {
         Ok(())
     }
 
+    /// The element count of a constant of `shape` and type `ty` that fusing builds (a scale of ones, a
+    /// parameter broadcast), refused when it and its float64 working copy are over the memory budget.
+    fn built_count(&self, shape: &[i64], ty: i32, what: &str) -> Result<usize, Unfit> {
+        let dims: Option<Vec<u64>> = shape.iter().map(|&d| u64::try_from(d).ok()).collect();
+        let dims =
+            dims.ok_or_else(|| format!("its normalized shape {shape:?} has a negative dim"))?;
+        let count = crate::limits::product(dims.iter().copied());
+        let per_element = crate::onnx::elem_size(ty).unwrap_or(8) as u64 + 8;
+        crate::limits::check(crate::limits::bytes_of(count, per_element), None, 0, || {
+            format!(
+                "its {what} of shape {shape:?} ({}), as float64 values and their {} encoding",
+                self.shape_origin(),
+                crate::onnx::elem_type_name(ty)
+            )
+        })
+        .map_err(Unfit::TooLarge)?;
+        // Within the budget, so within usize.
+        Ok(count.and_then(|n| usize::try_from(n).ok()).unwrap_or(0))
+    }
+
+    /// Where the normalized shape comes from, for messages.
+    fn shape_origin(&self) -> String {
+        let declared = [self.norm.input, self.norm.output]
+            .into_iter()
+            .find(|&v| self.declared_shape(v).is_some());
+        match declared {
+            Some(v) => format!("declared for `{}` in the file", self.ix.graph.value(v).name),
+            None => "inferred from the graph around the norm".into(),
+        }
+    }
+
     /// The normalized shape a parameter implies, when none of its normalized dims is 1.
     fn param_shape(&self, p: Param) -> Option<Vec<i64>> {
         let t = constant(self.ix, p.value)?;
@@ -544,7 +618,7 @@ impl Site<'_, '_> {
         ty: Option<i32>,
         shape: Option<&[i64]>,
         what: &str,
-    ) -> Result<ValueRef, String> {
+    ) -> Result<ValueRef, Unfit> {
         let t =
             constant(self.ix, p.value).ok_or_else(|| format!("its {what} is not a constant"))?;
         let dims = t.dims();
@@ -556,9 +630,9 @@ impl Site<'_, '_> {
             Some(s) => s.to_vec(),
             None if !padded.contains(&1) => padded.clone(),
             None => {
-                return Err(format!(
-                    "its {what} broadcasts over axes whose size is not declared"
-                ));
+                return Err(
+                    format!("its {what} broadcasts over axes whose size is not declared").into(),
+                );
             }
         };
         let elem = t.elem_type();
@@ -568,10 +642,15 @@ impl Site<'_, '_> {
             return Ok(p.value.into());
         }
         if !is_float(ty) {
-            return Err(format!(
-                "its {what} would need type {ty}, which is not a float type"
-            ));
+            return Err(
+                format!("its {what} would need type {ty}, which is not a float type").into(),
+            );
         }
+        self.built_count(
+            &target,
+            ty,
+            &format!("{what} broadcast to the normalized shape"),
+        )?;
         let values = to_f64(&t).map_err(|e| e.to_string())?;
         let values = broadcast(&values, &padded, &target).ok_or_else(|| {
             format!("its {what} does not broadcast to the normalized shape {target:?}")
@@ -588,17 +667,19 @@ impl Site<'_, '_> {
 
 /// `values` of shape `from` broadcast to shape `to` (same rank), row-major.
 fn broadcast(values: &[f64], from: &[i64], to: &[i64]) -> Option<Vec<f64>> {
+    let count =
+        |dims: &[i64]| -> Option<i64> { dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d)) };
     if from.len() != to.len()
         || from.iter().zip(to).any(|(&f, &t)| f != t && f != 1)
-        || values.len() as i64 != from.iter().product::<i64>()
+        || i64::try_from(values.len()).ok() != count(from)
     {
         return None;
     }
     if from == to {
         return Some(values.to_vec());
     }
-    let total: i64 = to.iter().product();
-    let mut out = Vec::with_capacity(total as usize);
+    let total = count(to)?;
+    let mut out = Vec::with_capacity(usize::try_from(total).ok()?);
     for flat in 0..total {
         let (mut rest, mut src, mut stride) = (flat, 0i64, 1i64);
         for (&f, &t) in from.iter().zip(to).rev() {

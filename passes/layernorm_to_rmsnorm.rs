@@ -646,7 +646,7 @@ impl Plan<'_, '_> {
                 .copied()
                 .flatten()
                 .and_then(|v| self.facts.elem_type(v));
-            from.is_none() || from != op.attribute("to").map(|a| a.i() as i32)
+            from.is_none() || from != op.attribute("to").and_then(|a| i32::try_from(a.i()).ok())
         };
         if norm.nodes.iter().any(|&n| changes_type(n)) {
             return Err(format!(
@@ -694,6 +694,13 @@ impl Plan<'_, '_> {
                 self.patch.initializer(format!("{name}_rms_scale"), tensor)
             }
             None => {
+                ones_within_budget(h, || {
+                    format!(
+                        "norm #{i}'s scale of ones for hidden size {h} ({}), as float64 values and their \
+                         f32 encoding",
+                        self.hidden_origin(norm)
+                    )
+                })?;
                 let tensor =
                     float_tensor(1, vec![h as i64], &vec![1.0; h]).ok_or("no float scale")?;
                 self.patch.initializer(format!("{name}_rms_scale"), tensor)
@@ -740,6 +747,17 @@ impl Plan<'_, '_> {
         }
     }
 
+    /// Where the hidden size of a norm without scale or shift comes from, for messages.
+    fn hidden_origin(&self, norm: &crate::analysis::Norm) -> &'static str {
+        if self.hidden.is_some() {
+            "from the weights the stream meets"
+        } else if self.facts.last_dim(norm.input).is_some() {
+            "from the graph around the norm"
+        } else {
+            "unknown"
+        }
+    }
+
     /// The hidden size: the scale's or shift's length.
     fn hidden_size(&self, norm: &crate::analysis::Norm) -> Option<usize> {
         [norm.scale, norm.shift]
@@ -749,8 +767,18 @@ impl Plan<'_, '_> {
     }
 }
 
-/// Each row of a row-major `[·, cols]` matrix minus its mean.
+/// Refuses a scale of `h` ones whose float64 values and float32 encoding are over the memory budget: a hidden size
+/// read from a file (a weight of shape `[0, 2^40]` holds no data) can be one no machine holds.
+fn ones_within_budget(h: usize, what: impl FnOnce() -> String) -> Result<(), String> {
+    crate::limits::check(crate::limits::bytes_of(Some(h as u64), 12), None, 0, what)
+        .map_err(|e| e.to_string())
+}
+
+/// Each row of a row-major `[·, cols]` matrix minus its mean (a matrix without columns has nothing to centre).
 fn centre_rows(values: &[f64], cols: usize) -> Vec<f64> {
+    if cols == 0 {
+        return values.to_vec();
+    }
     values
         .chunks(cols)
         .flat_map(|row| {
@@ -758,4 +786,19 @@ fn centre_rows(values: &[f64], cols: usize) -> Vec<f64> {
             row.iter().map(move |v| v - mean)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_centred_and_a_matrix_without_columns_is_left_as_it_is() {
+        assert_eq!(
+            centre_rows(&[1.0, 3.0, 10.0, 20.0], 2),
+            [-1.0, 1.0, -5.0, 5.0]
+        );
+        // A table of shape [5, 0] from a file: nothing to centre, no panic.
+        assert_eq!(centre_rows(&[], 0), Vec::<f64>::new());
+    }
 }

@@ -39,8 +39,8 @@ fn statistics_input(
         .filter_map(|&n| {
             let op = ix.graph.graph[n].op()?;
             let reads_input = ix.inputs(n).first().copied().flatten() == Some(norm.input);
-            let keeps_type =
-                input_type.is_some() && op.attribute("to").map(|a| a.i() as i32) == input_type;
+            let keeps_type = input_type.is_some()
+                && op.attribute("to").and_then(|a| i32::try_from(a.i()).ok()) == input_type;
             (op.op_type() == "Cast" && reads_input && keeps_type)
                 .then(|| ix.output(n))
                 .flatten()

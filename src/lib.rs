@@ -11,6 +11,8 @@
 //! * [`calibrate`] — refitting the constants of a Post-LN model made Pre-LN, on calibration inputs;
 //! * [`convert`] — a whole conversion: passes, verification, the search for a failing pass, writing;
 //! * [`tensor`] — reading the numbers inside tensors;
+//! * [`limits`] — sizes from files and command lines, checked against a memory budget before anything is
+//!   reserved for them;
 //! * [`cli`] — the `normshift` command line on top of all of it.
 //!
 //! A model read and written with no pass in between comes back byte-identical.
@@ -24,6 +26,7 @@ pub mod convert;
 pub mod error;
 pub mod io;
 pub mod ir;
+pub mod limits;
 pub mod onnx;
 #[path = "../passes/mod.rs"]
 pub mod passes;

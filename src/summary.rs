@@ -115,8 +115,15 @@ impl Model {
             inputs: g.runtime_inputs().map(describe).collect(),
             outputs: g.outputs.iter().map(|&v| describe(v)).collect(),
             initializers: g.initializers.len(),
-            parameters: tensors.clone().map(|t| t.elem_count()).sum(),
-            parameter_bytes: tensors.clone().map(|t| t.byte_len()).sum(),
+            // Saturating: counts come from dims, which a malformed file may make as large as it likes.
+            parameters: tensors
+                .clone()
+                .map(|t| t.elem_count())
+                .fold(0, u64::saturating_add),
+            parameter_bytes: tensors
+                .clone()
+                .map(|t| t.byte_len())
+                .fold(0, u64::saturating_add),
             external_data_bytes: tensors
                 .filter_map(|t| t.external.as_ref())
                 .map(|b| b.len() as u64)

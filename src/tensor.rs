@@ -113,15 +113,26 @@ fn typed_count(t: &Tensor) -> Option<u64> {
     Some(count as u64)
 }
 
-/// Checks that the data a tensor holds matches its declared shape. Tensors whose data cannot be counted here
-/// (sub-byte types in raw form) pass.
+/// Elements per byte of the sub-byte types whose raw form packs them whole into bytes (4 and 2 bits).
+fn packed_per_byte(elem_type: i32) -> Option<u64> {
+    match DataType::try_from(elem_type).ok()? {
+        DataType::Int4 | DataType::Uint4 | DataType::Float4e2m1 => Some(2),
+        DataType::Int2 | DataType::Uint2 => Some(4),
+        _ => None,
+    }
+}
+
+/// Checks that the data a tensor holds matches its declared shape (a tensor of 4- or 2-bit elements too: a file
+/// may claim 2^62 of them and hold one byte). Tensors whose data cannot be counted here (6-bit types in raw form)
+/// pass.
 pub fn check_length(t: &Tensor) -> Result<(), TensorError> {
     let expected = declared_count(&t.proto)?;
     if let Some(raw) = t.raw_bytes() {
-        let Some(size) = elem_size(t.elem_type()) else {
-            return Ok(());
+        let expected_bytes = match (elem_size(t.elem_type()), packed_per_byte(t.elem_type())) {
+            (Some(size), _) => expected.saturating_mul(size as u64),
+            (None, Some(per_byte)) => expected.div_ceil(per_byte),
+            (None, None) => return Ok(()),
         };
-        let expected_bytes = expected.saturating_mul(size as u64);
         if raw.len() as u64 != expected_bytes {
             return Err(TensorError::RawLengthMismatch {
                 name: t.proto.name().into(),

@@ -104,6 +104,24 @@ fn a_tensor_whose_dims_overflow() {
     refused(&bytes, "overflows");
 }
 
+#[test]
+fn a_4_bit_tensor_claiming_more_elements_than_its_bytes_hold() {
+    // 24 bytes hold 48 int4 values; the dims claim 2^40.
+    let bytes = tiny_model(|g| {
+        g.initializer[0].data_type = Some(22);
+        g.initializer[0].dims = vec![1 << 40];
+    });
+    refused(
+        &bytes,
+        "needs 549755813888 bytes of raw data but 24 are stored",
+    );
+    let fits = tiny_model(|g| {
+        g.initializer[0].data_type = Some(22);
+        g.initializer[0].dims = vec![47];
+    });
+    assert!(normshift::io::load_bytes(fits.into(), "m.onnx".as_ref(), ".".as_ref()).is_ok());
+}
+
 fn external(location: &str, offset: u64, length: u64) -> Vec<u8> {
     tiny_model(|g| {
         let t = &mut g.initializer[0];

@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::*;
 use normshift::onnx::ValueInfoProto;
-use normshift::runtime::{RuntimeKind, TensorData, Values, onnxruntime_library};
-
-/// Whether onnxruntime can be loaded here; if not, says so on stderr for `test`.
-fn onnxruntime_here(test: &str) -> bool {
-    match onnxruntime_library() {
-        Ok(_) => true,
-        Err(why) => {
-            // Written past the test harness's capture, so that a run without onnxruntime says what it skipped.
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-            false
-        }
-    }
-}
+use normshift::runtime::{RuntimeKind, TensorData, Values};
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", stdout(o), stderr(o)))
@@ -230,4 +216,75 @@ fn run_and_bench_take_either_runtime() {
 fn the_runtime_kinds_have_their_names() {
     assert_eq!(RuntimeKind::Ort.to_string(), "onnxruntime");
     assert_eq!(serde_json::to_value(RuntimeKind::Tract).unwrap(), "tract");
+}
+
+/// Runs `test` of this test binary again in a process that cannot load onnxruntime, with or without
+/// [`REQUIRE_ONNXRUNTIME`].
+fn rerun_without_onnxruntime(test: &str, require: bool) -> std::process::Output {
+    let mut rerun = std::process::Command::new(std::env::current_exe().unwrap());
+    rerun
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .env_remove(REQUIRE_ONNXRUNTIME);
+    if require {
+        rerun.env(REQUIRE_ONNXRUNTIME, "1");
+    }
+    rerun.output().unwrap()
+}
+
+#[test]
+fn where_ci_requires_onnxruntime_a_test_that_cannot_load_it_fails_instead_of_skipping() {
+    let test = "run_and_bench_take_either_runtime";
+    let skipped = rerun_without_onnxruntime(test, false);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
+    assert!(
+        stderr(&skipped).contains(&format!(
+            "SKIPPED {test}: onnxruntime is not available: ORT_DYLIB_PATH is /nonexistent"
+        )),
+        "{}",
+        stderr(&skipped)
+    );
+    let required = rerun_without_onnxruntime(test, true);
+    let said = format!("{}{}", stdout(&required), stderr(&required));
+    assert!(!required.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{test} needs onnxruntime (NORMSHIFT_REQUIRE_ONNXRUNTIME is set) and it cannot be loaded: \
+             onnxruntime is not available: ORT_DYLIB_PATH is /nonexistent"
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn ci_checks_that_onnxruntime_loads_before_it_runs_the_tests() {
+    // `.ci/run` runs `.ci/check-onnxruntime` on the built binary before `cargo test`, and exports the variable
+    // that turns a skipped onnxruntime test into a failure.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let check_at = ci.find(".ci/check-onnxruntime target/debug/normshift");
+    let test_at = ci.find("\ncargo test\n");
+    assert!(
+        check_at.is_some() && check_at < test_at,
+        "the check runs before `cargo test`"
+    );
+    assert!(ci.contains(&format!("export {REQUIRE_ONNXRUNTIME}=1")));
+    let check = |dylib: &str| {
+        std::process::Command::new(root.join(".ci/check-onnxruntime"))
+            .arg(env!("CARGO_BIN_EXE_normshift"))
+            .env("ORT_DYLIB_PATH", dylib)
+            .output()
+            .unwrap()
+    };
+    let missing = check("/nonexistent/libonnxruntime.so");
+    assert_eq!(missing.status.code(), Some(1), "{}", stderr(&missing));
+    assert_eq!(
+        stderr(&missing).trim_end(),
+        "CI needs onnxruntime and it cannot be loaded: onnxruntime is not available: ORT_DYLIB_PATH is \
+         /nonexistent/libonnxruntime.so, which is not a file"
+    );
+    if let Ok(library) = normshift::runtime::onnxruntime_library() {
+        let found = check(library.to_str().unwrap());
+        assert_eq!(found.status.code(), Some(0), "{}", stderr(&found));
+    }
 }

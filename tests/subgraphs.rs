@@ -274,18 +274,6 @@ fn generated_inputs_run_both_branches_of_a_merged_decoder() {
     assert_eq!((condition(0), condition(1)), (true, false));
 }
 
-/// Whether onnxruntime can be loaded here (tract cannot run optimum's merged decoders); if not, says so.
-fn onnxruntime_here(test: &str) -> bool {
-    use std::io::Write;
-    match normshift::runtime::onnxruntime_library() {
-        Ok(_) => true,
-        Err(why) => {
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-            false
-        }
-    }
-}
-
 /// `convert` on a fixture with its own test data, judged by onnxruntime; the JSON report.
 fn convert_verified(
     folder: &str,

@@ -77,7 +77,9 @@ fn dequantized(
         let axis = op.attribute("axis").map_or(1, |a| a.i());
         let axis = if axis < 0 { axis + rank } else { axis };
         let axis = usize::try_from(axis).ok().filter(|&a| a < dims.len())?;
-        let inner: i64 = dims[axis + 1..].iter().product();
+        let inner = dims[axis + 1..]
+            .iter()
+            .try_fold(1i64, |a, &d| a.checked_mul(d))?;
         let index = (i as i64 / inner.max(1)) % dims[axis].max(1);
         table.get(index as usize).copied()
     };
@@ -101,7 +103,8 @@ fn widened_float<'g>(
     node: petgraph::stable_graph::NodeIndex,
     op: &crate::ir::Op,
 ) -> Option<Cow<'g, Tensor>> {
-    let to = op.attribute("to")?.i() as i32;
+    // A type number past i32 names no type (and must not wrap into one).
+    let to = i32::try_from(op.attribute("to")?.i()).ok()?;
     let t = constant(ix, ix.inputs(node).first().copied().flatten()?)?;
     let (from, to) = (float_width(t.elem_type())?, float_width(to)?);
     (from.0 <= to.0 && from.1 <= to.1).then_some(t)

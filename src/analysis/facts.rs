@@ -246,18 +246,18 @@ impl Facts {
         let ty = op.op_type();
         if self.elem[slot].is_none() {
             let elem = match ty {
-                "Cast" => op.attribute("to").map(|a| a.i() as i32),
+                "Cast" => op.attribute("to").and_then(|a| i32::try_from(a.i()).ok()),
                 "CastLike" => elem_of(1),
                 // The scale's type (`output_dtype` from opset 21 when it says otherwise).
                 "DequantizeLinear" => op
                     .attribute("output_dtype")
-                    .map(|a| a.i() as i32)
+                    .and_then(|a| i32::try_from(a.i()).ok())
                     .filter(|&t| t != 0)
                     .or_else(|| elem_of(1)),
                 // The zero point's type, uint8 without one.
                 "QuantizeLinear" => elem_of(2).or_else(|| {
                     op.attribute("output_dtype")
-                        .map(|a| a.i() as i32)
+                        .and_then(|a| i32::try_from(a.i()).ok())
                         .filter(|&t| t != 0)
                         .or(Some(DataType::Uint8 as i32))
                 }),

@@ -5,6 +5,7 @@
 //! runtime's own types crosses this boundary, so verification, `run` and `bench` work with either, and a panic
 //! inside a runtime comes back as that runtime's [`RuntimeError`], never as a crash of the process.
 
+pub mod conformance;
 #[cfg_attr(not(any(feature = "tract", feature = "onnxruntime")), allow(dead_code))]
 mod guard;
 #[cfg(feature = "onnxruntime")]
@@ -113,6 +114,8 @@ pub struct ModelSource {
     /// The model with its model-local functions' calls replaced by their bodies, when it calls any: for a
     /// runtime that cannot run functions (tract), it computes the same.
     pub inlined: Option<bytes::Bytes>,
+    /// How it quantizes activations: where the runtimes depart from the specification ([`conformance`]).
+    pub quantization: crate::analysis::quantized::ActivationQuantization,
 }
 
 impl ModelSource {
@@ -144,6 +147,7 @@ impl ModelSource {
                 .inline_functions()?
                 .map(|(m, _)| encode(&m))
                 .transpose()?,
+            quantization: crate::analysis::quantized::activation_quantization(g),
         })
     }
 }

@@ -270,7 +270,11 @@ fn from_ort(value: &DynValue) -> Result<TensorData, String> {
         value: &DynValue,
     ) -> Result<(Vec<usize>, Vec<T>), String> {
         let (shape, data) = value.try_extract_tensor::<T>().map_err(|e| e.to_string())?;
-        Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+        let shape = shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("a dimension of {d}")))
+            .collect::<Result<_, _>>()?;
+        Ok((shape, data.to_vec()))
     }
     let (shape, values) = match ty {
         TensorElementType::Float32 => get::<f32>(value).map(|(s, v)| (s, Values::F32(v)))?,

@@ -66,6 +66,16 @@ impl ElemType {
         }
     }
 
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            ElemType::F64 | ElemType::I64 => 8,
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::F16 | ElemType::Bf16 => 2,
+            ElemType::I8 | ElemType::U8 | ElemType::Bool => 1,
+        }
+    }
+
     /// Whether the type holds floating-point numbers.
     pub fn is_float(self) -> bool {
         matches!(
@@ -211,6 +221,7 @@ impl TensorData {
         if proto.data_location() == crate::onnx::tensor_proto::DataLocation::External {
             return Err("its data is stored externally, which test data cannot be".into());
         }
+        check_claim(proto, &shape, ty)?;
         let values = match proto.raw_data.as_deref() {
             Some(raw) => values_from_raw(ty, raw)?,
             None => values_from_typed(ty, proto),
@@ -240,6 +251,33 @@ impl TensorData {
             ..Default::default()
         }
     }
+}
+
+/// Refuses a tensor whose dims claim more (or fewer) elements than its data holds, before any is decoded: a
+/// file may claim 2^40 elements and hold two.
+fn check_claim(proto: &TensorProto, shape: &[usize], ty: ElemType) -> Result<(), String> {
+    let stored = match proto.raw_data.as_deref() {
+        Some(raw) => raw.len() as u64 / ty.size(),
+        None => {
+            (match ty {
+                ElemType::F32 => proto.float_data.len(),
+                ElemType::F64 => proto.double_data.len(),
+                ElemType::I64 => proto.int64_data.len(),
+                _ => proto.int32_data.len(),
+            }) as u64
+        }
+    };
+    let claimed = crate::limits::product(shape.iter().map(|&d| d as u64));
+    if claimed == Some(stored) {
+        return Ok(());
+    }
+    let name = proto.name();
+    Err(match claimed {
+        Some(n) => {
+            format!("tensor `{name}` claims shape {shape:?} ({n} elements) but holds {stored}")
+        }
+        None => format!("tensor `{name}` claims shape {shape:?}, whose element count overflows"),
+    })
 }
 
 fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Result<Vec<T>, String> {

@@ -42,6 +42,50 @@ impl Default for DimSizes {
 impl DimSizes {
     pub const LEADING: usize = 2;
     pub const OTHER: usize = 7;
+}
+
+/// Where a generated input's dimension got its size: what a refusal of that size names.
+#[derive(Debug, Clone, PartialEq)]
+enum Origin {
+    /// The file declares the number.
+    File,
+    /// `--dim NAME=SIZE` names the symbol.
+    Given(String),
+    /// The graph implies the symbol's size (`how`: an expression of other symbols, an op's contract).
+    Graph { symbol: String, how: String },
+    /// Nothing names the symbol: the size for a leading axis or any other (`None`: an unknown dimension).
+    Default(Option<String>),
+}
+
+impl Origin {
+    /// `axis 1: `hidden` = 1099511627776, from --dim`, for a dimension of size `n`.
+    fn describe(&self, n: usize) -> String {
+        match self {
+            Origin::File => format!("{n}, declared by the file"),
+            Origin::Given(s) => format!("`{s}` = {n}, from --dim"),
+            Origin::Graph { symbol, how } => format!("`{symbol}` = {n}, {how}"),
+            Origin::Default(Some(s)) => {
+                format!("`{s}` = {n}, the size for symbols no --dim names")
+            }
+            Origin::Default(None) => format!("{n}, the size for an unknown dimension"),
+        }
+    }
+}
+
+/// The sizes of one input set's symbols, each chosen once (so that inputs sharing `sequence` agree), from the
+/// user's [`DimSizes`] and what the graph implies.
+struct Sizer<'d> {
+    dims: &'d DimSizes,
+    chosen: HashMap<String, (usize, Origin)>,
+}
+
+impl<'d> Sizer<'d> {
+    fn new(dims: &'d DimSizes) -> Self {
+        Sizer {
+            dims,
+            chosen: HashMap::new(),
+        }
+    }
 
     /// The size of `dim` at `axis`; `hint` is what the graph says the axis must be when the symbol is not named,
     /// `derived` what it says of symbols (an expression of others, or a number).
@@ -51,33 +95,77 @@ impl DimSizes {
         axis: usize,
         hint: Option<usize>,
         derived: &HashMap<String, String>,
-    ) -> usize {
-        let default = hint.unwrap_or(if axis == 0 { self.leading } else { self.other });
+    ) -> (usize, Origin) {
+        let default = hint.unwrap_or(if axis == 0 {
+            self.dims.leading
+        } else {
+            self.dims.other
+        });
         match dim {
-            Dim::Fixed(n) if *n >= 0 => *n as usize,
-            Dim::Symbol(s) => {
-                if let Some(&n) = self.by_name.get(s) {
-                    return n;
-                }
-                let text = derived.get(s).unwrap_or(s);
-                if let Ok(n) = text.trim().parse::<usize>() {
-                    self.by_name.insert(s.clone(), n);
-                    return n;
-                }
-                // An expression of other symbols: each of them sized as a sequence-like axis unless named.
-                if let Some(n) = expression::evaluate(text, &mut |name| {
-                    *self.by_name.entry(name.to_string()).or_insert(self.other) as i64
-                }) {
-                    let n = usize::try_from(n).unwrap_or(0);
-                    self.by_name.insert(s.clone(), n);
-                    return n;
-                }
-                // One size per symbol, so inputs that share `sequence` agree.
-                *self.by_name.entry(s.clone()).or_insert(default)
-            }
-            _ => default,
+            // A number past usize (on a 32-bit machine) becomes one whose product overflows: refused as such.
+            Dim::Fixed(n) if *n >= 0 => (usize::try_from(*n).unwrap_or(usize::MAX), Origin::File),
+            Dim::Symbol(s) => self.symbol(s, default, derived),
+            _ => (default, Origin::Default(None)),
         }
     }
+
+    fn symbol(
+        &mut self,
+        s: &str,
+        default: usize,
+        derived: &HashMap<String, String>,
+    ) -> (usize, Origin) {
+        if let Some(&n) = self.dims.by_name.get(s) {
+            return (n, Origin::Given(s.into()));
+        }
+        if let Some(known) = self.chosen.get(s) {
+            return known.clone();
+        }
+        let text = derived.get(s).map_or(s, String::as_str);
+        let graph = |how: String| Origin::Graph {
+            symbol: s.into(),
+            how,
+        };
+        let chosen = if let Ok(n) = text.trim().parse::<usize>() {
+            (n, graph("as the graph's ops require".into()))
+        } else if let Some(n) = expression::evaluate(text, &mut |name| {
+            i64::try_from(self.named(name)).unwrap_or(i64::MAX)
+        }) {
+            // An expression of other symbols: each of them sized as a sequence-like axis unless named.
+            (usize::try_from(n).unwrap_or(0), graph(format!("= {text}")))
+        } else {
+            (default, Origin::Default(Some(s.into())))
+        };
+        self.chosen.insert(s.into(), chosen.clone());
+        chosen
+    }
+
+    /// The size of a symbol an expression names: given, chosen already, or a sequence-like axis's.
+    fn named(&mut self, name: &str) -> usize {
+        if let Some(&n) = self.dims.by_name.get(name) {
+            return n;
+        }
+        let other = self.dims.other;
+        self.chosen
+            .entry(name.into())
+            .or_insert_with(|| (other, Origin::Default(Some(name.into()))))
+            .0
+    }
+}
+
+/// `input `x` of shape [1, 1099511627776] (axis 1: 1099511627776, declared by the file)`: the input and its
+/// largest axis, which is what makes it too large.
+fn describe_input(name: &str, shape: &[usize], origins: &[Origin]) -> String {
+    let largest = (0..shape.len()).max_by_key(|&a| shape[a]);
+    let why = largest
+        .and_then(|a| {
+            Some(format!(
+                " (axis {a}: {})",
+                origins.get(a)?.describe(shape[a])
+            ))
+        })
+        .unwrap_or_default();
+    format!("input `{name}` of shape {shape:?}{why}")
 }
 
 /// Ops that move or reshape integer indices without changing their values.
@@ -207,7 +295,7 @@ fn conv_hint(ix: &GraphIndex, input: ValueId, axis: usize, other: usize) -> Opti
     let size = match axis {
         0 => return None,
         1 => dims.get(1)?.checked_mul(group)?,
-        a => (*dims.get(a)?).max(other as i64),
+        a => (*dims.get(a)?).max(i64::try_from(other).unwrap_or(i64::MAX)),
     };
     usize::try_from(size).ok()
 }
@@ -347,11 +435,24 @@ pub fn generate_inputs(
     seed: u64,
     dims: &mut DimSizes,
 ) -> Result<Vec<Named>, VerifyError> {
+    generate_inputs_within(model, seed, dims, 0).map(|(set, _)| set)
+}
+
+/// [`generate_inputs`] when `reserved` bytes of inputs exist already (earlier sets): the set and its bytes.
+/// Every input's size is checked against the memory budget ([`crate::limits`]) before it is made.
+pub fn generate_inputs_within(
+    model: &Model,
+    seed: u64,
+    dims: &DimSizes,
+    reserved: u64,
+) -> Result<(Vec<Named>, u64), VerifyError> {
     let g = &model.graph;
     let ix = GraphIndex::new(g);
     let mut rng = StdRng::seed_from_u64(seed);
     let bounds = row_bounds(model, &ix);
     let derived = attention_dims(&ix, &bounds);
+    let mut sizer = Sizer::new(dims);
+    let mut used = reserved;
     // Sets that select a merged decoder's cache branch size its masks over the past and the new tokens.
     let cache = cache_total(&ix, &bounds).filter(|_| {
         g.runtime_inputs()
@@ -371,25 +472,32 @@ pub fn generate_inputs(
         })?;
         let is_mask =
             ElemType::from_onnx(elem).is_some_and(|t| !t.is_float()) && !bounds.contains_key(&id);
-        let shape: Vec<usize> = shape
+        let (shape, origins): (Vec<usize>, Vec<Origin>) = shape
             .iter()
             .enumerate()
             .map(|(axis, d)| match (&cache, d) {
                 (Some((sequence, total)), Dim::Symbol(sym)) if is_mask && sym == sequence => {
-                    dims.size(&Dim::Symbol(total.clone()), axis, None, &derived)
+                    sizer.size(&Dim::Symbol(total.clone()), axis, None, &derived)
                 }
                 _ => {
                     let hint = conv_hint(&ix, id, axis, dims.other);
-                    dims.size(d, axis, hint, &derived)
+                    sizer.size(d, axis, hint, &derived)
                 }
             })
-            .collect();
-        let len = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| {
-                VerifyError::Inputs(format!("input `{}`: shape {shape:?} overflows", value.name))
-            })?;
+            .unzip();
+        let count = crate::limits::product(shape.iter().map(|&d| d as u64));
+        if let Some(ty) = ElemType::from_onnx(elem) {
+            let bytes = crate::limits::bytes_of(count, ty.size());
+            crate::limits::check(bytes, Some(crate::onnx::elem_type_name(elem)), used, || {
+                describe_input(&value.name, &shape, &origins)
+            })
+            .map_err(|e| VerifyError::Inputs(e.to_string()))?;
+            // Within the budget, so within u64.
+            used = used.saturating_add(bytes.map_or(u64::MAX, |b| b as u64));
+        }
+        let len = count.and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+            VerifyError::Inputs(format!("input `{}`: shape {shape:?} overflows", value.name))
+        })?;
         let normal = |rng: &mut StdRng| rng.sample::<f32, _>(StandardNormal);
         let values = match ElemType::from_onnx(elem) {
             Some(ElemType::F32) => Values::F32((0..len).map(|_| normal(&mut rng)).collect()),
@@ -405,12 +513,17 @@ pub fn generate_inputs(
                 Values::F64((0..len).map(|_| rng.sample(StandardNormal)).collect())
             }
             Some(ElemType::I64) => Values::I64(integer_values(bounds.get(&id), len, &mut rng)),
-            Some(ElemType::I32) => Values::I32(
-                integer_values(bounds.get(&id), len, &mut rng)
-                    .into_iter()
-                    .map(|x| x as i32)
-                    .collect(),
-            ),
+            Some(ElemType::I32) => {
+                // Ids of an int32 input stay below i32::MAX whatever the table claims (a table of shape
+                // [0, n] holds no rows at all).
+                let rows = bounds.get(&id).map(|&r| r.min(i64::from(i32::MAX)));
+                Values::I32(
+                    integer_values(rows.as_ref(), len, &mut rng)
+                        .into_iter()
+                        .map(|x| i32::try_from(x).unwrap_or(i32::MAX))
+                        .collect(),
+                )
+            }
             Some(ElemType::Bool) => Values::Bool(vec![bool_input(&ix, id, seed); len]),
             _ => {
                 return Err(VerifyError::Inputs(format!(
@@ -427,7 +540,7 @@ pub fn generate_inputs(
             tensor,
         });
     }
-    Ok(out)
+    Ok((out, used - reserved))
 }
 
 /// Token ids below the indexed table's row count; ones for an integer input that indexes nothing (a mask).

@@ -14,7 +14,7 @@ mod units;
 
 pub use compare::{Comparison, Tolerance, compare, cosine};
 pub use drift::{DriftRow, drift_profile, probes};
-pub use inputs::{DimSizes, generate_inputs};
+pub use inputs::{DimSizes, generate_inputs, generate_inputs_within};
 pub use report::{
     InputSet, InputSource, Judge, ModelRef, Outputs, PreparedModels, RunReport, RuntimeChoice,
     VerifyReport, first_that_runs, input_sets, prepare_models, run_sets, verify_and_bisect,

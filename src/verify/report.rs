@@ -8,11 +8,12 @@ use serde::Serialize;
 
 use super::units::{self, Culprit, Cut, Store, UnitRow, VerifyBy};
 use super::{
-    Comparison, DimSizes, Tolerance, VerifyError, compare, generate_inputs, load_test_data,
+    Comparison, DimSizes, Tolerance, VerifyError, compare, generate_inputs_within, load_test_data,
     test_data_sets,
 };
+use crate::analysis::quantized::{ActivationQuantization, activation_quantization};
 use crate::ir::Model;
-use crate::runtime::{self, ModelSource, Named, RuntimeError, RuntimeKind};
+use crate::runtime::{self, ModelSource, Named, RuntimeError, RuntimeKind, conformance};
 
 /// Where the inputs of a comparison come from.
 #[derive(Debug, Clone)]
@@ -38,19 +39,40 @@ impl Default for InputSource {
 /// Which runtime judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RuntimeChoice {
-    /// tract; when tract cannot load or run a model of the comparison, onnxruntime if it is available.
+    /// tract; when tract cannot load or run a model of the comparison, onnxruntime if it is available. For a
+    /// model that quantizes activations, onnxruntime first ([`conformance`]).
     #[default]
     Auto,
     Only(RuntimeKind),
 }
 
 impl RuntimeChoice {
-    fn candidates(self) -> Vec<RuntimeKind> {
+    /// The runtimes to try, in order, for models that quantize as `q` says.
+    fn candidates(self, q: &ActivationQuantization) -> Vec<RuntimeKind> {
         match self {
-            RuntimeChoice::Auto => RuntimeKind::ALL.to_vec(),
+            RuntimeChoice::Auto => conformance::auto_order(q).to_vec(),
             RuntimeChoice::Only(kind) => vec![kind],
         }
     }
+}
+
+/// What the choice of `kind` adds to a report's note: why `auto` started with onnxruntime, and what `kind` is
+/// known to compute differently from the ONNX specification on a model that quantizes as `q` says.
+fn conformance_note(
+    choice: RuntimeChoice,
+    kind: RuntimeKind,
+    q: &ActivationQuantization,
+) -> Option<String> {
+    let first = (choice == RuntimeChoice::Auto && kind == RuntimeKind::Ort)
+        .then(|| conformance::order_note(q))
+        .flatten();
+    join_notes([first, conformance::deviation(kind, q)])
+}
+
+/// The notes that are there, in one.
+fn join_notes(notes: impl IntoIterator<Item = Option<String>>) -> Option<String> {
+    let all: Vec<String> = notes.into_iter().flatten().collect();
+    (!all.is_empty()).then(|| all.join("; "))
 }
 
 /// A model to run: the IR, the folder its external data is relative to, and how reports name it.
@@ -162,13 +184,16 @@ pub struct InputSet {
 pub fn input_sets(model: &Model, source: &InputSource) -> Result<Vec<InputSet>, VerifyError> {
     match source {
         InputSource::Seeds { seeds, dims } => {
-            let mut dims = dims.clone();
+            // The sets are held together: the memory budget is for all of them.
+            let mut reserved = 0;
             seeds
                 .iter()
                 .map(|&s| {
+                    let (inputs, bytes) = generate_inputs_within(model, s, dims, reserved)?;
+                    reserved = reserved.saturating_add(bytes);
                     Ok(InputSet {
                         label: format!("seed {s}"),
-                        inputs: generate_inputs(model, s, &mut dims)?,
+                        inputs,
                     })
                 })
                 .collect()
@@ -453,7 +478,8 @@ impl<'a> Judge<'a> {
             ),
             by => (by, None),
         };
-        let candidates = self.choice.candidates();
+        let quantization = activation_quantization(&self.reference.model.graph);
+        let candidates = self.choice.candidates(&quantization);
         let several = candidates.len() > 1;
         // Failures of this candidate only: another candidate (a later step of the failing-pass search) may run.
         let mut failed_here: Vec<RuntimeError> = Vec::new();
@@ -489,10 +515,11 @@ impl<'a> Judge<'a> {
             let mut tried = self.failures.clone();
             tried.extend(failed_here);
             let ok = all_ok(&runs);
-            let note = match (by_note, self.note(&tried, kind)) {
-                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                (a, b) => a.or(b),
-            };
+            let note = join_notes([
+                by_note,
+                self.note(&tried, kind),
+                conformance_note(self.choice, kind, &quantization),
+            ]);
             return Ok(VerifyReport {
                 model: self.reference.label.into(),
                 against: candidate.label.into(),
@@ -785,14 +812,18 @@ pub fn verify_reference(
 fn in_first_runtime<T>(
     choice: RuntimeChoice,
     done: &str,
+    quantization: &ActivationQuantization,
     mut work: impl FnMut(RuntimeKind) -> Result<T, VerifyError>,
 ) -> Result<(RuntimeKind, T, Option<String>), VerifyError> {
-    let candidates = choice.candidates();
+    let candidates = choice.candidates(quantization);
     let mut failures = Vec::new();
     for kind in candidates.iter().copied() {
         match work(kind) {
             Ok(t) => {
-                let note = note_of(&failures).map(|n| format!("{n}; {done} by {kind}"));
+                let note = join_notes([
+                    note_of(&failures).map(|n| format!("{n}; {done} by {kind}")),
+                    conformance_note(choice, kind, quantization),
+                ]);
                 return Ok((kind, t, note));
             }
             Err(VerifyError::Runtime(e)) if candidates.len() > 1 => failures.push(e),
@@ -817,8 +848,10 @@ pub fn first_that_runs(
     model: &ModelRef,
     sets: &[InputSet],
 ) -> Result<Outputs, VerifyError> {
-    let (runtime, sets, note) =
-        in_first_runtime(choice, "run", |kind| run_sets(kind, model, sets))?;
+    let quantization = activation_quantization(&model.model.graph);
+    let (runtime, sets, note) = in_first_runtime(choice, "run", &quantization, |kind| {
+        run_sets(kind, model, sets)
+    })?;
     Ok(Outputs {
         runtime,
         sets,
@@ -850,7 +883,10 @@ pub fn verify_runtimes(
         runs,
         runtime: other,
         reference_runtime: Some(reference),
-        runtime_note: None,
+        // Two runtimes that differ on a quantized model: which one departs from the specification, and how.
+        runtime_note: [reference, other].into_iter().find_map(|kind| {
+            conformance::deviation(kind, &activation_quantization(&model.model.graph))
+        }),
         verified_by: VerifyBy::Model,
         units: Vec::new(),
         first_differing: None,
@@ -873,7 +909,12 @@ pub fn prepare_models(
     models: &[ModelSource],
     inputs: &[Named],
 ) -> Result<PreparedModels, VerifyError> {
-    let (runtime, models, note) = in_first_runtime(choice, "run", |kind| {
+    let quantization = models
+        .iter()
+        .fold(ActivationQuantization::default(), |q, m| {
+            q.and(m.quantization)
+        });
+    let (runtime, models, note) = in_first_runtime(choice, "run", &quantization, |kind| {
         let rt = runtime::open(kind)?;
         Ok(models
             .iter()

@@ -23,30 +23,49 @@ pub fn load_test_data(dir: &Path) -> Result<TestData, VerifyError> {
             reason: "not a folder".into(),
         });
     }
+    let mut reserved = 0;
     Ok(TestData {
-        inputs: numbered(dir, "input")?,
-        outputs: numbered(dir, "output")?,
+        inputs: numbered(dir, "input", &mut reserved)?,
+        outputs: numbered(dir, "output", &mut reserved)?,
     })
 }
 
-fn numbered(dir: &Path, stem: &str) -> Result<Vec<Named>, VerifyError> {
+fn numbered(dir: &Path, stem: &str, reserved: &mut u64) -> Result<Vec<Named>, VerifyError> {
     let mut found = Vec::new();
     for k in 0.. {
         let path = dir.join(format!("{stem}_{k}.pb"));
         if !path.exists() {
             break;
         }
-        found.push(read_tensor_file(&path)?);
+        found.push(read_tensor_within(&path, reserved)?);
     }
     Ok(found)
 }
 
 /// Reads one serialized `TensorProto`.
 pub fn read_tensor_file(path: &Path) -> Result<Named, VerifyError> {
+    read_tensor_within(path, &mut 0)
+}
+
+/// Reads one serialized `TensorProto` when `reserved` bytes of test data are read already, checking the file
+/// against the memory budget first ([`crate::limits`]): its tensor is held decoded, about the file's size again.
+fn read_tensor_within(path: &Path, reserved: &mut u64) -> Result<Named, VerifyError> {
     let err = |reason: String| VerifyError::TestData {
         path: path.into(),
         reason,
     };
+    let size = std::fs::metadata(path)
+        .map_err(|e| err(e.to_string()))?
+        .len();
+    let held = size.saturating_mul(2);
+    crate::limits::check(Some(held.into()), None, *reserved, || {
+        format!(
+            "the file ({} on disk, about twice that read and decoded)",
+            crate::limits::Size(size.into())
+        )
+    })
+    .map_err(|e| err(e.to_string()))?;
+    *reserved = reserved.saturating_add(held);
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let proto = TensorProto::decode(bytes.as_slice())
         .map_err(|e| err(format!("not a TensorProto ({e})")))?;

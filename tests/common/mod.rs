@@ -211,3 +211,24 @@ pub fn graph_attr(name: &str, g: GraphProto) -> normshift::onnx::AttributeProto 
         ..Default::default()
     }
 }
+
+/// The variable `.ci/run` sets: there, a test that needs onnxruntime fails when it cannot be loaded, instead of
+/// being skipped (a broken install would otherwise pass CI unnoticed).
+pub const REQUIRE_ONNXRUNTIME: &str = "NORMSHIFT_REQUIRE_ONNXRUNTIME";
+
+/// Whether onnxruntime can be loaded here. When it cannot: a failure of `test` if [`REQUIRE_ONNXRUNTIME`] is set,
+/// else `false` and a line saying that `test` was skipped and why.
+pub fn onnxruntime_here(test: &str) -> bool {
+    use std::io::Write;
+    let Err(why) = normshift::runtime::open(normshift::runtime::RuntimeKind::Ort) else {
+        return true;
+    };
+    if std::env::var_os(REQUIRE_ONNXRUNTIME).is_some_and(|v| !v.is_empty()) {
+        panic!(
+            "{test} needs onnxruntime ({REQUIRE_ONNXRUNTIME} is set) and it cannot be loaded: {why}"
+        );
+    }
+    // Written past the test harness's capture, so that a run without onnxruntime says what it skipped.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    false
+}

@@ -305,6 +305,101 @@ def test_a_model_that_is_not_a_model_type_is_a_type_error():
         normshift.analyze(42)
 
 
+# --- sizes no machine can hold ----------------------------------------------------------------------------
+
+HUGE = 2**40
+
+
+def relu_model(dim):
+    """`y = Relu(x)` over `[1, dim]` (a number or a symbol)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, dim])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, dim])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def plain_layernorm_model(hidden):
+    """A decomposed LayerNorm without scale or shift over a hidden axis of `hidden`."""
+    make = onnx.helper.make_node
+    nodes = [
+        make("ReduceMean", ["x"], ["m"], axes=[-1]),
+        make("Sub", ["x", "m"], ["d"]),
+        make("Mul", ["d", "d"], ["d2"]),
+        make("ReduceMean", ["d2"], ["v"], axes=[-1]),
+        make("Add", ["v", "eps"], ["ve"]),
+        make("Sqrt", ["ve"], ["s"]),
+        make("Div", ["d", "s"], ["y"]),
+    ]
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, hidden])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, hidden])
+    eps = onnx.helper.make_tensor("eps", onnx.TensorProto.FLOAT, [], [1e-5])
+    graph = onnx.helper.make_graph(nodes, "g", [x], [y], [eps])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 14)])
+
+
+def refused(kind, call, *expected):
+    """`call()` raises `kind` with a one-line message holding every `expected`; the process stays small."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(kind) as caught:
+        call()
+    message = caught.value.message
+    assert "\n" not in message, message
+    for e in expected:
+        assert e in message, message
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 100 * 1024, f"peak RSS grew by {grown_kib} KiB"
+
+
+def test_sizes_no_machine_can_hold_raise_one_line_and_write_nothing(tmp_path):
+    fixed = relu_model(HUGE)
+    declared = "input `x` of shape [1, 1099511627776] (axis 1: 1099511627776, declared by the file)"
+    out = tmp_path / "out.onnx"
+    refused(normshift.InputError, lambda: normshift.verify(fixed, fixed), declared, "memory budget")
+    refused(normshift.InputError, lambda: normshift.verify(fixed, runtime=("tract", "ort")), declared)
+    refused(normshift.InputError, lambda: normshift.convert(fixed, "cleanup", output=out), declared)
+    symbolic = relu_model("hidden")
+    refused(
+        normshift.InputError,
+        lambda: normshift.verify(symbolic, symbolic, dims={"hidden": HUGE}),
+        "`hidden` = 1099511627776, from --dim",
+    )
+    for size in (2**70, -1):
+        refused(normshift.InputError, lambda: normshift.verify(symbolic, dims={"hidden": size}), "dims={'hidden'")
+    norm = plain_layernorm_model(HUGE)
+    for verify in (True, False):
+        refused(
+            normshift.PassRefused,
+            lambda: normshift.convert(norm, "fuse-layernorm", verify=verify, output=out),
+            "its scale of ones of shape [1099511627776]",
+            "memory budget",
+        )
+    # Test data that claims 2^40 elements and holds two.
+    from onnx import numpy_helper
+
+    data = tmp_path / "data" / "test_data_set_0"
+    data.mkdir(parents=True)
+    claim = numpy_helper.from_array(np.array([[0.5, 1.0]], dtype=np.float32), "x")
+    claim.dims[:] = [1, HUGE]  # what a hostile file may claim; onnx.helper itself refuses to write it
+    (data / "input_0.pb").write_bytes(claim.SerializeToString())
+    (data / "output_0.pb").write_bytes(
+        onnx.helper.make_tensor("y", onnx.TensorProto.FLOAT, [1, 2], [0.5, 1.0]).SerializeToString()
+    )
+    holds = "claims shape [1, 1099511627776] (1099511627776 elements) but holds 2"
+    refused(normshift.InputError, lambda: normshift.verify(symbolic, reference=tmp_path / "data"), holds)
+    refused(
+        normshift.InputError,
+        lambda: normshift.convert(symbolic, "cleanup", inputs=tmp_path / "data", output=out),
+        holds,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "nothing written, nothing left"
+    # Reading such a model reserves nothing for the size.
+    assert normshift.inspect(fixed)["inputs"]
+    assert normshift.analyze(norm)["norm_count"] == 1
+    assert "1099511627776" in normshift.dump(norm)
+
+
 # --- the command ------------------------------------------------------------------------------------------
 
 

@@ -118,7 +118,12 @@ def _names(passes: Union[str, Sequence[str]]) -> List[str]:
 
 
 def _dims(dims: Optional[Mapping[str, int]]) -> Dict[str, int]:
-    return {str(k): int(v) for k, v in (dims or {}).items()}
+    """``dims=`` as the native module takes it: each size one a usize holds, else one line naming it."""
+    sizes = {str(k): int(v) for k, v in (dims or {}).items()}
+    for name, size in sizes.items():
+        if not 0 <= size < 2**64:
+            raise InputError(f"dims={{{name!r}: {size}}}: a size is a whole number from 0 to 2**64 - 1")
+    return sizes
 
 
 def _path(p: Optional[Union[str, "os.PathLike[str]"]]) -> Optional[str]:
