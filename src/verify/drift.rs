@@ -9,7 +9,9 @@
 
 use serde::Serialize;
 
-use super::report::{InputSource, ModelRef, RuntimeChoice, verify_pair};
+use super::judge::verify_pair;
+use super::running::{ModelRef, RuntimeChoice};
+use super::sets::InputSource;
 use super::{Tolerance, VerifyError};
 use crate::analysis::analyze;
 use crate::ir::Model;

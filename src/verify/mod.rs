@@ -4,22 +4,32 @@
 //! the model: token ids stay below the row count of the table they index, other integer inputs (masks) are
 //! ones, floats are N(0, 1), and symbolic dimensions get sizes that agree across the graph ([`inputs`]).
 //! Models are run from memory: nothing is written to verify a rewrite.
+//!
+//! * [`sets`]: the input sets (generated, read, given); [`inputs`] generates them, [`testdata`] reads them;
+//! * [`running`]: running models in the runtime a [`RuntimeChoice`] picks;
+//! * [`judge`]: a reference's outputs computed once, candidates judged against them, whole or [`units`] by unit;
+//! * [`report`] and [`compare`]: what a verification reports, output by output; [`drift`]: the stream's
+//!   divergence after each unit of a function-changing rewrite.
 
 mod compare;
 mod drift;
 mod inputs;
+mod judge;
 mod report;
+mod running;
+mod sets;
 mod testdata;
 mod units;
 
 pub use compare::{Comparison, Tolerance, compare, cosine};
 pub use drift::{DriftRow, drift_profile, probes};
 pub use inputs::{DimSizes, generate_inputs, generate_inputs_within};
-pub use report::{
-    InputSet, InputSource, Judge, ModelRef, Outputs, PreparedModels, RunReport, RuntimeChoice,
-    VerifyReport, first_that_runs, input_sets, prepare_models, run_sets, verify_and_bisect,
-    verify_pair, verify_reference, verify_runtimes,
+pub use judge::{Judge, verify_and_bisect, verify_pair, verify_reference, verify_runtimes};
+pub use report::{RunReport, VerifyReport};
+pub use running::{
+    ModelRef, Outputs, PreparedModels, RuntimeChoice, first_that_runs, prepare_models, run_sets,
 };
+pub use sets::{InputSet, InputSource, input_sets};
 pub use testdata::{TestData, load_test_data, read_tensor_file, test_data_sets, write_test_data};
 pub use units::{Culprit, Cut, Figures, UnitRow, VerifyBy, cuts, first_differing};
 

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::report::{InputSet, ModelRef, run_sets};
+use super::running::{ModelRef, run_sets};
+use super::sets::InputSet;
 use super::{Comparison, Tolerance, VerifyError, compare};
 use crate::analysis::analyze;
 use crate::analysis::facts::{Facts, declare_interface, declared};
