@@ -22,7 +22,7 @@ impl Pass for FuseLayerNorm {
         "fuse-layernorm"
     }
     fn description(&self) -> &'static str {
-        "decomposed LayerNorm -> LayerNormalization (opset 17; with --target ort, SkipLayerNormalization)"
+        "decomposed LayerNorm -> LayerNormalization (opset 17; for onnxruntime, SkipLayerNormalization)"
     }
     fn class(&self) -> PassClass {
         PassClass::Exact

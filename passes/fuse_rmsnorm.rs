@@ -23,7 +23,7 @@ impl Pass for FuseRmsNorm {
         "fuse-rmsnorm"
     }
     fn description(&self) -> &'static str {
-        "decomposed RMSNorm -> RMSNormalization (opset 23; with --target ort, SkipSimplifiedLayerNormalization)"
+        "decomposed RMSNorm -> RMSNormalization (opset 23; for onnxruntime, SkipSimplifiedLayerNormalization)"
     }
     fn class(&self) -> PassClass {
         PassClass::Exact

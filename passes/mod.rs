@@ -76,7 +76,7 @@ pub enum PassError {
     Refused { pass: &'static str, reason: String },
     #[error("unknown pass `{0}` (`normshift passes` lists them)")]
     Unknown(String),
-    #[error("--stop-after names `{0}`, which is not among the passes to run")]
+    #[error("the pass to stop after, `{0}`, is not among the passes to run")]
     StopAfterUnknown(String),
     #[error("writing the IR dump to {path}: {source}")]
     Dump {

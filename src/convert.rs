@@ -53,7 +53,7 @@ impl ConvertOptions {
         }
         if self.calibration.is_some() && !self.passes.iter().any(|p| p == CALIBRATED) {
             return Err(ConvertError::Calibrate(CalibrateError::Refused(format!(
-                "--calibration refits what `{CALIBRATED}` makes, and the pipeline has no `{CALIBRATED}`"
+                "calibration refits what `{CALIBRATED}` makes, and the pipeline has no `{CALIBRATED}`"
             ))));
         }
         Ok(())
@@ -62,7 +62,7 @@ impl ConvertOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{0} is the input file; pass --force to overwrite it")]
+    #[error("{0} is the input file, which is overwritten only when forced")]
     SameFile(PathBuf),
     #[error(transparent)]
     Pass(#[from] PassError),
@@ -122,6 +122,28 @@ pub struct ConvertReport {
     /// Why `output` was not written, when it was not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
+}
+
+impl Refusal {
+    /// Why the result was not written, in words.
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::Mismatch { failing_pass } => {
+                let failing = match failing_pass {
+                    Some(pass) => format!("pass {pass}"),
+                    None => "the passes (though rerun one at a time, each verified)".into(),
+                };
+                format!("{failing} changed the outputs beyond tolerance")
+            }
+            Refusal::Divergence {
+                rel_l2,
+                max_divergence,
+            } => format!(
+                "the outputs moved by a relative L2 error of {rel_l2:.3e}, above the maximum divergence \
+                 asked for, {max_divergence}"
+            ),
+        }
+    }
 }
 
 impl ConvertReport {
@@ -225,28 +247,19 @@ pub fn convert_in_memory(
     };
     match &options.verify {
         _ if report.passes.is_empty() => report.verification_skipped = Some("no passes were run"),
-        None => report.verification_skipped = Some("verification was turned off (--no-verify)"),
+        None => report.verification_skipped = Some("verification was turned off"),
         Some(verify) => {
             // Verification cuts both models at the stream and probes it after each unit: a model that ships
             // its layers as model-local functions is judged with every call replaced by its body (the same
             // function; the runtimes inline them too).
-            let (original, result) = (inlined(original)?, inlined(&model)?);
+            let original = original.functions_inlined().map_err(VerifyError::Encode)?;
+            let result = model.functions_inlined().map_err(VerifyError::Encode)?;
             judge(&original, &result, &mut report, options, verify, progress)?
         }
     }
     Ok((model, report))
 }
 
-/// `model` with the calls of its model-local functions replaced by their bodies, or `model` itself when it
-/// calls none.
-fn inlined(model: &Model) -> Result<std::borrow::Cow<'_, Model>, ConvertError> {
-    Ok(
-        match model.inline_functions().map_err(VerifyError::Encode)? {
-            Some((m, _)) => std::borrow::Cow::Owned(m),
-            None => std::borrow::Cow::Borrowed(model),
-        },
-    )
-}
 
 /// The pipeline with `post-to-pre` calibrated: the pass manager runs calibration (and the held-out judging of
 /// both mappings) right after `post-to-pre`, before the passes after it.
@@ -272,7 +285,7 @@ fn run_calibrated(
     }
     // Calibration refits constants inside the layers: a model that ships them as model-local functions is
     // calibrated, and written, with every call replaced by its body.
-    if let std::borrow::Cow::Owned(m) = inlined(model)? {
+    if let std::borrow::Cow::Owned(m) = model.functions_inlined().map_err(VerifyError::Encode)? {
         *model = m;
     }
     let choice = options

@@ -18,12 +18,12 @@
 //! A model read and written with no pass in between comes back byte-identical.
 
 pub mod analysis;
+pub mod api;
 pub mod calibrate;
 /// The command line, which the binary and the Python package's command both run. It needs the runtimes.
 #[cfg(feature = "tract")]
 pub mod cli;
 pub mod convert;
-pub mod error;
 pub mod io;
 pub mod ir;
 pub mod limits;
@@ -37,5 +37,12 @@ pub mod summary;
 pub mod tensor;
 pub mod verify;
 
-pub use error::Error;
+pub use api::Error;
 pub use ir::Model;
+
+/// The `normshift` program: runs the command line `args` (the program name first) and returns its exit status.
+/// The binary and the Python package's `normshift` command both run it, so the two are one program.
+#[cfg(feature = "tract")]
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    cli::main(args)
+}

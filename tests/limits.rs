@@ -296,7 +296,7 @@ fn a_fixed_input_dim_of_2_pow_40_is_refused_by_every_command_that_would_make_inp
 fn an_absurd_dim_is_refused_naming_the_flag() {
     let model = relu_of("hidden");
     let given =
-        "input `x` of shape [1, 1099511627776] (axis 1: `hidden` = 1099511627776, from --dim)";
+        "input `x` of shape [1, 1099511627776] (axis 1: `hidden` = 1099511627776, as given)";
     let dim = format!("hidden={HUGE}");
     for args in [
         &["verify", "{M}", "{M}", "--dim", &dim][..],
@@ -321,7 +321,7 @@ fn an_absurd_dim_is_refused_naming_the_flag() {
         &["bench", "{M}", "--seq", &HUGE.to_string(), "--runs", "1"],
         2,
         &[
-            "`hidden` = 1099511627776, the size for symbols no --dim names",
+            "`hidden` = 1099511627776, the size for symbols given no size",
             OVER,
         ],
     );

@@ -99,7 +99,7 @@ fn max_divergence_turns_the_report_into_a_gate() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("above --max-divergence 0.1"),
+        stderr(&out).contains("above the maximum divergence asked for, 0.1"),
         "{}",
         stderr(&out)
     );

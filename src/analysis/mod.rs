@@ -35,6 +35,7 @@ mod model;
 pub mod norms;
 pub mod quantized;
 pub mod residual;
+mod table;
 
 pub use model::{BodyAnalysis, FunctionsSeen, ModelAnalysis, analyze_graph, analyze_model};
 pub use norms::{FusedSlots, Norm, NormForm, NormKind, Param, embed_slots, find_norms};

@@ -1,16 +1,12 @@
-//! `normshift convert`: parses the arguments into the library's [`ConvertOptions`], runs the conversion
-//! session, and prints its report.
+//! `normshift convert`: parses the arguments into the library's [`ConvertRequest`], runs the conversion, and
+//! prints its report.
 
 use std::path::PathBuf;
 
+use crate::api::{self, ConvertRequest, OutputLayout};
 use crate::calibrate::CalibrationReport;
-use crate::calibrate::{CalibrateError, Calibration};
-use crate::convert::{
-    ConvertOptions, ConvertReport, Drift, Refusal, VerifyOptions, convert as run_convert,
-};
-use crate::io::{DataLayout, SaveOptions};
-use crate::passes::{PassContext, PipelineOptions, Target};
-use crate::verify::InputSource;
+use crate::convert::{ConvertReport, Drift, Refusal};
+use crate::passes::Target;
 use clap::Args;
 
 use super::inspect::load;
@@ -117,67 +113,44 @@ impl From<TargetArg> for Target {
 }
 
 impl ConvertArgs {
-    /// The library's options; reads the calibration sets when `--calibration` names them.
-    pub(crate) fn options(&self) -> Result<ConvertOptions, CalibrateError> {
+    /// The library's request.
+    pub(crate) fn request(&self) -> ConvertRequest {
         let layout = match (&self.external_data, self.inline_data) {
-            (Some(l), _) if l.is_empty() => DataLayout::External { location: None },
-            (Some(l), _) => DataLayout::External {
-                location: Some(l.clone()),
-            },
-            (None, true) => DataLayout::Inline,
-            (None, false) => DataLayout::Keep,
+            (Some(location), _) => OutputLayout::External(Some(location.clone())),
+            (None, true) => OutputLayout::Inline,
+            (None, false) => OutputLayout::Keep,
         };
-        let mut options = ConvertOptions {
-            passes: self
-                .passes
-                .iter()
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect(),
-            pipeline: PipelineOptions {
-                context: PassContext {
-                    target: self.target.into(),
-                    allow_partial: self.allow_partial,
-                },
-                dump_ir: self.dump_ir.clone(),
-                stop_after: self.stop_after.clone(),
-            },
-            save: SaveOptions {
-                layout,
-                replace_sources: self.force,
-            },
-            verify: (!self.no_verify).then(|| VerifyOptions {
-                runtime: self.runtime.choice(),
-                inputs: self.inputs.source(2),
-                tolerance: self.tolerance.into(),
-                by: self.verify_by.into(),
-            }),
+        ConvertRequest {
+            passes: self.passes.clone(),
+            target: self.target.into(),
+            verify: !self.no_verify,
+            runtime: self.runtime.choice(),
+            verify_by: self.verify_by.into(),
+            inputs: self.inputs.request(),
+            tolerance: self.tolerance.into(),
+            allow_partial: self.allow_partial,
             max_divergence: self.max_divergence,
-            calibration: None,
-        };
-        if let Some(dir) = &self.calibration {
-            let calibration = Calibration::load(dir, self.hold_out_every)?;
-            // The held-out sets judge the result, unless the user said what should.
-            let explicit = self.inputs.inputs.is_some() || self.inputs.seeds.is_some();
-            if let Some(verify) = options.verify.as_mut().filter(|_| !explicit) {
-                verify.inputs = InputSource::Sets(calibration.held_out.clone());
-            }
-            options.calibration = Some(calibration);
+            calibration: self.calibration.clone(),
+            hold_out_every: self.hold_out_every,
+            stop_after: self.stop_after.clone(),
+            dump_ir: self.dump_ir.clone(),
+            layout,
+            force: self.force,
         }
-        Ok(options)
     }
 }
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
-    let options = args.options()?;
-    options.check()?;
+    let request = args.request();
+    // A request that cannot run is refused before the model is read.
+    request.options()?;
     let model = load(&args.input)?;
     print_warnings(&model.warnings);
-    let report = run_convert(
+    let report = api::convert(
         &model,
         &args.input,
         &args.output,
-        &options,
+        &request,
         &mut Stages::default(),
     )?;
     if args.json {
@@ -243,7 +216,7 @@ fn print_text(report: &ConvertReport) {
         ),
         (Some(refusal), _) => eprintln!(
             "normshift: {}; {} was not written",
-            refusal_reason(refusal),
+            Refusal::reason(refusal),
             report.output.display()
         ),
         (None, None) => {}
@@ -251,25 +224,6 @@ fn print_text(report: &ConvertReport) {
 }
 
 /// Why a result was refused, in one line.
-pub(crate) fn refusal_reason(refusal: &Refusal) -> String {
-    match refusal {
-        Refusal::Mismatch { failing_pass } => {
-            let failing = match failing_pass {
-                Some(pass) => format!("pass {pass}"),
-                None => "the passes (though rerun one at a time, each verified)".into(),
-            };
-            format!("{failing} changed the outputs beyond tolerance")
-        }
-        Refusal::Divergence {
-            rel_l2,
-            max_divergence,
-        } => format!(
-            "the outputs moved by a relative L2 error of {rel_l2:.3e}, above --max-divergence \
-             {max_divergence}"
-        ),
-    }
-}
-
 fn print_drift(drift: Option<&Drift>) {
     match drift {
         Some(Drift::Rows(rows)) if !rows.is_empty() => {

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::inspect::load;
 use super::{EXIT_MISMATCH, EXIT_OK, print_warnings};
-use crate::ir::diff::{GraphDiff, diff as graph_diff};
+use crate::api;
+use crate::ir::diff::GraphDiff;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -43,7 +44,7 @@ pub fn diff(args: DiffArgs) -> anyhow::Result<u8> {
     print_warnings(&a.warnings);
     let b = load(&args.b)?;
     print_warnings(&b.warnings);
-    let d = graph_diff(&a.graph, &b.graph);
+    let d = api::diff(&a, &b);
     if args.json {
         let report = DiffReport {
             a: &args.a,

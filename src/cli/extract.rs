@@ -2,11 +2,8 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use super::{EXIT_OK, inspect::load};
-use crate::analysis::facts::extract_typed;
-use crate::io::{SaveOptions, SaveReport, save};
+use crate::api;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -35,47 +32,9 @@ pub struct ExtractArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
-struct ExtractReport {
-    model: PathBuf,
-    output: PathBuf,
-    nodes: usize,
-    initializers: usize,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    /// `--from` values that were computed in MODEL (the others were its graph inputs).
-    added_inputs: Vec<String>,
-    /// Graph inputs of MODEL the outputs need that --from did not name.
-    implied_inputs: Vec<String>,
-    /// `--from` values no output depends on.
-    unread_inputs: Vec<String>,
-    /// Inputs or outputs whose element type or rank neither MODEL nor inference knows (the official checker
-    /// refuses such a model; runtimes take it).
-    untyped: Vec<String>,
-    file: SaveReport,
-}
-
 pub fn extract(args: ExtractArgs) -> anyhow::Result<u8> {
     let model = load(&args.model)?;
-    let (part, untyped) = extract_typed(&model, &args.from, &args.to)?;
-    let file = save(&part.graph, &args.output, &SaveOptions::default())?;
-    let g = &part.graph.graph;
-    let names = |ids: &[crate::ir::ValueId]| -> Vec<String> {
-        ids.iter().map(|v| g.value(*v).name.clone()).collect()
-    };
-    let report = ExtractReport {
-        model: args.model.clone(),
-        output: args.output.clone(),
-        nodes: g.op_count(),
-        initializers: g.initializers.len(),
-        inputs: names(&g.runtime_inputs().collect::<Vec<_>>()),
-        outputs: names(&g.outputs),
-        added_inputs: part.added_inputs,
-        implied_inputs: part.implied_inputs,
-        unread_inputs: part.unread_inputs,
-        untyped,
-        file,
-    };
+    let report = api::extract(&model, &args.model, &args.from, &args.to, &args.output)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(EXIT_OK);

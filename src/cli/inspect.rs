@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::ir::text::TextOptions;
-use crate::passes;
+use crate::api;
+use crate::passes::PassClass;
 use anyhow::Context;
 
 use super::progress::Step;
@@ -11,19 +11,17 @@ use super::{EXIT_OK, print_warnings};
 
 pub fn load(path: &Path) -> anyhow::Result<crate::Model> {
     let _step = Step::start(&format!("loading {}", path.display()));
-    Ok(crate::io::load(path)?)
+    Ok(api::load(path)?)
 }
 
 pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let model = load(path)?;
+    let inspection = api::inspect(&model, path)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&summary_json(&model, path)?)?
-        );
+        println!("{}", serde_json::to_string_pretty(&inspection)?);
         return Ok(EXIT_OK);
     }
-    let s = model.summary()?;
+    let s = inspection.summary;
     print_warnings(&s.warnings);
     println!("{}", path.display());
     println!("  ir_version  {}", s.ir_version);
@@ -74,43 +72,27 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// What `inspect --json` prints.
-pub(crate) fn summary_json(model: &crate::Model, path: &Path) -> anyhow::Result<serde_json::Value> {
-    let mut value = serde_json::to_value(model.summary()?)?;
-    value["path"] = serde_json::Value::String(path.display().to_string());
-    Ok(value)
-}
-
 pub fn dump(path: &Path, node_names: bool) -> anyhow::Result<u8> {
     let model = load(path)?;
     print_warnings(&model.warnings);
-    print!("{}", model.to_text(TextOptions { node_names }));
+    print!("{}", api::dump(&model, node_names));
     Ok(EXIT_OK)
-}
-
-/// What `passes --json` prints.
-pub(crate) fn passes_json() -> serde_json::Value {
-    passes::catalogue()
-        .iter()
-        .map(|p| serde_json::json!({"name": p.name(), "class": p.class(), "description": p.description()}))
-        .collect()
 }
 
 pub fn passes(json: bool) -> anyhow::Result<u8> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&passes_json()).context("serializing the pass list")?
+            serde_json::to_string_pretty(&api::passes()).context("serializing the pass list")?
         );
         return Ok(EXIT_OK);
     }
-    let all = passes::catalogue();
-    for p in &all {
-        let class = match p.class() {
-            passes::PassClass::Exact => "exact",
-            passes::PassClass::FunctionChanging => "function-changing",
+    for p in api::passes() {
+        let class = match p.class {
+            PassClass::Exact => "exact",
+            PassClass::FunctionChanging => "function-changing",
         };
-        println!("{:<24} {:<18} {}", p.name(), class, p.description());
+        println!("{:<24} {:<18} {}", p.name, class, p.description);
     }
     Ok(EXIT_OK)
 }

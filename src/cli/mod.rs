@@ -17,10 +17,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::convert::ConvertError;
-use crate::passes::PassError;
-use crate::runtime::RuntimeError;
-use crate::verify::VerifyError;
+use crate::api::ErrorKind;
 
 /// Exit status of success.
 pub const EXIT_OK: u8 = 0;
@@ -124,8 +121,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     match run(cli) {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("normshift: {}", one_line(&e));
-            ErrorKind::of(&e).exit_code()
+            eprintln!("normshift: {}{}", one_line(&e), remedy_of(&e));
+            exit_code(kind_of(&e))
         }
     }
 }
@@ -145,150 +142,42 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// What kind of failure an error is. The command line's exit status and the Python package's exception class
-/// both follow from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request itself is wrong: an unknown pass, options that contradict each other, OUT is the input.
-    Usage,
-    /// A file could not be read or written.
-    File,
-    /// The model is not a valid ONNX model, or its graph is invalid.
-    Model,
-    /// The inputs to run the models on could not be read or made.
-    Inputs,
-    /// A pass refused the model, or produced something invalid.
-    Pass,
-    /// The models could not be compared (their outputs differ in names or number).
-    Verification,
-    /// No runtime could load or run a model.
-    Runtime,
-    /// Anything else.
-    Other,
-}
-
-impl ErrorKind {
-    /// The kind of the first cause in `e`'s chain that says what it is.
-    pub fn of(e: &anyhow::Error) -> ErrorKind {
-        e.chain()
-            .find_map(Self::classify)
-            .unwrap_or(ErrorKind::Other)
-    }
-
-    fn classify(cause: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
-        use crate::io::{LoadError, SaveError};
-        if let Some(e) = cause.downcast_ref::<ConvertError>() {
-            return Some(match e {
-                ConvertError::SameFile(_) => ErrorKind::Usage,
-                ConvertError::Pass(e) => Self::of_pass(e),
-                ConvertError::Verify(e) => Self::of_verify(e),
-                ConvertError::Save(e) => Self::of_save(e),
-                ConvertError::Calibrate(e) => Self::of_calibrate(e),
-            });
-        }
-        if let Some(e) = cause.downcast_ref::<PassError>() {
-            return Some(Self::of_pass(e));
-        }
-        if let Some(e) = cause.downcast_ref::<crate::calibrate::CalibrateError>() {
-            return Some(Self::of_calibrate(e));
-        }
-        if let Some(e) = cause.downcast_ref::<VerifyError>() {
-            return Some(Self::of_verify(e));
-        }
-        if let Some(e) = cause.downcast_ref::<SaveError>() {
-            return Some(Self::of_save(e));
-        }
-        if let Some(e) = cause.downcast_ref::<LoadError>() {
-            return Some(match e {
-                LoadError::Io { .. } => ErrorKind::File,
-                _ => ErrorKind::Model,
-            });
-        }
-        if cause.downcast_ref::<RuntimeError>().is_some() {
-            return Some(ErrorKind::Runtime);
-        }
-        if let Some(e) = cause.downcast_ref::<crate::ir::ExtractError>() {
-            return Some(match e {
-                crate::ir::ExtractError::Invalid(_) => ErrorKind::Model,
-                _ => ErrorKind::Usage,
-            });
-        }
-        if cause.downcast_ref::<crate::ir::ValidationError>().is_some() {
-            return Some(ErrorKind::Model);
-        }
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return Some(ErrorKind::Usage);
-        }
-        None
-    }
-
-    fn of_pass(e: &PassError) -> ErrorKind {
-        match e {
-            PassError::Unknown(_) | PassError::StopAfterUnknown(_) => ErrorKind::Usage,
-            PassError::Dump { .. } => ErrorKind::File,
-            PassError::Invalid { .. } | PassError::Patch { .. } | PassError::Refused { .. } => {
-                ErrorKind::Pass
+/// The kind of failure `e` is: that of the first library error in its chain (a request the command line itself
+/// refuses is a usage error).
+pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
+    e.chain()
+        .find_map(|cause| {
+            if let Some(e) = cause.downcast_ref::<crate::api::Error>() {
+                return Some(e.kind());
             }
-        }
-    }
+            cause
+                .downcast_ref::<UsageError>()
+                .map(|_| ErrorKind::Usage)
+        })
+        .unwrap_or(ErrorKind::Other)
+}
 
-    fn of_calibrate(e: &crate::calibrate::CalibrateError) -> ErrorKind {
-        use crate::calibrate::CalibrateError;
-        match e {
-            CalibrateError::Refused(_) | CalibrateError::Fit { .. } => ErrorKind::Pass,
-            CalibrateError::Inputs { .. } => ErrorKind::Inputs,
-            CalibrateError::Run(e) => Self::of_verify(e),
-            CalibrateError::Extract(_) => ErrorKind::Model,
-            CalibrateError::Patch(e) => Self::of_pass(e),
-        }
-    }
-
-    fn of_verify(e: &VerifyError) -> ErrorKind {
-        match e {
-            VerifyError::Runtime(_) | VerifyError::NoRuntime(_) => ErrorKind::Runtime,
-            VerifyError::TestData { .. } | VerifyError::Inputs(_) => ErrorKind::Inputs,
-            VerifyError::OutputMismatch(_) => ErrorKind::Verification,
-            VerifyError::Encode(_) => ErrorKind::Model,
-            // Segments are cut from the model's own structure: a failure is the model's (or normshift's).
-            VerifyError::Segment(_) => ErrorKind::Model,
-        }
-    }
-
-    fn of_save(e: &crate::io::SaveError) -> ErrorKind {
-        use crate::io::SaveError;
-        match e {
-            SaveError::Io { .. } => ErrorKind::File,
-            SaveError::Invalid(_) | SaveError::Encode(_) => ErrorKind::Model,
-            SaveError::TooLargeInline(_)
-            | SaveError::BadLocation(_)
-            | SaveError::WouldReplaceSource(_) => ErrorKind::Usage,
-        }
-    }
-
-    /// The name the Python package's exceptions are keyed by.
-    pub fn name(self) -> &'static str {
-        match self {
-            ErrorKind::Usage => "usage",
-            ErrorKind::File => "file",
-            ErrorKind::Model => "model",
-            ErrorKind::Inputs => "inputs",
-            ErrorKind::Pass => "pass",
-            ErrorKind::Verification => "verification",
-            ErrorKind::Runtime => "runtime",
-            ErrorKind::Other => "other",
-        }
-    }
-
-    /// The command line's exit status for it.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            ErrorKind::Runtime => EXIT_RUNTIME,
-            _ => EXIT_ERROR,
-        }
+/// What the command line's user can do about `e`, as a flag to add (empty when nothing).
+fn remedy_of(e: &anyhow::Error) -> &'static str {
+    let remedy = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::api::Error>())
+        .and_then(crate::api::Error::remedy);
+    match remedy {
+        Some(crate::api::Remedy::Force) => "; pass --force to allow it",
+        None => "",
     }
 }
 
-/// A request the command line cannot carry out as given (the Python package raises it as a usage error).
+/// The exit status for a failure of kind `kind`.
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Runtime => EXIT_RUNTIME,
+        _ => EXIT_ERROR,
+    }
+}
+
+/// A request the command line cannot carry out as given.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);

@@ -2,11 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::verify::{
-    DimSizes, InputSet, ModelRef, Named, first_that_runs, generate_inputs, load_test_data,
-    write_test_data,
-};
-use anyhow::Context;
+use crate::api::{self, InputsRequest};
 use clap::Args;
 
 use super::inspect::load;
@@ -45,90 +41,53 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-/// Shape and simple statistics of one tensor, as `run` reports it.
-fn summary(t: &Named) -> serde_json::Value {
-    let values = t.tensor.to_f64();
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    serde_json::json!({
-        "name": t.name,
-        "type": t.tensor.elem_type(),
-        "shape": t.tensor.shape(),
-        "mean": mean,
-        "std": std,
-        "first": values.iter().take(4).collect::<Vec<_>>(),
-    })
-}
-
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let model = load(&args.model)?;
     print_warnings(&model.warnings);
-    let inputs = match &args.inputs {
-        Some(dir) => load_test_data(dir)?.inputs,
-        None => {
-            let mut dims = DimSizes {
-                by_name: args.dims.iter().cloned().collect(),
-                ..Default::default()
-            };
-            generate_inputs(&model, args.seed, &mut dims)?
-        }
+    let inputs = InputsRequest {
+        inputs: args.inputs.clone(),
+        seeds: None,
+        dims: args.dims.clone(),
     };
-    let sets = [InputSet {
-        label: "inputs".into(),
-        inputs,
-    }];
-    let crate::verify::Outputs {
-        runtime,
-        sets: mut outputs,
-        note,
-    } = {
+    let report = {
         let _step = Step::start("running the model");
-        first_that_runs(
+        api::run(
+            &model,
+            &args.model,
+            &inputs,
+            args.seed,
             args.runtime.choice(),
-            &ModelRef::loaded(&model, &args.model),
-            &sets,
+            args.output.as_deref(),
         )?
     };
-    let outputs = outputs.pop().unwrap_or_default();
-    let [InputSet { inputs, .. }] = sets;
-    if let Some(dir) = &args.output {
-        write_test_data(dir, &inputs, &outputs)
-            .with_context(|| format!("writing the outputs into {}", dir.display()))?;
-    }
-    let report = serde_json::json!({
-        "model": args.model,
-        "runtime": runtime,
-        "runtime_note": note,
-        "inputs": inputs.iter().map(summary).collect::<Vec<_>>(),
-        "outputs": outputs.iter().map(summary).collect::<Vec<_>>(),
-        "written": args.output,
-    });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(EXIT_OK);
     }
     println!(
-        "run by {runtime}{}",
-        note.map(|n| format!(" ({n})")).unwrap_or_default()
+        "run by {}{}",
+        report.runtime,
+        report
+            .runtime_note
+            .as_ref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default()
     );
-    for (what, list) in [
-        ("input ", &report["inputs"]),
-        ("output", &report["outputs"]),
-    ] {
-        for t in list.as_array().into_iter().flatten() {
+    for (what, list) in [("input ", &report.inputs), ("output", &report.outputs)] {
+        for t in list {
+            let list = |v: &[String]| format!("[{}]", v.join(","));
             println!(
                 "{what} {}: {} {}  mean {:.6}  std {:.6}  first {}",
-                t["name"].as_str().unwrap_or(""),
-                t["type"].as_str().unwrap_or(""),
-                t["shape"],
-                t["mean"].as_f64().unwrap_or(f64::NAN),
-                t["std"].as_f64().unwrap_or(f64::NAN),
-                t["first"]
+                t.name,
+                t.r#type,
+                list(&t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>()),
+                t.mean,
+                t.std,
+                list(&t.first.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>())
             );
         }
     }
-    if let Some(dir) = &args.output {
+    if let Some(dir) = &report.written {
         println!("wrote {} (input_K.pb, output_K.pb)", dir.display());
     }
     Ok(EXIT_OK)

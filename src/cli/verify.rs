@@ -1,12 +1,10 @@
 //! `normshift verify`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use crate::api::{self, InputsRequest, RuntimeRequest, VerifyRequest};
 use crate::runtime::RuntimeKind;
-use crate::verify::{
-    DimSizes, InputSource, ModelRef, RuntimeChoice, Tolerance, UnitRow, VerifyBy, VerifyReport,
-    verify_and_bisect, verify_pair, verify_reference, verify_runtimes,
-};
+use crate::verify::{ModelRef, RuntimeChoice, Tolerance, UnitRow, VerifyBy, VerifyReport};
 use clap::Args;
 
 use super::inspect::load;
@@ -97,16 +95,12 @@ pub struct InputArgs {
 }
 
 impl InputArgs {
-    pub fn source(&self, default_seeds: u64) -> InputSource {
-        match &self.inputs {
-            Some(dir) => InputSource::Dir(dir.clone()),
-            None => InputSource::Seeds {
-                seeds: (0..self.seeds.unwrap_or(default_seeds)).collect(),
-                dims: DimSizes {
-                    by_name: self.dims.iter().cloned().collect(),
-                    ..Default::default()
-                },
-            },
+    /// The library's request.
+    pub fn request(&self) -> InputsRequest {
+        InputsRequest {
+            inputs: self.inputs.clone(),
+            seeds: self.seeds,
+            dims: self.dims.clone(),
         }
     }
 }
@@ -174,7 +168,13 @@ pub fn parse_dim(s: &str) -> Result<(String, usize), String> {
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
-    let tol = Tolerance::from(args.tolerance);
+    let request = VerifyRequest {
+        runtime: runtime_request(&args.runtime)?,
+        by: args.verify_by.into(),
+        bisect: args.bisect,
+        inputs: args.inputs.request(),
+        tolerance: args.tolerance.into(),
+    };
     let a = load(&args.model)?;
     print_warnings(&a.warnings);
     let b = match &args.other {
@@ -190,15 +190,19 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
         .as_ref()
         .zip(args.other.as_deref())
         .map(|(b, path)| ModelRef::loaded(b, path));
-    let report = compare(
-        &a_ref,
-        b_ref.as_ref(),
-        args.reference.as_deref(),
-        &args.runtime,
-        &args.inputs,
-        tol,
-        (args.verify_by.into(), args.bisect),
-    )?;
+    let report = {
+        let _step = Step::start(match (&b_ref, &request.runtime) {
+            (_, RuntimeRequest::Both { .. }) => "running the model in both runtimes",
+            (Some(_), _) => "running both models",
+            (None, _) => "running the model",
+        });
+        api::verify(
+            &a_ref,
+            b_ref.as_ref(),
+            args.reference.as_deref(),
+            &request,
+        )?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -218,54 +222,20 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
     Ok(if report.ok { EXIT_OK } else { EXIT_MISMATCH })
 }
 
-/// What `verify` compares, given its models: `a` with `other`, `a` with the stored outputs in `reference`, or
-/// `a` in two runtimes.
-pub(crate) fn compare(
-    a: &ModelRef,
-    other: Option<&ModelRef>,
-    reference: Option<&Path>,
-    runtime: &[RuntimeArg],
-    inputs: &InputArgs,
-    tol: Tolerance,
-    (by, bisect): (VerifyBy, bool),
-) -> anyhow::Result<VerifyReport> {
-    let usage = |text: &str| Err(UsageError(text.into()).into());
-    Ok(match (other, reference, runtime) {
-        (None, None, [first, second]) => {
-            let (Some(reference), Some(other)) = (first.kind(), second.kind()) else {
-                return usage("--runtime with two runtimes names them: tract,ort or ort,tract");
-            };
-            if reference == other {
-                return usage(&format!(
-                    "--runtime {reference},{other} names the same runtime twice"
-                ));
-            }
-            let _step = Step::start(&format!("running the model in {reference} and in {other}"));
-            verify_runtimes(a, &inputs.source(1), tol, reference, other)?
-        }
-        (_, _, [_, _, ..]) => {
-            return usage(
-                "two runtimes (--runtime tract,ort) compare one model with itself: give no second model",
-            );
-        }
-        (Some(other), None, [runtime]) => {
-            let _step = Step::start("running both models");
-            let source = inputs.source(1);
-            match bisect {
-                true => verify_and_bisect(a, other, &source, tol, runtime.choice(), by)?,
-                false => verify_pair(a, other, &source, tol, runtime.choice(), by)?,
-            }
-        }
-        (None, Some(dir), [runtime]) => {
-            let _step = Step::start("running the model");
-            verify_reference(a, dir, tol, runtime.choice())?
-        }
-        _ => {
-            return usage(
-                "give a second model to compare with, --reference DIR, or --runtime tract,ort",
-            );
-        }
-    })
+/// The runtimes `--runtime` names, as the library takes them: one choice, or two runtimes to run one model in.
+pub(crate) fn runtime_request(runtimes: &[RuntimeArg]) -> Result<RuntimeRequest, UsageError> {
+    match runtimes {
+        [one] => Ok(RuntimeRequest::Choice(one.choice())),
+        [first, second] => match (first.kind(), second.kind()) {
+            (Some(reference), Some(other)) => Ok(RuntimeRequest::Both { reference, other }),
+            _ => Err(UsageError(
+                "--runtime with two runtimes names them: tract,ort or ort,tract".into(),
+            )),
+        },
+        _ => Err(UsageError(
+            "--runtime names one runtime, or two to run one model in both".into(),
+        )),
+    }
 }
 
 pub fn print_report(report: &VerifyReport) {

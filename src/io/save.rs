@@ -31,7 +31,7 @@ pub enum SaveError {
     #[error("external data location {0:?} must be a plain file name")]
     BadLocation(String),
     #[error(
-        "{0} holds the input's own external data; writing it would destroy the input (use --force)"
+        "{0} holds the input's own external data; writing it would destroy the input unless forced"
     )]
     WouldReplaceSource(PathBuf),
     #[error("protobuf encoding failed: {0}")]

@@ -122,6 +122,15 @@ impl Model {
         Ok(Some((model, outline)))
     }
 
+    /// This model with its calls of model-local functions replaced by their bodies, or the model itself when it
+    /// calls none: what verification and calibration work on (the calls hide the residual stream).
+    pub fn functions_inlined(&self) -> Result<std::borrow::Cow<'_, Model>, ValidationError> {
+        Ok(match self.inline_functions()? {
+            Some((model, _)) => std::borrow::Cow::Owned(model),
+            None => std::borrow::Cow::Borrowed(self),
+        })
+    }
+
     /// A model built from `proto`, a rewritten form of this one: its tensors' external data and this model's
     /// warnings and files carry over.
     fn reimport(&self, proto: ModelProto) -> Result<Model, ValidationError> {

@@ -3,8 +3,8 @@
 //!
 //! Each function takes a model as the Python half hands it over — a path, or the serialized bytes (borrowed
 //! from the Python `bytes` object, not copied) with the folder its external data lives in — and returns the
-//! same JSON the command line's `--json` prints, built by the same code, plus the warnings loading gave. A
-//! failure raises `NativeError(kind, message, report)`: the command line's one-line message, its kind
+//! same JSON the command line's `--json` prints: the library API's reports (`crate::api`), which both front ends
+//! call. A failure raises `NativeError(kind, message, report)`: the error's one-line message, its kind
 //! ([`ErrorKind`]) for the Python half to pick the exception class by, and the report when there is one. The
 //! GIL is released while a model is loaded, rewritten or run.
 
@@ -13,21 +13,21 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use clap::ValueEnum;
 use prost::Message;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::Model;
-use crate::cli::convert::{ConvertArgs, refusal_reason};
-use crate::cli::verify::{InputArgs, RuntimeArg, ToleranceArgs, VerifyByArg};
-use crate::cli::{ErrorKind, UsageError, analyze, inspect, one_line, verify};
-use crate::convert::{Quiet, convert, convert_in_memory};
+use crate::api::{
+    self, ConvertRequest, ErrorKind, InputsRequest, OutputLayout, RuntimeRequest, VerifyRequest,
+};
+use crate::convert::Quiet;
 use crate::io::{PROTOBUF_LIMIT, SaveReport};
-use crate::ir::text::TextOptions;
 use crate::onnx::ModelProto;
-use crate::verify::{ModelRef, Tolerance};
+use crate::passes::Target;
+use crate::runtime::RuntimeKind;
+use crate::verify::{ModelRef, RuntimeChoice, Tolerance, VerifyBy};
 
 pyo3::create_exception!(
     _native,
@@ -47,11 +47,15 @@ struct Failure {
     report: Option<String>,
 }
 
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
+impl From<api::Error> for Failure {
+    fn from(e: api::Error) -> Self {
+        let remedy = match e.remedy() {
+            Some(api::Remedy::Force) => "; pass force=True to allow it",
+            None => "",
+        };
         Failure {
-            kind: ErrorKind::of(&e),
-            message: one_line(&e),
+            kind: e.kind(),
+            message: format!("{}{remedy}", one_line(&e)),
             report: None,
         }
     }
@@ -59,8 +63,34 @@ impl From<anyhow::Error> for Failure {
 
 impl Failure {
     fn usage(message: String) -> Self {
-        anyhow::Error::new(UsageError(message)).into()
+        api::Error::Usage(message).into()
     }
+
+    /// A failure of normshift's own making (a report that does not serialize): no class of its own.
+    fn other(e: impl std::fmt::Display) -> Self {
+        Failure {
+            kind: ErrorKind::Other,
+            message: e.to_string(),
+            report: None,
+        }
+    }
+}
+
+/// An error as one line: each cause once, even when a message already ends with its source's text.
+fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line.replace('\n', " ")
 }
 
 impl From<Failure> for PyErr {
@@ -91,67 +121,67 @@ impl Source {
     }
 
     fn load(&self) -> Result<Model, Failure> {
-        let loaded = match (&self.path, &self.data) {
-            (Some(path), None) => crate::io::load(path),
+        Ok(match (&self.path, &self.data) {
+            (Some(path), None) => api::load(path)?,
             (None, Some(data)) => {
                 let dir = self.base_dir.clone().unwrap_or_else(|| PathBuf::from("."));
-                crate::io::load_bytes(data.clone(), &self.label(), &dir)
+                api::load_bytes(data.clone(), &self.label(), &dir)?
             }
             _ => return Err(Failure::usage("give a model as a path or as bytes".into())),
-        };
-        loaded.map_err(|e| anyhow::Error::new(e).into())
+        })
     }
 }
 
 fn json(value: &impl serde::Serialize) -> Result<String, Failure> {
-    serde_json::to_string(value).map_err(|e| anyhow::Error::new(e).into())
+    serde_json::to_string(value).map_err(Failure::other)
 }
 
-/// Parses one of the command line's value names (`onnx`, `ort`, `auto`, `tract`).
-fn value<T: ValueEnum>(what: &str, name: &str) -> Result<T, Failure> {
-    T::from_str(name, true).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
-            .collect();
-        Failure::usage(format!(
-            "{what} `{name}` is not one of {}",
-            names.join(", ")
-        ))
-    })
+/// One of the names a keyword argument takes (`target="ort"`), or a usage error listing them.
+fn value<T: Copy>(what: &str, name: &str, names: &[(&str, T)]) -> Result<T, Failure> {
+    names
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+        .ok_or_else(|| {
+            let listed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            Failure::usage(format!(
+                "{what} `{name}` is not one of {}",
+                listed.join(", ")
+            ))
+        })
 }
 
-/// Where the inputs come from, as the command line's `--inputs`, `--seeds` and `--dim` say it.
-fn input_args(
+const TARGETS: &[(&str, Target)] = &[("onnx", Target::Onnx), ("ort", Target::Ort)];
+const RUNTIMES: &[(&str, RuntimeChoice)] = &[
+    ("auto", RuntimeChoice::Auto),
+    ("tract", RuntimeChoice::Only(RuntimeKind::Tract)),
+    ("ort", RuntimeChoice::Only(RuntimeKind::Ort)),
+];
+const VERIFY_BY: &[(&str, VerifyBy)] = &[
+    ("auto", VerifyBy::Auto),
+    ("unit", VerifyBy::Unit),
+    ("model", VerifyBy::Model),
+];
+
+/// Where the inputs come from: `inputs=`, `seeds=` and `dims=`.
+fn inputs_request(
     inputs: Option<PathBuf>,
     seeds: Option<u64>,
     dims: HashMap<String, usize>,
-) -> Result<InputArgs, Failure> {
-    if inputs.is_some() && (seeds.is_some() || !dims.is_empty()) {
-        return Err(Failure::usage(
-            "inputs= names stored inputs: seeds= and dims= make generated ones; give one or the other".into(),
-        ));
-    }
-    if seeds == Some(0) {
-        return Err(Failure::usage("seeds= must be at least 1".into()));
-    }
-    Ok(InputArgs {
+) -> InputsRequest {
+    InputsRequest {
         inputs,
         seeds,
         dims: dims.into_iter().collect(),
-    })
+    }
 }
 
 #[pyfunction]
 fn analyze_model(py: Python<'_>, source: Source) -> PyResult<(String, String, Vec<String>)> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        let analysis = crate::analysis::analyze_model(&model).map_err(anyhow::Error::new)?;
-        Ok((
-            json(&analysis)?,
-            analyze::model_table(&analysis),
-            model.warnings.clone(),
-        ))
+        let analysis = api::analyze(&model)?;
+        Ok((json(&analysis)?, analysis.table(), model.warnings.clone()))
     })?)
 }
 
@@ -159,8 +189,7 @@ fn analyze_model(py: Python<'_>, source: Source) -> PyResult<(String, String, Ve
 fn inspect_model(py: Python<'_>, source: Source) -> PyResult<String> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        let summary = inspect::summary_json(&model, &source.label())?;
-        json(&summary)
+        json(&api::inspect(&model, &source.label())?)
     })?)
 }
 
@@ -168,22 +197,19 @@ fn inspect_model(py: Python<'_>, source: Source) -> PyResult<String> {
 fn dump_model(py: Python<'_>, source: Source, node_names: bool) -> PyResult<(String, Vec<String>)> {
     Ok(py.detach(|| -> Result<_, Failure> {
         let model = source.load()?;
-        Ok((
-            model.to_text(TextOptions { node_names }),
-            model.warnings.clone(),
-        ))
+        Ok((api::dump(&model, node_names), model.warnings.clone()))
     })?)
 }
 
 #[pyfunction]
 fn list_passes() -> PyResult<String> {
-    Ok(json(&inspect::passes_json())?)
+    Ok(json(&api::passes())?)
 }
 
-/// What `convert` is asked to do, beside the model: the command line's options, by the same names.
+/// What `convert` is asked to do, beside the model: the keyword arguments of `normshift.convert`.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
-struct ConvertRequest {
+struct ConvertCall {
     passes: Vec<String>,
     target: String,
     verify: bool,
@@ -206,42 +232,44 @@ struct ConvertRequest {
     force: bool,
 }
 
-impl ConvertRequest {
-    fn args(self, input: PathBuf) -> Result<ConvertArgs, Failure> {
+impl ConvertCall {
+    fn request(self) -> Result<ConvertRequest, Failure> {
         if self.output.is_none() && (self.external_data.is_some() || self.inline_data) {
             return Err(Failure::usage(
                 "external_data= and inline_data= say how output= is written: give output= too"
                     .into(),
             ));
         }
-        if self.external_data.is_some() && self.inline_data {
-            return Err(Failure::usage(
-                "external_data= and inline_data=True contradict each other".into(),
-            ));
-        }
-        Ok(ConvertArgs {
-            input,
-            output: self.output.unwrap_or_else(|| PathBuf::from(IN_MEMORY)),
+        let layout = match (self.external_data, self.inline_data) {
+            (Some(_), true) => {
+                return Err(Failure::usage(
+                    "external_data= and inline_data=True contradict each other".into(),
+                ));
+            }
+            (Some(location), false) => OutputLayout::External(Some(location)),
+            (None, true) => OutputLayout::Inline,
+            (None, false) => OutputLayout::Keep,
+        };
+        Ok(ConvertRequest {
             passes: self.passes,
-            force: self.force,
-            external_data: self.external_data,
-            inline_data: self.inline_data,
-            target: value("target", &self.target)?,
-            dump_ir: self.dump_ir,
-            stop_after: self.stop_after,
+            target: value("target", &self.target, TARGETS)?,
+            verify: self.verify,
+            runtime: value("runtime", &self.runtime, RUNTIMES)?,
+            verify_by: value("verify_by", &self.verify_by, VERIFY_BY)?,
+            inputs: inputs_request(self.inputs, self.seeds, self.dims),
+            tolerance: Tolerance {
+                rtol: self.rtol,
+                atol: self.atol,
+                ..Tolerance::default()
+            },
+            allow_partial: self.allow_partial,
             max_divergence: self.max_divergence,
             calibration: self.calibration,
             hold_out_every: self.hold_out_every,
-            allow_partial: self.allow_partial,
-            no_verify: !self.verify,
-            runtime: value("runtime", &self.runtime)?,
-            verify_by: value("verify_by", &self.verify_by)?,
-            inputs: input_args(self.inputs, self.seeds, self.dims)?,
-            tolerance: ToleranceArgs {
-                rtol: self.rtol,
-                atol: self.atol,
-            },
-            json: true,
+            stop_after: self.stop_after,
+            dump_ir: self.dump_ir,
+            layout,
+            force: self.force,
         })
     }
 }
@@ -250,36 +278,37 @@ impl ConvertRequest {
 fn convert_model(
     py: Python<'_>,
     source: Source,
-    request: ConvertRequest,
+    call: ConvertCall,
 ) -> PyResult<(Option<Py<PyBytes>>, String, Vec<String>)> {
-    let in_memory = request.output.is_none();
-    let args = request.args(source.label())?;
+    let output = call.output.clone();
+    let input = source.label();
+    let request = call.request()?;
     let (converted, report, warnings) = py.detach(|| -> Result<_, Failure> {
-        let options = args.options().map_err(anyhow::Error::new)?;
-        options.check().map_err(anyhow::Error::new)?;
+        request.options()?;
         let model = source.load()?;
-        let (converted, mut report) = if in_memory {
-            let (result, report) =
-                convert_in_memory(&model, &args.input, &args.output, &options, &mut Quiet)
-                    .map_err(anyhow::Error::new)?;
-            // Tensors that were external stay so (the proto keeps their entries): the size is the model's own.
-            let proto = result.to_proto().map_err(anyhow::Error::new)?;
-            (Some(Box::new(proto)), report)
-        } else {
-            let report = convert(&model, &args.input, &args.output, &options, &mut Quiet)
-                .map_err(anyhow::Error::new)?;
-            (None, report)
+        let (converted, mut report) = match &output {
+            None => {
+                let label = PathBuf::from(IN_MEMORY);
+                let (result, report) =
+                    api::convert_in_memory(&model, &input, &label, &request, &mut Quiet)?;
+                // Tensors that were external stay so (the proto keeps their entries): the size is the model's own.
+                let proto = result.to_proto().map_err(api::Error::from)?;
+                (Some(Box::new(proto)), report)
+            }
+            Some(path) => (
+                None,
+                api::convert(&model, &input, path, &request, &mut Quiet)?,
+            ),
         };
         if let Some(refusal) = &report.refusal {
             return Err(Failure {
                 kind: ErrorKind::Verification,
                 message: format!(
                     "{}; {}",
-                    refusal_reason(refusal),
-                    if in_memory {
-                        "no model was returned".to_string()
-                    } else {
-                        format!("{} was not written", args.output.display())
+                    refusal.reason(),
+                    match &output {
+                        None => "no model was returned".to_string(),
+                        Some(path) => format!("{} was not written", path.display()),
                     }
                 ),
                 report: Some(json(&report)?),
@@ -312,15 +341,16 @@ fn encode(py: Python<'_>, proto: &ModelProto) -> PyResult<Py<PyBytes>> {
     let bytes = PyBytes::new_with(py, proto.encoded_len(), |mut buf: &mut [u8]| {
         proto
             .encode(&mut buf)
-            .map_err(|e| Failure::from(anyhow::Error::new(e)).into())
+            .map_err(|e| Failure::other(e).into())
     })?;
     Ok(bytes.unbind())
 }
 
-/// The second model, stored outputs or runtimes `verify` compares against.
+/// The second model, stored outputs or runtimes `verify` compares against: the keyword arguments of
+/// `normshift.verify`.
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
-struct VerifyRequest {
+struct VerifyCall {
     other_path: Option<PathBuf>,
     other_data: Option<Bytes>,
     other_base_dir: Option<PathBuf>,
@@ -339,7 +369,7 @@ struct VerifyRequest {
 fn verify_models(
     py: Python<'_>,
     source: Source,
-    request: VerifyRequest,
+    request: VerifyCall,
 ) -> PyResult<(String, Vec<String>)> {
     let a = source;
     let b = (request.other_path.is_some() || request.other_data.is_some()).then(|| Source {
@@ -347,20 +377,39 @@ fn verify_models(
         data: request.other_data,
         base_dir: request.other_base_dir,
     });
-    let runtimes: Vec<RuntimeArg> = request
-        .runtime
-        .iter()
-        .map(|r| value("runtime", r))
-        .collect::<Result<_, _>>()?;
-    let inputs = input_args(request.inputs, request.seeds, request.dims)?;
-    let tolerance = Tolerance {
-        rtol: request.rtol,
-        atol: request.atol,
-        ..Tolerance::default()
+    let runtime = match &request.runtime[..] {
+        [one] => RuntimeRequest::Choice(value("runtime", one, RUNTIMES)?),
+        [first, second] => {
+            let kind = |name: &str| match value("runtime", name, RUNTIMES)? {
+                RuntimeChoice::Only(kind) => Ok(kind),
+                RuntimeChoice::Auto => Err(Failure::usage(
+                    "two runtimes are named: (\"tract\", \"ort\") or (\"ort\", \"tract\")".into(),
+                )),
+            };
+            RuntimeRequest::Both {
+                reference: kind(first)?,
+                other: kind(second)?,
+            }
+        }
+        _ => {
+            return Err(Failure::usage(
+                "runtime= names one runtime, or two to run one model in both".into(),
+            )
+            .into());
+        }
+    };
+    let verify_request = VerifyRequest {
+        runtime,
+        by: value("verify_by", &request.verify_by, VERIFY_BY)?,
+        bisect: request.bisect,
+        inputs: inputs_request(request.inputs, request.seeds, request.dims),
+        tolerance: Tolerance {
+            rtol: request.rtol,
+            atol: request.atol,
+            ..Tolerance::default()
+        },
     };
     let reference = request.reference;
-    let by: VerifyByArg = value("verify_by", &request.verify_by)?;
-    let bisect = request.bisect;
     Ok(py.detach(|| -> Result<_, Failure> {
         let a_model = a.load()?;
         let a_label = a.label();
@@ -375,14 +424,11 @@ fn verify_models(
             .as_ref()
             .zip(b_label.as_deref())
             .map(|(m, label)| ModelRef::loaded(m, label));
-        let report = verify::compare(
+        let report = api::verify(
             &a_ref,
             b_ref.as_ref(),
             reference.as_deref(),
-            &runtimes,
-            &inputs,
-            tolerance,
-            (by.into(), bisect),
+            &verify_request,
         )?;
         Ok((json(&report)?, warnings))
     })?)
@@ -395,11 +441,10 @@ fn set_python(executable: PathBuf) {
     crate::runtime::set_default_python(executable);
 }
 
-/// The `normshift` command: runs the command line on `argv` (the program name first) and returns its exit
-/// status.
+/// The `normshift` command: runs the program on `argv` (the program name first) and returns its exit status.
 #[pyfunction]
 fn cli(py: Python<'_>, argv: Vec<OsString>) -> u8 {
-    py.detach(|| crate::cli::main(argv))
+    py.detach(|| crate::main(argv))
 }
 
 #[pymodule]

@@ -36,6 +36,24 @@ pub enum ElemType {
     Bool,
 }
 
+impl std::fmt::Display for ElemType {
+    /// The type's name as the JSON reports spell it (`f32`, `i64`, `bool`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            ElemType::F32 => "f32",
+            ElemType::F64 => "f64",
+            ElemType::F16 => "f16",
+            ElemType::Bf16 => "bf16",
+            ElemType::I64 => "i64",
+            ElemType::I32 => "i32",
+            ElemType::I8 => "i8",
+            ElemType::U8 => "u8",
+            ElemType::Bool => "bool",
+        };
+        f.pad(name)
+    }
+}
+
 impl ElemType {
     pub fn from_onnx(elem_type: i32) -> Option<ElemType> {
         Some(match DataType::try_from(elem_type).ok()? {

@@ -58,14 +58,14 @@ enum Origin {
 }
 
 impl Origin {
-    /// `axis 1: `hidden` = 1099511627776, from --dim`, for a dimension of size `n`.
+    /// `axis 1: `hidden` = 1099511627776, as given`, for a dimension of size `n`.
     fn describe(&self, n: usize) -> String {
         match self {
             Origin::File => format!("{n}, declared by the file"),
-            Origin::Given(s) => format!("`{s}` = {n}, from --dim"),
+            Origin::Given(s) => format!("`{s}` = {n}, as given"),
             Origin::Graph { symbol, how } => format!("`{symbol}` = {n}, {how}"),
             Origin::Default(Some(s)) => {
-                format!("`{s}` = {n}, the size for symbols no --dim names")
+                format!("`{s}` = {n}, the size for symbols given no size")
             }
             Origin::Default(None) => format!("{n}, the size for an unknown dimension"),
         }
@@ -466,7 +466,7 @@ pub fn generate_inputs_within(
         let (elem, shape) = value.ty().and_then(tensor_type).ok_or_else(no_type)?;
         let shape = shape.ok_or_else(|| {
             VerifyError::Inputs(format!(
-                "input `{}` has no declared rank; give --inputs",
+                "input `{}` has no declared rank: give stored inputs",
                 value.name
             ))
         })?;
@@ -527,7 +527,7 @@ pub fn generate_inputs_within(
             Some(ElemType::Bool) => Values::Bool(vec![bool_input(&ix, id, seed); len]),
             _ => {
                 return Err(VerifyError::Inputs(format!(
-                    "input `{}` has element type {}, for which no inputs can be generated; give --inputs",
+                    "input `{}` has element type {}, for which no inputs can be generated: give stored inputs",
                     value.name,
                     crate::onnx::elem_type_name(elem)
                 )));

@@ -129,8 +129,8 @@ impl<'a> Judge<'a> {
         }
         let listed: Vec<String> = sizes.iter().map(|(s, n)| format!("{s}={n}")).collect();
         format!(
-            "{why} (the generated inputs sized {}; give --dim NAME=SIZE for a size the model accepts, or \
-             --inputs DIR)",
+            "{why} (the generated inputs sized {}; give a size the model accepts for the symbol at fault, or \
+             stored inputs)",
             listed.join(", ")
         )
     }
