@@ -260,7 +260,6 @@ pub fn convert_in_memory(
     Ok((model, report))
 }
 
-
 /// The pipeline with `post-to-pre` calibrated: the pass manager runs calibration (and the held-out judging of
 /// both mappings) right after `post-to-pre`, before the passes after it.
 fn run_calibrated(

@@ -162,7 +162,10 @@ fn the_same_file_as_input_and_output_is_refused_unless_forced() {
     let input = fixture_model("bert_post.opset14");
     let model = normshift::io::load(&input).unwrap();
     let err = convert(&model, &input, &input, &options(&[]), &mut Quiet).unwrap_err();
-    assert!(err.to_string().contains("overwritten only when forced"), "{err}");
+    assert!(
+        err.to_string().contains("overwritten only when forced"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -145,4 +145,3 @@ fn summary_line(a: &Analysis) -> String {
         a.norm_count
     )
 }
-

@@ -90,7 +90,9 @@ impl Error {
         let replaces = |e: &SaveError| matches!(e, SaveError::WouldReplaceSource(_));
         match self {
             Error::Convert(ConvertError::SameFile(_)) => Some(Remedy::Force),
-            Error::Convert(ConvertError::Save(e)) | Error::Save(e) if replaces(e) => Some(Remedy::Force),
+            Error::Convert(ConvertError::Save(e)) | Error::Save(e) if replaces(e) => {
+                Some(Remedy::Force)
+            }
             _ => None,
         }
     }
@@ -165,8 +167,8 @@ fn save_kind(e: &SaveError) -> ErrorKind {
     match e {
         SaveError::Io { .. } => ErrorKind::File,
         SaveError::Invalid(_) | SaveError::Encode(_) => ErrorKind::Model,
-        SaveError::TooLargeInline(_) | SaveError::BadLocation(_) | SaveError::WouldReplaceSource(_) => {
-            ErrorKind::Usage
-        }
+        SaveError::TooLargeInline(_)
+        | SaveError::BadLocation(_)
+        | SaveError::WouldReplaceSource(_) => ErrorKind::Usage,
     }
 }

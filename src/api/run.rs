@@ -12,8 +12,8 @@ use crate::io::{SaveOptions, SaveReport, save};
 use crate::ir::diff::GraphDiff;
 use crate::runtime::{ElemType, RuntimeKind};
 use crate::verify::{
-    DimSizes, InputSet, ModelRef, Named, RuntimeChoice, first_that_runs, generate_inputs, load_test_data,
-    write_test_data,
+    DimSizes, InputSet, ModelRef, Named, RuntimeChoice, first_that_runs, generate_inputs,
+    load_test_data, write_test_data,
 };
 
 /// Shape and simple statistics of one tensor, as `run` reports it.

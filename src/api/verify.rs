@@ -109,7 +109,10 @@ pub fn verify(
     let tol = request.tolerance;
     // Verification cuts models at their residual stream, which calls of model-local functions hide.
     let a_run = a.model.functions_inlined()?;
-    let a = ModelRef { model: &a_run, ..*a };
+    let a = ModelRef {
+        model: &a_run,
+        ..*a
+    };
     Ok(match (other, reference, request.runtime) {
         (None, None, RuntimeRequest::Both { reference, other }) => {
             if reference == other {
@@ -135,7 +138,9 @@ pub fn verify(
                 false => verify_pair(&a, &other, &source, tol, choice, request.by)?,
             }
         }
-        (None, Some(dir), RuntimeRequest::Choice(choice)) => verify_reference(&a, dir, tol, choice)?,
+        (None, Some(dir), RuntimeRequest::Choice(choice)) => {
+            verify_reference(&a, dir, tol, choice)?
+        }
         _ => {
             return usage(
                 "give a second model to compare with, stored outputs to compare against, or two runtimes",

@@ -150,9 +150,7 @@ pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
             if let Some(e) = cause.downcast_ref::<crate::api::Error>() {
                 return Some(e.kind());
             }
-            cause
-                .downcast_ref::<UsageError>()
-                .map(|_| ErrorKind::Usage)
+            cause.downcast_ref::<UsageError>().map(|_| ErrorKind::Usage)
         })
         .unwrap_or(ErrorKind::Other)
 }

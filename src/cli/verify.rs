@@ -196,12 +196,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<u8> {
             (Some(_), _) => "running both models",
             (None, _) => "running the model",
         });
-        api::verify(
-            &a_ref,
-            b_ref.as_ref(),
-            args.reference.as_deref(),
-            &request,
-        )?
+        api::verify(&a_ref, b_ref.as_ref(), args.reference.as_deref(), &request)?
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

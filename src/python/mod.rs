@@ -339,9 +339,7 @@ fn convert_model(
 /// Encodes `proto` straight into a new Python `bytes` object (no intermediate buffer).
 fn encode(py: Python<'_>, proto: &ModelProto) -> PyResult<Py<PyBytes>> {
     let bytes = PyBytes::new_with(py, proto.encoded_len(), |mut buf: &mut [u8]| {
-        proto
-            .encode(&mut buf)
-            .map_err(|e| Failure::other(e).into())
+        proto.encode(&mut buf).map_err(|e| Failure::other(e).into())
     })?;
     Ok(bytes.unbind())
 }
