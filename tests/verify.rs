@@ -300,3 +300,73 @@ fn group_query_attention_fixes_the_head_size_and_the_total_length() {
     assert_eq!(shapes["past_key"], [2, 1, 5, 4], "head size 16 / (2 + 2·1)");
     assert_eq!(shapes["mask"], [2, 12], "total = past 5 + sequence 7");
 }
+
+/// Generated inputs follow the graph's own constraints, not only its declarations: optimum's DINOv2 declares
+/// `pixel_values` as `[batch, num_channels, height, width]` (all symbolic) and reads it through shape queries
+/// and a Cast before its patch `Conv`, whose weights fix the channels at 3 and the size at one patch or more.
+#[test]
+fn generated_images_get_the_channels_and_size_the_patch_conv_takes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/wild/dinov2.optimum/model.onnx");
+    let model = load(&path).unwrap();
+    let inputs =
+        normshift::verify::generate_inputs(&model, 0, &mut Default::default()).unwrap();
+    let shape = inputs[0].tensor.shape().to_vec();
+    assert_eq!(shape[1], 3, "{shape:?}");
+    assert!(shape[2] >= 14 && shape[3] >= 14, "{shape:?}");
+    let report = verify_pair(
+        &ModelRef::loaded(&model, &path),
+        &ModelRef::loaded(&model, &path),
+        &InputSource::default(),
+        Tolerance::default(),
+        RuntimeChoice::Only(normshift::runtime::RuntimeKind::Tract),
+        Default::default(),
+    )
+    .unwrap();
+    assert!(report.ok);
+}
+
+/// A merged decoder's cache branch attends over the past and the new tokens: the input set that selects it gets
+/// a mask of past + new positions (what the file declares for its `present` outputs), the other set a mask of
+/// the new ones, so that default verification runs both branches (onnxruntime: tract cannot run `If` branches
+/// whose shapes differ).
+#[test]
+fn a_merged_decoders_generated_mask_matches_the_branch_each_set_selects() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/wild/gpt2_lm.optimum_merged/model.onnx");
+    let model = load(&path).unwrap();
+    let mask_and_branch = |seed| {
+        let inputs =
+            normshift::verify::generate_inputs(&model, seed, &mut Default::default()).unwrap();
+        let find = |name: &str| inputs.iter().find(|i| i.name == name).unwrap();
+        let branch = match find("use_cache_branch").tensor.values() {
+            normshift::runtime::Values::Bool(v) => v[0],
+            other => panic!("{other:?}"),
+        };
+        let past = find("past_key_values.0.key").tensor.shape()[2];
+        let tokens = find("input_ids").tensor.shape()[1];
+        (branch, find("attention_mask").tensor.shape()[1], past, tokens)
+    };
+    let (cache, mask, past, tokens) = mask_and_branch(0);
+    assert!(cache);
+    assert_eq!(mask, past + tokens);
+    let (cache, mask, _, tokens) = mask_and_branch(1);
+    assert!(!cache);
+    assert_eq!(mask, tokens);
+    if !onnxruntime_here("a_merged_decoders_generated_mask_matches_the_branch_each_set_selects") {
+        return;
+    }
+    let report = verify_pair(
+        &ModelRef::loaded(&model, &path),
+        &ModelRef::loaded(&model, &path),
+        &normshift::verify::InputSource::Seeds {
+            seeds: vec![0, 1],
+            dims: Default::default(),
+        },
+        Tolerance::default(),
+        RuntimeChoice::Auto,
+        Default::default(),
+    )
+    .unwrap();
+    assert!(report.ok && report.runs.len() == 2, "{report:?}");
+}
