@@ -7,6 +7,8 @@
 //! fixture, for both targets. `NORMSHIFT_MODEL_DIRS` (folders of model folders, `:`-separated) adds more models
 //! to the second rule; `.ci/run` points it at `../shared/corpus` and `../shared/wild`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use normshift::analysis::{Analysis, NormSummary, analyze, analyze_model};
@@ -525,4 +527,47 @@ fn placement_rewrites_move_skips_across_a_quantized_stream_and_back_exactly() {
     run(&mut model, "pre-to-post", Target::Onnx);
     let text = |m: &normshift::Model| m.to_text(Default::default());
     assert_eq!(text(&model), text(&original));
+}
+
+#[test]
+fn a_float16_bert_fuses_for_onnxruntime_judged_at_float16_resolution() {
+    // onnxconverter-common's float16 BERT (float32 inputs and outputs, float16 inside). onnxruntime runs most
+    // float16 ops of the unfused graph in float32 on CPU but its fused SkipLayerNormalization in float16: the
+    // two differ by float16 roundings, so the outputs are judged at a few roundings of float16 although they
+    // are float32.
+    if !common::onnxruntime_here(
+        "a_float16_bert_fuses_for_onnxruntime_judged_at_float16_resolution",
+    ) {
+        return;
+    }
+    let folder = models_dir().join("wild/bert.fp16_converter");
+    let path = folder.join("model.onnx");
+    let model = normshift::api::load(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let request = normshift::api::ConvertRequest {
+        passes: vec!["fuse-layernorm".into()],
+        target: Target::Ort,
+        inputs: normshift::api::InputsRequest {
+            inputs: Some(folder.join("test_data_set_0")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let report = normshift::api::convert(
+        &model,
+        &path,
+        &dir.path().join("out.onnx"),
+        &request,
+        &mut normshift::convert::Quiet,
+    )
+    .unwrap();
+    assert!(report.written, "{:?}", report.refusal);
+    let verification = report.verification.unwrap();
+    assert!(verification.tolerance.computed_in_half.is_some());
+    let worst = verification.worst().unwrap();
+    let raised = worst
+        .raised_tolerance
+        .expect("raised to float16's resolution");
+    assert!(worst.max_abs <= raised.atol, "{worst:?}");
+    assert!(report.passes[0].changes > 0);
 }

@@ -309,8 +309,7 @@ fn generated_images_get_the_channels_and_size_the_patch_conv_takes() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("models/wild/dinov2.optimum/model.onnx");
     let model = load(&path).unwrap();
-    let inputs =
-        normshift::verify::generate_inputs(&model, 0, &mut Default::default()).unwrap();
+    let inputs = normshift::verify::generate_inputs(&model, 0, &mut Default::default()).unwrap();
     let shape = inputs[0].tensor.shape().to_vec();
     assert_eq!(shape[1], 3, "{shape:?}");
     assert!(shape[2] >= 14 && shape[3] >= 14, "{shape:?}");
@@ -345,7 +344,12 @@ fn a_merged_decoders_generated_mask_matches_the_branch_each_set_selects() {
         };
         let past = find("past_key_values.0.key").tensor.shape()[2];
         let tokens = find("input_ids").tensor.shape()[1];
-        (branch, find("attention_mask").tensor.shape()[1], past, tokens)
+        (
+            branch,
+            find("attention_mask").tensor.shape()[1],
+            past,
+            tokens,
+        )
     };
     let (cache, mask, past, tokens) = mask_and_branch(0);
     assert!(cache);
