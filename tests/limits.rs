@@ -10,8 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use normshift::onnx::tensor_shape_proto::{Dimension, dimension::Value};
-use normshift::onnx::{TensorProto, ValueInfoProto};
+use normshift::onnx::TensorProto;
 use prost::Message;
 
 /// 2^40: 4 TiB of float32 for one row of it.
@@ -60,29 +59,6 @@ fn run_measured(args: &[&str], env: &[(&str, &str)]) -> Ran {
     }
 }
 
-/// A tensor's value info with `dims`: numbers are fixed sizes, anything else a symbol.
-fn typed(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
-    let mut v = f32_info(name, &[]);
-    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
-        v.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        t.elem_type = Some(elem);
-        t.shape = Some(normshift::onnx::TensorShapeProto {
-            dim: dims
-                .iter()
-                .map(|d| Dimension {
-                    value: Some(match d.parse::<i64>() {
-                        Ok(n) => Value::DimValue(n),
-                        Err(_) => Value::DimParam(d.to_string()),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        });
-    }
-    v
-}
-
 fn huge() -> String {
     HUGE.to_string()
 }
@@ -92,8 +68,8 @@ fn relu_of(dim: &str) -> Vec<u8> {
     tiny_model(|g| {
         g.node = vec![node("Relu", &["x"], &["y"])];
         g.initializer.clear();
-        g.input = vec![typed("x", 1, &["1", dim])];
-        g.output = vec![typed("y", 1, &["1", dim])];
+        g.input = vec![typed_info("x", 1, &["1", dim])];
+        g.output = vec![typed_info("y", 1, &["1", dim])];
     })
 }
 
@@ -127,8 +103,8 @@ fn norm_declared_huge() -> Vec<u8> {
         tiny_model(|g| {
             g.node = plain_layernorm("", "x", "y");
             g.initializer = vec![f32_tensor("eps", &[], &[1e-5])];
-            g.input = vec![typed("x", 1, &["1", "4", &huge()])];
-            g.output = vec![typed("y", 1, &["1", "4", &huge()])];
+            g.input = vec![typed_info("x", 1, &["1", "4", &huge()])];
+            g.output = vec![typed_info("y", 1, &["1", "4", &huge()])];
         }),
         14,
     )
@@ -145,8 +121,8 @@ fn norm_undeclared_then_huge() -> Vec<u8> {
                 f32_tensor("eps", &[], &[1e-5]),
                 i64_tensor("shape", &[1, 4, HUGE]),
             ];
-            g.input = vec![typed("x", 1, &["1", "4", "hidden"])];
-            g.output = vec![typed("y", 1, &["1", "4", "hidden"])];
+            g.input = vec![typed_info("x", 1, &["1", "4", "hidden"])];
+            g.output = vec![typed_info("y", 1, &["1", "4", "hidden"])];
         }),
         14,
     )
@@ -174,8 +150,8 @@ fn pre_ln_of_empty_weights() -> Vec<u8> {
                 empty("w2", &[0, HUGE]),
                 f32_tensor("eps", &[], &[1e-5]),
             ];
-            g.input = vec![typed("ids", 7, &["batch", "sequence"])];
-            g.output = vec![typed("y", 1, &["batch", "sequence", &huge()])];
+            g.input = vec![typed_info("ids", 7, &["batch", "sequence"])];
+            g.output = vec![typed_info("y", 1, &["batch", "sequence", &huge()])];
         }),
         14,
     )
@@ -332,8 +308,8 @@ fn dims_whose_product_overflows_are_refused_not_wrapped() {
     let model = tiny_model(|g| {
         g.node = vec![node("Relu", &["x"], &["y"])];
         g.initializer.clear();
-        g.input = vec![typed("x", 1, &[&huge(), &huge(), &huge()])];
-        g.output = vec![typed("y", 1, &["a", "b", "c"])];
+        g.input = vec![typed_info("x", 1, &[&huge(), &huge(), &huge()])];
+        g.output = vec![typed_info("y", 1, &["a", "b", "c"])];
     });
     refuses(
         &model,

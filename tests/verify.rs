@@ -167,30 +167,6 @@ fn a_model_no_runtime_can_run_exits_3_naming_the_node() {
     assert!(!stdout(&o).contains("PASS"));
 }
 
-/// A value info of element type `elem` whose dims are numbers or symbols (`"past + seq"` is a symbol too).
-fn info(name: &str, elem: i32, dims: &[&str]) -> normshift::onnx::ValueInfoProto {
-    use normshift::onnx::tensor_shape_proto::{Dimension, dimension::Value};
-    let mut v = f32_info(name, &[]);
-    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
-        v.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        t.elem_type = Some(elem);
-        t.shape = Some(normshift::onnx::TensorShapeProto {
-            dim: dims
-                .iter()
-                .map(|d| Dimension {
-                    value: Some(match d.parse::<i64>() {
-                        Ok(n) => Value::DimValue(n),
-                        Err(_) => Value::DimParam(d.to_string()),
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        });
-    }
-    v
-}
-
 fn shapes_of(
     bytes: Vec<u8>,
     named: &[(&str, usize)],
@@ -218,12 +194,12 @@ fn a_dim_written_as_an_expression_of_others_gets_its_value() {
     let bytes = tiny_model(|g| {
         g.initializer = vec![f32_tensor("table", &[10, 4], &[0.5; 40])];
         g.input = vec![
-            info("ids", 7, &["batch", "seq"]),
-            info("past.key", 1, &["batch", "2", "past", "4"]),
-            info("mask", 7, &["batch", "past + seq"]),
+            typed_info("ids", 7, &["batch", "seq"]),
+            typed_info("past.key", 1, &["batch", "2", "past", "4"]),
+            typed_info("mask", 7, &["batch", "past + seq"]),
         ];
         g.node = vec![node("Gather", &["table", "ids"], &["y"])];
-        g.output = vec![info("y", 1, &["batch", "seq", "4"])];
+        g.output = vec![typed_info("y", 1, &["batch", "seq", "4"])];
     });
     let shapes = shapes_of(bytes.clone(), &[("past", 3)]);
     assert_eq!(shapes["ids"], [2, 7]);
@@ -253,10 +229,10 @@ fn group_query_attention_fixes_the_head_size_and_the_total_length() {
             int32("total_len", &[], &[1]),
         ];
         g.input = vec![
-            info("ids", 7, &["batch", "seq"]),
-            info("mask", 7, &["batch", "total"]),
-            info("past_key", 1, &["batch", "1", "past", "kv_dim"]),
-            info("past_value", 1, &["batch", "1", "past", "kv_dim"]),
+            typed_info("ids", 7, &["batch", "seq"]),
+            typed_info("mask", 7, &["batch", "total"]),
+            typed_info("past_key", 1, &["batch", "1", "past", "kv_dim"]),
+            typed_info("past_value", 1, &["batch", "1", "past", "kv_dim"]),
         ];
         let mut gqa = node(
             "GroupQueryAttention",
@@ -282,9 +258,9 @@ fn group_query_attention_fixes_the_head_size_and_the_total_length() {
             gqa,
         ];
         g.output = vec![
-            info("y", 1, &["batch", "seq", "8"]),
-            info("present_key", 1, &["batch", "1", "total", "kv_dim"]),
-            info("present_value", 1, &["batch", "1", "total", "kv_dim"]),
+            typed_info("y", 1, &["batch", "seq", "8"]),
+            typed_info("present_key", 1, &["batch", "1", "total", "kv_dim"]),
+            typed_info("present_value", 1, &["batch", "1", "total", "kv_dim"]),
         ];
     });
     let mut proto =

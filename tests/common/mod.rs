@@ -232,3 +232,27 @@ pub fn onnxruntime_here(test: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     false
 }
+
+/// A value info of element type `elem` whose dims are numbers or symbols (`"past + seq"` is a symbol too).
+pub fn typed_info(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
+    use normshift::onnx::tensor_shape_proto::{Dimension, dimension::Value};
+    let mut v = f32_info(name, &[]);
+    if let Some(normshift::onnx::type_proto::Value::TensorType(t)) =
+        v.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(elem);
+        t.shape = Some(normshift::onnx::TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|d| Dimension {
+                    value: Some(match d.parse::<i64>() {
+                        Ok(n) => Value::DimValue(n),
+                        Err(_) => Value::DimParam(d.to_string()),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+    }
+    v
+}
